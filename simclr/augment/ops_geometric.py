@@ -1,0 +1,179 @@
+"""Geometric ops: crop, flips, rotation, erasing. Parameters follow torchvision's semantics."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from kornia.geometry.transform import crop_and_resize, rotate
+
+from simclr.config.schema import FieldError
+from simclr.augment.registry import PROBABILITY, Op, check_interval, register, uniform
+
+ATTEMPTS = 10  # torchvision's rejection-sampling attempts for crop/erase boxes
+
+
+def sample_boxes(gen, batch, height, width, scale, ratio, device, *, strict: bool):
+    """torchvision's rejection sampler for (top, left, h, w), vectorised over the batch.
+
+    Draws ATTEMPTS candidates per sample (a fixed amount of randomness) and keeps the first valid
+    one. `strict=False` is RandomResizedCrop's rule (box fits: 0 < w <= W); `strict=True` is
+    RandomErasing's (box strictly smaller than the image). Returns ints (B,) and `found` (B,).
+    """
+    area = height * width
+    target = area * uniform(gen, (batch, ATTEMPTS), scale[0], scale[1], device)
+    log_r = uniform(gen, (batch, ATTEMPTS), math.log(ratio[0]), math.log(ratio[1]), device)
+    u_top, u_left = torch.rand((2, batch, ATTEMPTS), generator=gen, device=device)
+    aspect = torch.exp(log_r)
+    if strict:  # RandomErasing: h from area*aspect
+        h = torch.round(torch.sqrt(target * aspect))
+        w = torch.round(torch.sqrt(target / aspect))
+        ok = (h < height) & (w < width)
+    else:       # RandomResizedCrop: w from area*aspect
+        w = torch.round(torch.sqrt(target * aspect))
+        h = torch.round(torch.sqrt(target / aspect))
+        ok = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    first = ok.to(torch.int64).argmax(dim=1, keepdim=True)        # first valid attempt
+    found = ok.any(dim=1)
+    pick = lambda t: t.gather(1, first).squeeze(1)                # noqa: E731
+    h, w = pick(h), pick(w)
+    top = torch.floor(pick(u_top) * (height - h + 1))
+    left = torch.floor(pick(u_left) * (width - w + 1))
+    return top, left, h, w, found
+
+
+def center_fallback(height, width, ratio):
+    """torchvision's RandomResizedCrop fallback when no attempt fits: a central crop."""
+    in_ratio = width / height
+    if in_ratio < ratio[0]:
+        w, h = width, int(round(width / ratio[0]))
+    elif in_ratio > ratio[1]:
+        h, w = height, int(round(height * ratio[1]))
+    else:
+        w, h = width, height
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+@dataclass(frozen=True)
+class CropParams:
+    size: int | None = field(default=None, metadata={"range": (1, 4096), "help": "output side; null keeps the input size"})
+    scale: tuple[float, float] = field(default=(0.08, 1.0), metadata={"range": (0.0, 1.0)})
+    ratio: tuple[float, float] = field(default=(3 / 4, 4 / 3), metadata={"range": (1e-3, 1e3)})
+    p: float = field(default=1.0, metadata=PROBABILITY)
+
+    def __post_init__(self):
+        check_interval("scale", self.scale)
+        check_interval("ratio", self.ratio)
+        if self.scale[1] <= 0:
+            raise FieldError("scale", "max must be > 0 (a crop needs some area).")
+
+
+@register
+class RandomResizedCrop(Op):
+    """Crop a random area fraction `scale` with aspect `ratio`, resize to `size` (bilinear).
+
+    Uses Kornia's batched `crop_and_resize` (one warp for all boxes, i.e. Kornia's
+    cropping_mode="resample"), not per-image slicing. Images not selected (p < 1) are resized whole.
+    """
+    name = "random_resized_crop"
+    Params = CropParams
+
+    def sample(self, x, gen):
+        _, _, height, width = x.shape
+        return dict(zip(("top", "left", "h", "w", "found"),
+                        sample_boxes(gen, x.shape[0], height, width, self.params.scale, self.params.ratio,
+                                     x.device, strict=False)))
+
+    def __call__(self, x, gen):
+        batch, _, height, width = x.shape
+        applied = torch.rand(batch, generator=gen, device=x.device) < self.p
+        d = self.sample(x, gen)
+        ft, fl, fh, fw = center_fallback(height, width, self.params.ratio)
+        keep = lambda a, b: torch.where(d["found"], a, torch.full_like(a, b))  # noqa: E731
+        top, left, h, w = keep(d["top"], ft), keep(d["left"], fl), keep(d["h"], fh), keep(d["w"], fw)
+        top, left = torch.where(applied, top, 0), torch.where(applied, left, 0)
+        h, w = torch.where(applied, h, height), torch.where(applied, w, width)
+        x1, y1, x2, y2 = left, top, left + w - 1, top + h - 1
+        boxes = torch.stack([torch.stack([x1, y1], -1), torch.stack([x2, y1], -1),
+                             torch.stack([x2, y2], -1), torch.stack([x1, y2], -1)], dim=1)  # (B, 4, 2)
+        size = self.params.size or height
+        out_hw = (size, size) if self.params.size else (height, width)
+        return crop_and_resize(x, boxes.to(x.dtype), out_hw, mode="bilinear", align_corners=True)
+
+
+@dataclass(frozen=True)
+class FlipParams:
+    p: float = field(default=0.5, metadata=PROBABILITY)
+
+
+@register
+class HorizontalFlip(Op):
+    name = "horizontal_flip"
+    Params = FlipParams
+
+    def transform(self, x, draws):
+        return x.flip(-1)
+
+
+@register
+class VerticalFlip(Op):
+    name = "vertical_flip"
+    Params = FlipParams
+
+    def transform(self, x, draws):
+        return x.flip(-2)
+
+
+@dataclass(frozen=True)
+class RotationParams:
+    degrees: tuple[float, float] = field(default=(-30.0, 30.0), metadata={"range": (-360.0, 360.0),
+                                         "help": "angle range in degrees, [min, max]"})
+    p: float = field(default=0.5, metadata=PROBABILITY)
+
+    def __post_init__(self):
+        check_interval("degrees", self.degrees)
+
+
+@register
+class Rotation(Op):
+    """Rotate by a uniform angle in `degrees` about the centre; corners filled with 0 (black)."""
+    name = "rotation"
+    Params = RotationParams
+
+    def sample(self, x, gen):
+        return {"angle": uniform(gen, (x.shape[0],), *self.params.degrees, x.device)}
+
+    def transform(self, x, draws):
+        return rotate(x, draws["angle"].to(x.dtype), mode="bilinear", padding_mode="zeros")
+
+
+@dataclass(frozen=True)
+class ErasingParams:
+    scale: tuple[float, float] = field(default=(0.02, 0.33), metadata={"range": (0.0, 1.0)})
+    ratio: tuple[float, float] = field(default=(0.3, 3.3), metadata={"range": (1e-3, 1e3)})
+    value: float = field(default=0.0, metadata={"range": (0.0, 1.0), "help": "fill value in [0, 1] image units"})
+    p: float = field(default=0.5, metadata=PROBABILITY)
+
+    def __post_init__(self):
+        check_interval("scale", self.scale)
+        check_interval("ratio", self.ratio)
+
+
+@register
+class RandomErasing(Op):
+    """Cutout / random erasing (Zhong et al. 2020) with torchvision's box sampler."""
+    name = "random_erasing"
+    Params = ErasingParams
+
+    def sample(self, x, gen):
+        _, _, height, width = x.shape
+        return dict(zip(("top", "left", "h", "w", "found"),
+                        sample_boxes(gen, x.shape[0], height, width, self.params.scale, self.params.ratio,
+                                     x.device, strict=True)))
+
+    def transform(self, x, d):
+        rows = torch.arange(x.shape[-2], device=x.device).view(1, -1, 1)
+        cols = torch.arange(x.shape[-1], device=x.device).view(1, 1, -1)
+        t, l, h, w = (d[k].view(-1, 1, 1) for k in ("top", "left", "h", "w"))
+        box = (rows >= t) & (rows < t + h) & (cols >= l) & (cols < l + w) & d["found"].view(-1, 1, 1)
+        return torch.where(box.unsqueeze(1), torch.full_like(x, self.params.value), x)

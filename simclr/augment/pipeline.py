@@ -1,0 +1,102 @@
+"""Two-view sampling on the model's device, with one seeded random stream per op.
+
+Each op instance draws from its own `torch.Generator`, keyed by (seed, rank, view, op name,
+occurrence of that name in the view). Removing op k from a policy therefore leaves every other
+op's draws unchanged: two ablation arms that share the crop see identical crops.
+"""
+from __future__ import annotations
+
+import hashlib
+
+import torch
+
+from simclr.augment.policy import Policy
+from simclr.augment.registry import REGISTRY, Op
+
+
+def stream_seed(seed: int, key: str) -> int:
+    digest = hashlib.sha256(f"{seed}/{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def stream_keys(policy: Policy, rank: int = 0) -> list[list[str]]:
+    keys = []
+    for v, view in enumerate(policy.views):
+        count: dict[str, int] = {}
+        row = []
+        for op in view:
+            count[op.name] = count.get(op.name, 0) + 1
+            prefix = f"rank{rank}/" if rank else ""  # rank 0 keeps the single-device streams
+            row.append(f"{prefix}view{v}/{op.name}#{count[op.name]}")
+        keys.append(row)
+    return keys
+
+
+class TwoViewAugmenter(torch.nn.Module):
+    """uint8 (B, C, H, W) on any device -> two float, normalised views on that same device.
+
+    Deterministic given `seed`; generator states travel in `state_dict()` (as extra state), so a
+    resumed run continues the exact random streams.
+    """
+
+    def __init__(self, policy: Policy, seed: int = 0, rank: int = 0):
+        super().__init__()
+        self.policy = policy
+        self.seed = seed
+        self.views: list[list[Op]] = [[REGISTRY[o.name](o.params) for o in view] for view in policy.views]
+        self.set_rank(rank)
+
+    def set_rank(self, rank: int) -> None:
+        """Each DDP rank must see different randomness; call before the first batch."""
+        self.rank = rank
+        self.keys = stream_keys(self.policy, rank)
+        self._gens: dict[str, list[list[torch.Generator]]] = {}
+        self._loaded_states: list[list[torch.Tensor]] | None = None
+
+    def generators(self, device: torch.device) -> list[list[torch.Generator]]:
+        dev = str(device)
+        if dev not in self._gens:
+            gens = []
+            for v, row in enumerate(self.keys):
+                gens.append([])
+                for i, key in enumerate(row):
+                    g = torch.Generator(device=device)
+                    if self._loaded_states is not None:
+                        g.set_state(self._loaded_states[v][i])
+                    else:
+                        g.manual_seed(stream_seed(self.seed, key))
+                    gens[-1].append(g)
+            self._gens = {dev: gens}  # one device at a time: moving devices continues from saved state
+        return self._gens[dev]
+
+    def view(self, x_uint8: torch.Tensor, index: int) -> torch.Tensor:
+        if x_uint8.dtype != torch.uint8 or x_uint8.ndim != 4:
+            raise ValueError(f"augmenter expects uint8 images (B, C, H, W), got {x_uint8.dtype} {tuple(x_uint8.shape)}")
+        x = x_uint8.float().div_(255.0)
+        for op, gen in zip(self.views[index], self.generators(x.device)[index], strict=True):
+            x = op(x, gen)
+        return x
+
+    def forward(self, x_uint8: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        v1, v2 = self.view(x_uint8, 0), self.view(x_uint8, 1)
+        if v1.shape != v2.shape:
+            raise ValueError(f"policy '{self.policy.name}' makes views of different shapes {tuple(v1.shape)} "
+                             f"and {tuple(v2.shape)}; give both crops the same size.")
+        return v1, v2
+
+    # Generator states are checkpointed with the module (Lightning saves state_dict()).
+    def get_extra_state(self):
+        if self._gens:
+            (gens,) = self._gens.values()
+            return {"seed": self.seed, "rank": self.rank, "states": [[g.get_state() for g in row] for row in gens]}
+        return {"seed": self.seed, "rank": self.rank, "states": self._loaded_states}
+
+    def set_extra_state(self, state) -> None:
+        self.seed = state["seed"]
+        # A checkpoint holds rank 0's streams; other DDP ranks restart their own from the seed
+        # (distinct from rank 0's, though not a continuation).
+        self._loaded_states = state["states"] if state["rank"] == self.rank else None
+        self._gens = {}
+
+    def extra_repr(self) -> str:
+        return f"policy={self.policy.name}, seed={self.seed}, views={self.views}"

@@ -1,0 +1,84 @@
+"""The op registry: every augmentation is a name, a frozen params dataclass and two methods.
+
+Why ops draw their own parameters instead of using Kornia's `RandomXxx` modules: Kornia samples
+from the global torch RNG (even at p=0), so removing one op would shift every later op's draws
+and two ablation arms would stop being comparable. Here each op instance owns a
+`torch.Generator` (see pipeline.py) and draws a *fixed* number of values per batch from it, so an
+op's randomness depends only on its own stream. Kornia still does the pixel work
+(its functional kernels are batched and accept per-sample parameters).
+
+Every op is applied per sample: a Bernoulli(p) mask picks which images get the op; the op is
+computed for the whole batch and blended in with `torch.where` — no boolean indexing, which
+would force a host/device sync on CUDA.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+import torch
+
+from simclr.config.schema import FieldError
+
+REGISTRY: dict[str, type["Op"]] = {}
+
+PROBABILITY = {"range": (0.0, 1.0), "help": "chance that a given image gets this op"}
+
+
+def register(cls: type["Op"]) -> type["Op"]:
+    if cls.name in REGISTRY:
+        raise RuntimeError(f"op {cls.name!r} registered twice")
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+def check_interval(key: str, interval: tuple[float, float], lo: float | None = None, hi: float | None = None) -> None:
+    """Cross-field check for a (min, max) pair, reported on `key`."""
+    a, b = interval
+    if a > b:
+        raise FieldError(key, f"min {a} > max {b}; write [min, max].")
+    if lo is not None and a < lo:
+        raise FieldError(key, f"{a} is below the allowed minimum {lo}.")
+    if hi is not None and b > hi:
+        raise FieldError(key, f"{b} is above the allowed maximum {hi}.")
+
+
+def uniform(gen: torch.Generator, shape: tuple[int, ...], lo: float, hi: float, device: torch.device) -> torch.Tensor:
+    return lo + (hi - lo) * torch.rand(shape, generator=gen, device=device)
+
+
+class Op:
+    """Base class. Subclasses set `name`, `Params`, and implement `sample` and `transform`."""
+
+    name: ClassVar[str]
+    Params: ClassVar[type]
+
+    def __init__(self, params):
+        self.params = params
+
+    @property
+    def p(self) -> float:
+        return self.params.p
+
+    def sample(self, x: torch.Tensor, gen: torch.Generator) -> dict[str, torch.Tensor]:
+        """Draw per-sample parameters. Must draw the same amount whatever p is."""
+        return {}
+
+    def transform(self, x: torch.Tensor, draws: dict[str, torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        # x: (B, C, H, W) float in [0, 1] (normalize excepted)
+        applied = torch.rand(x.shape[0], generator=gen, device=x.device) < self.p  # (B,)
+        draws = self.sample(x, gen)
+        return self.blend(x, draws, applied)
+
+    def blend(self, x: torch.Tensor, draws: dict[str, torch.Tensor], applied: torch.Tensor) -> torch.Tensor:
+        out = self.transform(x, draws)
+        if out.shape != x.shape:  # ops that resize handle `applied` themselves
+            return out
+        # lerp with 0/1 weights is exact at both ends and, on CPU, ~15x cheaper than a full-size where
+        return torch.lerp(x, out, applied.to(x.dtype).view(-1, 1, 1, 1))
+
+    def __repr__(self) -> str:
+        return f"{self.name}({', '.join(f'{k}={v}' for k, v in dataclasses.asdict(self.params).items())})"

@@ -1,0 +1,32 @@
+"""Process-level helpers shared by every room (rank 0: imports nothing from simclr)."""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import sys
+
+_TUNED = False
+
+
+def tune_cpu_allocator() -> bool:
+    """Keep freed large blocks in glibc's heap instead of returning them to the OS.
+
+    Batched CPU augmentation allocates and frees many 1-10 MB tensors per step; with glibc's
+    defaults each one is a fresh mmap and every page faults on first touch, which measured ~2x
+    slower here (scripts/bench_augment.py prints both). Same effect as MALLOC_TRIM_THRESHOLD_ /
+    MALLOC_MMAP_THRESHOLD_ / MALLOC_TOP_PAD_. No-op off glibc. Returns whether it applied.
+    """
+    global _TUNED
+    if _TUNED:
+        return True
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        m_trim, m_top_pad, m_mmap = -1, -2, -3
+        ok = all(libc.mallopt(opt, val) == 1 for opt, val in
+                 ((m_mmap, 32 << 20), (m_trim, 256 << 20), (m_top_pad, 64 << 20)))
+    except (OSError, AttributeError):
+        return False
+    _TUNED = ok
+    return ok
