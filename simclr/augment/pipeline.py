@@ -100,3 +100,24 @@ class TwoViewAugmenter(torch.nn.Module):
 
     def extra_repr(self) -> str:
         return f"policy={self.policy.name}, seed={self.seed}, views={self.views}"
+
+
+def eval_preprocess(policy: Policy):
+    """The deterministic input transform for evaluation: uint8 -> [0, 1] -> resize to the policy's
+    crop size (if it has one) -> the policy's normalize. No randomness."""
+    from kornia.geometry.transform import resize
+
+    view = policy.views[0]
+    sizes = [o.params.size for o in view if o.name == "random_resized_crop" and o.params.size]
+    size = sizes[-1] if sizes else None
+    norm = [REGISTRY[o.name](o.params) for o in view if o.name == "normalize"]
+
+    def preprocess(x_uint8: torch.Tensor) -> torch.Tensor:
+        x = x_uint8.float().div_(255.0)
+        if size is not None and tuple(x.shape[-2:]) != (size, size):
+            x = resize(x, (size, size), interpolation="bilinear", antialias=True)
+        for op in norm:
+            x = op(x, None)
+        return x
+
+    return preprocess

@@ -1,0 +1,143 @@
+"""The run config: typed, frozen dataclasses. The schema *is* the documentation of every key.
+
+Loaded with omegaconf (YAML + `key=value` overrides + interpolation), then validated by
+`schema.build`, which rejects unknown keys with the nearest valid one and checks ranges.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from simclr.config.schema import ConfigError, FieldError, build, to_dict
+
+POSITIVE_INT = {"range": (1, None)}
+NON_NEGATIVE = {"range": (0.0, None)}
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    name: Literal["cifar10", "cifar100", "fashion_mnist", "stl10", "imagefolder", "digits"] = "cifar10"
+    path: str | None = field(default=None, metadata={"help": "dataset folder or archive; not needed for digits"})
+    train_split: str = field(default="train", metadata={"help": "stl10: train, unlabeled or train+unlabeled"})
+    train_per_class: int | None = field(default=None, metadata={"range": (1, None), "help": "seeded subset"})
+    val_per_class: int = field(default=50, metadata={"range": (0, None),
+                               "help": "held out from train for the kNN monitor; never the test set"})
+    test_per_class: int | None = field(default=None, metadata={"range": (1, None)})
+    image_size: int | None = field(default=None, metadata={"range": (4, 1024), "help": "resize images to this side"})
+    batch_size: int = field(default=256, metadata={"range": (2, None), "help": "per device"})
+    cache_dir: str | None = None
+
+    def __post_init__(self):
+        if self.name != "digits" and not self.path:
+            raise FieldError("path", f"required for dataset '{self.name}' (only 'digits' ships with scikit-learn).")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    backbone: Literal["small_cnn", "resnet18", "resnet34", "resnet50"] = "resnet18"
+    cifar_stem: bool = field(default=True, metadata={"help": "3x3 conv, no max-pool (for 32x32 inputs)"})
+    width: int = field(default=64, metadata={"range": (4, 1024), "help": "small_cnn base channels"})
+    head_hidden_dim: int = field(default=2048, metadata=POSITIVE_INT)
+    head_out_dim: int = field(default=128, metadata=POSITIVE_INT)
+    head_layers: int = field(default=2, metadata={"range": (1, 4)})
+    head_batch_norm: bool = True
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    temperature: float = field(default=0.5, metadata={"range": (1e-3, 10.0)})
+    gather: bool = field(default=True, metadata={"help": "negatives from all devices (differentiable all-gather)"})
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    name: Literal["lars", "sgd", "adamw"] = "lars"
+    lr: float = field(default=1.0, metadata={"range": (0.0, 100.0), "help": "base lr, scaled by batch/256"})
+    lr_scaling: Literal["linear", "sqrt", "none"] = "linear"
+    weight_decay: float = field(default=1e-6, metadata={"range": (0.0, 1.0)})
+    momentum: float = field(default=0.9, metadata={"range": (0.0, 1.0)})
+    trust_coefficient: float = field(default=1e-3, metadata={"range": (0.0, 1.0), "help": "LARS eta"})
+    warmup_epochs: float = field(default=10.0, metadata=NON_NEGATIVE)
+    min_lr_ratio: float = field(default=0.0, metadata={"range": (0.0, 1.0), "help": "cosine floor / peak lr"})
+    probe_lr: float = field(default=0.1, metadata={"range": (0.0, 100.0), "help": "online linear probe (SGD)"})
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    max_epochs: int = field(default=100, metadata=POSITIVE_INT)
+    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
+    devices: int = field(default=1, metadata=POSITIVE_INT)
+    num_nodes: int = field(default=1, metadata=POSITIVE_INT)
+    strategy: Literal["auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true"] = "auto"
+    precision: Literal["32", "bf16-mixed", "16-mixed"] = "32"
+    channels_last: bool = False
+    compile: bool = field(default=False, metadata={"help": "torch.compile the backbone"})
+    sync_batchnorm: bool = field(default=False, metadata={"help": "synchronise BN statistics across devices"})
+    accumulate_grad_batches: int = field(default=1, metadata={"range": (1, None), "help":
+                                         "must be 1 with a contrastive loss (see __post_init__)"})
+    knn_monitor_every: int = field(default=1, metadata={"range": (0, None), "help": "epochs; 0 disables"})
+    log_every_n_steps: int = field(default=10, metadata=POSITIVE_INT)
+    progress_bar: bool = True
+    limit_train_batches: int | None = field(default=None, metadata={"range": (1, None), "help": "for smoke runs"})
+
+    def __post_init__(self):
+        if self.accumulate_grad_batches != 1:
+            raise FieldError("accumulate_grad_batches",
+                             f"{self.accumulate_grad_batches} would compute NT-Xent inside each micro-batch, so each "
+                             "loss sees fewer negatives than the effective batch — a different method, not a memory "
+                             "trick. Use 1 and raise data.batch_size or trainer.devices instead.")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    knn_k: tuple[int, ...] = field(default=(200, 20), metadata={"range": (1, None)})
+    knn_temperature: float = field(default=0.1, metadata={"range": (1e-4, 10.0)})
+    monitor_k: int = field(default=20, metadata={"range": (1, None), "help": "k of the in-training kNN monitor"})
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    name: str = "simclr"
+    seed: int = field(default=0, metadata={"range": (0, 2**31 - 1)})
+    output_dir: str = "runs"
+    policy: str = field(default="simclr_cifar", metadata={"help": "policy YAML path or a shipped policy name"})
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """YAML file + `dotted.key=value` overrides -> validated, frozen RunConfig."""
+    try:
+        base = OmegaConf.create({})
+        if path is not None:
+            p = Path(path)
+            if not p.is_file():
+                raise ConfigError(f"{p}: config file not found.")
+            base = OmegaConf.load(p)
+        for item in overrides:
+            if "=" not in item:
+                raise ConfigError(f"override '{item}': expected key=value, e.g. trainer.max_epochs=5.")
+        merged = OmegaConf.merge(base, OmegaConf.from_dotlist(list(overrides)))
+        raw = OmegaConf.to_container(merged, resolve=True)
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"{path or 'overrides'}: {e}".split("\n")[0]) from None
+    try:
+        return build(RunConfig, raw)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}" if path else str(e)) from None
+
+
+def save_config(cfg: RunConfig, path: Path) -> None:
+    path.write_text(OmegaConf.to_yaml(OmegaConf.create(to_dict(cfg))))
+
+
+def config_from_dict(raw: dict) -> RunConfig:
+    return build(RunConfig, raw)

@@ -1,0 +1,164 @@
+"""Dataset loading by config, seeded per-class subsets, and the LightningDataModule.
+
+Batches are uint8 (B, C, H, W) tensors sliced straight from memory (no per-sample collate, no
+workers): augmentation happens later, on the model's device.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from simclr.config.run import DataConfig
+from simclr.data.formats import (DataError, ImageData, cache_dir, read_cifar_pickle, read_digits, read_idx,
+                                 read_imagefolder, read_stl10)
+
+
+def _resize(data: ImageData, size: int | None) -> ImageData:
+    if size is None or data.images.shape[-1] == size == data.images.shape[-2]:
+        return data
+    from torchvision.transforms.v2.functional import resize
+    return ImageData(resize(data.images, [size, size], antialias=True), data.labels, data.classes)
+
+
+def load_split(cfg: DataConfig, split: str) -> ImageData:
+    """One split ('train', 'test', 'unlabeled', 'train+unlabeled') of the configured dataset."""
+    if "+" in split:
+        parts = [load_split(cfg, s) for s in split.split("+")]
+        return ImageData(torch.cat([p.images for p in parts]), torch.cat([p.labels for p in parts]), parts[0].classes)
+    if cfg.name == "digits":
+        return _resize(read_digits(split), cfg.image_size)
+    path = Path(cfg.path).expanduser()
+    if not path.exists():
+        raise DataError(f"data.path: {path} does not exist (dataset '{cfg.name}').")
+    if cfg.name in ("cifar10", "cifar100"):
+        pickled = any((path / d).is_dir() for d in ("cifar-10-batches-py", "cifar-100-python")) or \
+            (path / "data_batch_1").exists() or (path / "train").is_file()
+        if pickled:
+            data = read_cifar_pickle(path, split, cifar100=cfg.name == "cifar100")
+        else:
+            data = read_imagefolder(path, split, cfg.image_size, cache_dir(cfg.cache_dir))
+    elif cfg.name == "fashion_mnist":
+        data = read_idx(path, split)
+    elif cfg.name == "stl10":
+        data = read_stl10(path, split)
+    else:
+        tree_split = split if (path.is_file() or (path / split).is_dir()) else None
+        data = read_imagefolder(path, tree_split, cfg.image_size, cache_dir(cfg.cache_dir))
+    return _resize(data, cfg.image_size)
+
+
+def per_class_indices(labels: torch.Tensor, n: int, seed: int, exclude: torch.Tensor | None = None) -> torch.Tensor:
+    """Seeded choice of up to n indices per class (labels >= 0), optionally avoiding `exclude`."""
+    g = torch.Generator().manual_seed(seed)
+    allowed = torch.ones(len(labels), dtype=torch.bool)
+    if exclude is not None:
+        allowed[exclude] = False
+    picked = []
+    for c in torch.unique(labels[labels >= 0]).tolist():
+        idx = torch.nonzero((labels == c) & allowed).squeeze(1)
+        picked.append(idx[torch.randperm(len(idx), generator=g)[:n]])
+    return torch.sort(torch.cat(picked)).values if picked else torch.empty(0, dtype=torch.int64)
+
+
+def make_splits(cfg: DataConfig, seed: int) -> dict[str, ImageData]:
+    """train (for SSL), val (held out from train: kNN monitor, probe weight decay), test."""
+    full = load_split(cfg, cfg.train_split)
+    val_idx = per_class_indices(full.labels, cfg.val_per_class, seed + 1) if cfg.val_per_class else \
+        torch.empty(0, dtype=torch.int64)
+    if cfg.train_per_class:
+        train_idx = per_class_indices(full.labels, cfg.train_per_class, seed, exclude=val_idx)
+        unlabeled = torch.nonzero(full.labels < 0).squeeze(1)
+        train_idx = torch.sort(torch.cat([train_idx, unlabeled])).values
+    else:
+        keep = torch.ones(len(full), dtype=torch.bool)
+        keep[val_idx] = False
+        train_idx = torch.nonzero(keep).squeeze(1)
+    test = load_split(cfg, "test")
+    if cfg.test_per_class:
+        test = test.subset(per_class_indices(test.labels, cfg.test_per_class, seed + 2))
+    splits = {"train": full.subset(train_idx), "val": full.subset(val_idx), "test": test}
+    if len(splits["train"]) < cfg.batch_size:
+        raise DataError(f"data.batch_size={cfg.batch_size} exceeds the {len(splits['train'])} training images; "
+                        "lower data.batch_size or raise data.train_per_class.")
+    return splits
+
+
+class BatchIndexDataset(Dataset):
+    """dataset[list_of_indices] -> (uint8 images, labels) in one tensor index."""
+
+    def __init__(self, data: ImageData):
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index):
+        return self.data.images[index], self.data.labels[index]
+
+
+class SeededBatchSampler(torch.utils.data.Sampler):
+    """Shuffled index batches from (seed, epoch) alone, so a resumed run replays the same order.
+
+    Rank-aware: each of `world` ranks takes a disjoint strided share of every global permutation.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int, shuffle: bool = True, drop_last: bool = True,
+                 rank: int = 0, world: int = 1):
+        self.n, self.batch_size, self.seed, self.shuffle, self.drop_last = n, batch_size, seed, shuffle, drop_last
+        self.rank, self.world, self.epoch = rank, world, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _indices(self) -> torch.Tensor:
+        if not self.shuffle:
+            return torch.arange(self.n)[self.rank::self.world]
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return torch.randperm(self.n, generator=g)[self.rank::self.world]
+
+    def __iter__(self):
+        idx = self._indices()
+        stop = len(idx) - len(idx) % self.batch_size if self.drop_last else len(idx)
+        for i in range(0, stop, self.batch_size):
+            yield idx[i:i + self.batch_size]
+
+    def __len__(self) -> int:
+        per_rank = len(range(self.rank, self.n, self.world))
+        return per_rank // self.batch_size if self.drop_last else -(-per_rank // self.batch_size)
+
+
+def batch_loader(data: ImageData, batch_size: int, seed: int = 0, shuffle: bool = False, drop_last: bool = False,
+                 rank: int = 0, world: int = 1, pin_memory: bool = False) -> DataLoader:
+    sampler = SeededBatchSampler(len(data), batch_size, seed, shuffle, drop_last, rank, world)
+    return DataLoader(BatchIndexDataset(data), sampler=sampler, batch_size=None, pin_memory=pin_memory)
+
+
+class SimCLRDataModule(pl.LightningDataModule):
+    def __init__(self, cfg: DataConfig, seed: int = 0, splits: dict[str, ImageData] | None = None):
+        super().__init__()
+        self.cfg, self.seed = cfg, seed
+        self.splits = splits
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits is None:
+            self.splits = make_splits(self.cfg, self.seed)
+
+    @property
+    def channels(self) -> int:
+        self.setup()
+        return self.splits["train"].images.shape[1]
+
+    @property
+    def num_classes(self) -> int:
+        self.setup()
+        return len(self.splits["train"].classes)
+
+    def train_dataloader(self) -> DataLoader:
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        pin = trainer is not None and trainer.accelerator.__class__.__name__ == "CUDAAccelerator"
+        return batch_loader(self.splits["train"], self.cfg.batch_size, self.seed, shuffle=True, drop_last=True,
+                            rank=rank, world=world, pin_memory=pin)

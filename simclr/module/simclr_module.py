@@ -1,0 +1,122 @@
+"""The SimCLR LightningModule: augment on device, encode, project, NT-Xent. Nothing else.
+
+Evaluation (the kNN monitor) is a callback in simclr.evaluate, attached by simclr.train.
+"""
+from __future__ import annotations
+
+import time
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from simclr.augment import TwoViewAugmenter, load_policy, policy_from_dict
+from simclr.config.run import RunConfig, config_from_dict
+from simclr.config.schema import to_dict
+from simclr.losses import NTXentLoss
+from simclr.models import Encoder, ProjectionHead
+from simclr.module.optim import build_optimizer, scaled_lr, warmup_cosine
+
+
+class SimCLRModule(pl.LightningModule):
+    def __init__(self, config: dict, in_channels: int, num_classes: int, policy: dict | None = None):
+        """config: a RunConfig as a plain dict (so Lightning can store it in checkpoints);
+        policy: the resolved policy dict, stored so a checkpoint reproduces its augmentations."""
+        super().__init__()
+        self.save_hyperparameters()
+        self.cfg: RunConfig = config_from_dict(config)
+        m = self.cfg.model
+        self.encoder = Encoder(m.backbone, in_channels=in_channels, cifar_stem=m.cifar_stem, width=m.width)
+        self.head = ProjectionHead(self.encoder.feature_dim, m.head_hidden_dim, m.head_out_dim, m.head_layers,
+                                   m.head_batch_norm)
+        self.probe = nn.Linear(self.encoder.feature_dim, num_classes)  # online probe on detached features
+        pol = policy_from_dict(policy, "<checkpoint>") if policy is not None else load_policy(self.cfg.policy)
+        self.augment = TwoViewAugmenter(pol, seed=self.cfg.seed)
+        self.criterion = NTXentLoss(self.cfg.loss.temperature, self.cfg.loss.gather)
+        self.automatic_optimization = False  # two optimizers: SSL and the probe's own
+        self._last_step_time: float | None = None
+        object.__setattr__(self, "_compiled_encoder", None)  # not a submodule: checkpoints keep plain names
+
+    @classmethod
+    def from_config(cls, cfg: RunConfig, in_channels: int, num_classes: int) -> "SimCLRModule":
+        return cls(to_dict(cfg), in_channels, num_classes, load_policy(cfg.policy).to_dict())
+
+    # ------------------------------------------------------------------ device-side augmentation
+    def setup(self, stage: str) -> None:
+        self.augment.set_rank(self.global_rank)
+        if self.cfg.trainer.channels_last:
+            self.encoder.to(memory_format=torch.channels_last)
+        if self.cfg.trainer.compile:
+            object.__setattr__(self, "_compiled_encoder", torch.compile(self.encoder))
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        if self.trainer is None or not self.trainer.training:
+            return batch
+        images, labels = batch                       # uint8 (B, C, H, W) already on self.device
+        v1, v2 = self.augment(images)                # float (B, C, H', W') each
+        if self.cfg.trainer.channels_last:
+            v1, v2 = (v.contiguous(memory_format=torch.channels_last) for v in (v1, v2))
+        return v1, v2, labels
+
+    # ------------------------------------------------------------------ training
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x)
+
+    def _encode(self, x: torch.Tensor) -> torch.Tensor:
+        return (self._compiled_encoder or self.encoder)(x)
+
+    def training_step(self, batch, batch_idx):
+        v1, v2, labels = batch
+        n = v1.shape[0]
+        h = self._encode(torch.cat([v1, v2]))                           # (2n, F)
+        z1, z2 = self.head(h).chunk(2)                                  # (n, D) each
+        loss, logits, targets = self.criterion(z1, z2, return_logits=True)
+        probe_logits = self.probe(h.detach().float())                   # never reaches the backbone
+        probe_labels = labels.repeat(2)
+        probe_loss = F.cross_entropy(probe_logits, probe_labels, ignore_index=-1)
+
+        opt, probe_opt = self.optimizers()
+        sched, probe_sched = self.lr_schedulers()
+        opt.zero_grad(set_to_none=True)
+        probe_opt.zero_grad(set_to_none=True)
+        self.manual_backward(loss + probe_loss)
+        opt.step()
+        probe_opt.step()
+        sched.step()
+        probe_sched.step()
+
+        with torch.no_grad():
+            pos_cos = F.cosine_similarity(z1.float(), z2.float(), dim=1).mean()
+            top1 = (logits.argmax(dim=1) == targets).float().mean()
+            labelled = probe_labels >= 0
+            probe_acc = ((probe_logits.argmax(1) == probe_labels) & labelled).sum() / labelled.sum().clamp_min(1)
+        now = time.perf_counter()
+        log = dict(on_step=True, on_epoch=False, batch_size=n)
+        if self._last_step_time is not None:
+            self.log("img_per_s", n * self.trainer.world_size / (now - self._last_step_time), prog_bar=True, **log)
+        self._last_step_time = now
+        self.log("train/loss", loss, prog_bar=True, **log)
+        self.log("train/lr", opt.param_groups[0]["lr"], **log)
+        self.log("train/pos_cosine", pos_cos, **log)
+        self.log("train/contrastive_top1", top1, **log)
+        self.log("train/probe_acc", probe_acc, prog_bar=True, **log)
+        self.log("train/loss_epoch", loss, on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
+        return loss
+
+    def on_train_epoch_start(self) -> None:
+        self._last_step_time = None  # the first step of an epoch would include the monitor's time
+
+    def configure_optimizers(self):
+        cfg = self.cfg.optim
+        steps_per_epoch = self.trainer.num_training_batches if self.trainer.num_training_batches != float("inf") \
+            else len(self.trainer.datamodule.train_dataloader())
+        total = max(1, int(steps_per_epoch * self.trainer.max_epochs))
+        warmup = int(steps_per_epoch * cfg.warmup_epochs)
+        global_batch = self.cfg.data.batch_size * self.trainer.world_size
+        ssl_params = nn.ModuleList([self.encoder, self.head])
+        opt = build_optimizer(cfg, ssl_params, scaled_lr(cfg, global_batch))
+        probe_opt = torch.optim.SGD(self.probe.parameters(), lr=cfg.probe_lr, momentum=0.9)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(total, warmup, cfg.min_lr_ratio))
+        probe_sched = torch.optim.lr_scheduler.LambdaLR(probe_opt, warmup_cosine(total, 0, 0.0))
+        return [opt, probe_opt], [sched, probe_sched]
