@@ -69,12 +69,14 @@ class TwoViewAugmenter(torch.nn.Module):
             self._gens = {dev: gens}  # one device at a time: moving devices continues from saved state
         return self._gens[dev]
 
-    def view(self, x_uint8: torch.Tensor, index: int) -> torch.Tensor:
+    def view(self, x_uint8: torch.Tensor, index: int, normalize: bool = True) -> torch.Tensor:
+        """One view. `normalize=False` stops before normalize (for looking at the images)."""
         if x_uint8.dtype != torch.uint8 or x_uint8.ndim != 4:
             raise ValueError(f"augmenter expects uint8 images (B, C, H, W), got {x_uint8.dtype} {tuple(x_uint8.shape)}")
         x = x_uint8.float().div_(255.0)
         for op, gen in zip(self.views[index], self.generators(x.device)[index], strict=True):
-            x = op(x, gen)
+            if normalize or op.name != "normalize":
+                x = op(x, gen)
         return x
 
     def forward(self, x_uint8: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,0 +1,3 @@
+from simclr.cli import main
+import sys
+sys.exit(main())
