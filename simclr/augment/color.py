@@ -20,14 +20,20 @@ than `kornia.enhance.adjust_hue` on CPU (see scripts/bench_augment.py).
 from __future__ import annotations
 
 import torch
-from kornia.color import rgb_to_grayscale
 
 BRIGHTNESS, CONTRAST, SATURATION, HUE = 0, 1, 2, 3
 
 
 def gray(x: torch.Tensor) -> torch.Tensor:
-    """(B, C, H, W) -> (B, 1, H, W) luma with torchvision's weights; identity for one channel."""
-    return x if x.shape[1] == 1 else rgb_to_grayscale(x)
+    """(B, C, H, W) -> (B, 1, H, W) luma; identity for one channel.
+
+    torchvision's float weights (0.2989, 0.587, 0.114), not Kornia's 0.299: ColorJitter must match
+    torchvision, and the 1e-4 difference is amplified by saturation factors far from 1.
+    """
+    if x.shape[1] == 1:
+        return x
+    r, g, b = x[:, 0:1], x[:, 1:2], x[:, 2:3]
+    return (r * 0.2989).add_(g, alpha=0.587).add_(b, alpha=0.114)
 
 
 def blend_stage(x: torch.Tensor, op: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
