@@ -152,8 +152,19 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def quiet_library_noise() -> None:
+    """Hide third-party notices that say nothing about the user's run."""
+    import warnings
+    for pattern in (".*LeafSpec.*", ".*overridden `on_after_batch_transfer`.*", ".*litlogger.*",
+                    ".*does not have many workers.*", ".*smaller than the logging interval.*"):
+        warnings.filterwarnings("ignore", message=pattern)
+    logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(
+        lambda record: "litlogger" not in record.getMessage() and "TPU available" not in record.getMessage())
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    quiet_library_noise()
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     from simclr.utils import tune_cpu_allocator
     tune_cpu_allocator()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,7 @@ from simclr.config.schema import ConfigError, to_dict
 from simclr.data import SimCLRDataModule
 from simclr.evaluate.monitor import KNNMonitor
 from simclr.module import SimCLRModule
-from simclr.utils import tune_cpu_allocator
+from simclr.utils import git_commit, tune_cpu_allocator
 
 log = logging.getLogger("simclr")
 
@@ -39,15 +38,6 @@ class RunResult:
     last_checkpoint: Path
     best_checkpoint: Path | None
     metrics: dict[str, float]
-
-
-def git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).parent)
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 def new_run_dir(cfg: RunConfig) -> Path:
@@ -84,11 +74,13 @@ def _accelerator(cfg: RunConfig) -> str:
 
 def build_trainer(cfg: RunConfig, run_dir: Path, callbacks: Sequence[pl.Callback] = ()) -> pl.Trainer:
     t = cfg.trainer
-    monitor = ("monitor/knn_top1", "max") if t.knn_monitor_every and cfg.data.val_per_class else ("train/loss_epoch", "min")
-    checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=monitor[0], mode=monitor[1],
-                                 save_last=True, save_top_k=1, save_on_train_epoch_end=True,
-                                 enable_version_counter=False)
-    cbs = [*callbacks, checkpoint]
+    knn = bool(t.knn_monitor_every and cfg.data.val_per_class)
+    monitor, mode, every = ("monitor/knn_top1", "max", t.knn_monitor_every) if knn else ("train/loss_epoch", "min", 1)
+    ckpt_dir = run_dir / "checkpoints"
+    last = ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, save_on_train_epoch_end=True)
+    best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode=mode, save_top_k=1,
+                           every_n_epochs=every, save_on_train_epoch_end=True, enable_version_counter=False)
+    cbs = [*callbacks, last, best]
     if t.progress_bar:
         cbs.append(TQDMProgressBar(refresh_rate=max(1, t.log_every_n_steps // 2)))
     return pl.Trainer(
@@ -130,7 +122,8 @@ def run(cfg: RunConfig | None = None, resume: str | Path | None = None, callback
     dm.setup()
     # the policy as resolved when the run started (a resumed run ignores later edits to the file)
     policy = yaml.safe_load((run_dir / "policy.yaml").read_text())
-    module = SimCLRModule(to_dict(cfg), dm.channels, dm.num_classes, policy)  # fit() restores ckpt state
+    module = SimCLRModule(to_dict(cfg), dm.channels, dm.num_classes, policy,
+                          image_size=int(dm.splits["train"].images.shape[-1]))  # fit() restores ckpt state
     monitor = KNNMonitor(dm.splits["train"], dm.splits["val"], cfg.trainer.knn_monitor_every, cfg.eval.monitor_k,
                          cfg.eval.knn_temperature)
     trainer = build_trainer(cfg, run_dir, [monitor, *callbacks])

@@ -114,8 +114,9 @@ def eval_preprocess(policy: Policy):
     size = sizes[-1] if sizes else None
     norm = [REGISTRY[o.name](o.params) for o in view if o.name == "normalize"]
 
-    def preprocess(x_uint8: torch.Tensor) -> torch.Tensor:
-        x = x_uint8.float().div_(255.0)
+    def preprocess(x: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, C, H, W), or float already in [0, 1] -> model input."""
+        x = x.float().div_(255.0) if x.dtype == torch.uint8 else x
         if size is not None and tuple(x.shape[-2:]) != (size, size):
             x = resize(x, (size, size), interpolation="bilinear", antialias=True)
         for op in norm:
@@ -123,3 +124,14 @@ def eval_preprocess(policy: Policy):
         return x
 
     return preprocess
+
+
+def single_op(name: str, x_uint8: torch.Tensor, seed: int = 0, **params) -> torch.Tensor:
+    """Apply one registered op (default params, p=1 unless given) to every image; float [0, 1] out.
+    Used by the invariance profile: what does the encoder do under just this transformation?"""
+    from simclr.config.schema import build
+
+    op_cls = REGISTRY[name]
+    op = op_cls(build(op_cls.Params, {"p": 1.0, **params}, name))
+    gen = torch.Generator(device=x_uint8.device).manual_seed(stream_seed(seed, f"single/{name}"))
+    return op(x_uint8.float() / 255.0, gen)

@@ -20,9 +20,11 @@ from simclr.module.optim import build_optimizer, scaled_lr, warmup_cosine
 
 
 class SimCLRModule(pl.LightningModule):
-    def __init__(self, config: dict, in_channels: int, num_classes: int, policy: dict | None = None):
+    def __init__(self, config: dict, in_channels: int, num_classes: int, policy: dict | None = None,
+                 image_size: int | None = None):
         """config: a RunConfig as a plain dict (so Lightning can store it in checkpoints);
-        policy: the resolved policy dict, stored so a checkpoint reproduces its augmentations."""
+        policy: the resolved policy dict, stored so a checkpoint reproduces its augmentations;
+        image_size: side of the training images, so evaluation can refuse mismatched data."""
         super().__init__()
         self.save_hyperparameters()
         self.cfg: RunConfig = config_from_dict(config)
@@ -39,8 +41,9 @@ class SimCLRModule(pl.LightningModule):
         object.__setattr__(self, "_compiled_encoder", None)  # not a submodule: checkpoints keep plain names
 
     @classmethod
-    def from_config(cls, cfg: RunConfig, in_channels: int, num_classes: int) -> "SimCLRModule":
-        return cls(to_dict(cfg), in_channels, num_classes, load_policy(cfg.policy).to_dict())
+    def from_config(cls, cfg: RunConfig, in_channels: int, num_classes: int,
+                    image_size: int | None = None) -> "SimCLRModule":
+        return cls(to_dict(cfg), in_channels, num_classes, load_policy(cfg.policy).to_dict(), image_size)
 
     # ------------------------------------------------------------------ device-side augmentation
     def setup(self, stage: str) -> None:

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import subprocess
 import sys
+from pathlib import Path
 
 _TUNED = False
 
@@ -30,3 +32,13 @@ def tune_cpu_allocator() -> bool:
         return False
     _TUNED = ok
     return ok
+
+
+def git_commit() -> str | None:
+    """The commit of the checkout simclr runs from (None when not a git checkout)."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).parent)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None

@@ -1,0 +1,168 @@
+"""`evaluate_run(...)`: the one evaluation entry point (CLI, ablation runner and users call it).
+
+Every report has its floor beside it: the trained encoder, the same architecture at random init,
+and raw pixels — each through the same kNN / linear protocols on the same splits.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from omegaconf import OmegaConf
+
+import simclr
+from simclr.augment import eval_preprocess
+from simclr.config.run import RunConfig, config_from_dict
+from simclr.config.schema import ConfigError, to_dict
+from simclr.data import DataError, make_splits
+from simclr.evaluate.checkpoint import LoadedRun, build_encoder, load_run
+from simclr.evaluate.diagnostics import (alignment, invariance_profile, positive_pair_features, rankme,
+                                         uniformity)
+from simclr.evaluate.features import extract_features
+from simclr.evaluate.knn import knn_classify
+from simclr.evaluate.linear import ProbeSettings, linear_probe
+from simclr.evaluate.records import format_table, new_eval_dir, write_records
+from simclr.utils import git_commit
+
+log = logging.getLogger("simclr")
+PROTOCOLS = ("knn", "linear", "diagnostics")
+DIAGNOSTIC_IMAGES = 1000
+
+
+def _with_overrides(cfg: RunConfig, data_path, dataset, overrides: Sequence[str]) -> RunConfig:
+    raw = to_dict(cfg)
+    extra = list(overrides)
+    for item in extra:
+        key = item.split("=", 1)[0]
+        if not key.startswith(("data.", "eval.", "seed=")) and key != "seed":
+            raise ConfigError(f"evaluate override '{item}': only data.*, eval.* and seed can change at evaluation.")
+    if dataset:
+        extra.append(f"data.name={dataset}")
+    if data_path:
+        extra.append(f"data.path={data_path}")
+    merged = OmegaConf.merge(OmegaConf.create(raw), OmegaConf.from_dotlist(extra))
+    return config_from_dict(OmegaConf.to_container(merged, resolve=True))
+
+
+def _check_compatible(run: LoadedRun, cfg: RunConfig, splits) -> None:
+    images = splits["train"].images
+    if images.shape[1] != run.in_channels:
+        raise DataError(f"data ({cfg.data.name}, {cfg.data.path}): images have {images.shape[1]} channels but the "
+                        f"encoder in {run.checkpoint} was trained on {run.in_channels}.")
+    if run.image_size and images.shape[-1] != run.image_size and cfg.data.image_size is None:
+        raise DataError(f"data ({cfg.data.name}): images are {images.shape[-1]}px but {run.checkpoint} was trained "
+                        f"on {run.image_size}px; pass data.image_size={run.image_size} to resize them.")
+    classes = len(splits["train"].classes)
+    if cfg.data.name == run.cfg.data.name and classes != run.num_classes:
+        raise DataError(f"data ({cfg.data.path}): {classes} classes, but the run was trained on {cfg.data.name} with "
+                        f"{run.num_classes}; is this the right dataset path?")
+    too_big = [k for k in cfg.eval.knn_k if k > int((splits["train"].labels >= 0).sum())]
+    if too_big:
+        raise ConfigError(f"eval.knn_k: k={too_big[0]} exceeds the {int((splits['train'].labels >= 0).sum())} "
+                          "labelled training images; lower eval.knn_k or use more data.")
+
+
+def _cache_key(*parts) -> str:
+    return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:16]
+
+
+def _cached_features(encoder, splits, pre, cache: Path | None, key: str) -> dict[str, torch.Tensor]:
+    out = {}
+    for split, data in splits.items():
+        path = cache / f"{key}-{split}.pt" if cache else None
+        if path is not None and path.exists():
+            out[split] = torch.load(path, weights_only=True)
+            continue
+        out[split] = extract_features(encoder, data, pre, progress=True)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(out[split], path)
+    return out
+
+
+def _protocols(feats, splits, cfg: RunConfig, protocols, probe: ProbeSettings) -> dict:
+    labels = {s: d.labels.numpy() for s, d in splits.items()}
+    keep = labels["train"] >= 0
+    num_classes = len(splits["train"].classes)
+    result: dict[str, dict] = {}
+    if "knn" in protocols:
+        for k in cfg.eval.knn_k:
+            r = knn_classify(feats["train"][keep], labels["train"][keep], feats["test"], labels["test"], k,
+                             cfg.eval.knn_temperature, num_classes)
+            result[f"knn_k{k}"] = {"top1": r.top1, "top5": r.top5}
+    if "linear" in protocols:
+        r = linear_probe(feats["train"][keep], labels["train"][keep], feats["test"], labels["test"],
+                         feats["val"], labels["val"], probe, num_classes)
+        result["linear"] = {"top1": r.top1, "top5": r.top5, "weight_decay": r.weight_decay}
+    return result
+
+
+def evaluate_run(target: str | Path, protocols: Sequence[str] = ("knn", "linear"), data_path: str | None = None,
+                 dataset: str | None = None, plot: bool = False, baselines: bool = True,
+                 overrides: Sequence[str] = (), probe: ProbeSettings = ProbeSettings(), quiet: bool = False) -> dict:
+    unknown = [p for p in protocols if p not in PROTOCOLS]
+    if unknown:
+        raise ConfigError(f"--protocol: unknown '{unknown[0]}'; valid: {', '.join(PROTOCOLS)}.")
+    run = load_run(target)
+    cfg = _with_overrides(run.cfg, data_path, dataset, overrides)
+    splits = make_splits(dataclasses.replace(cfg.data, batch_size=2), cfg.seed)
+    _check_compatible(run, cfg, splits)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    pre = eval_preprocess(run.policy)
+    cache = (run.run_dir / "features") if run.run_dir else None
+    data_key = (cfg.data.name, cfg.data.path, cfg.data.train_split, cfg.data.train_per_class, cfg.data.val_per_class,
+                cfg.data.test_per_class, cfg.data.image_size, cfg.seed)
+
+    encoders = {"simclr": (build_encoder(run).to(device), _cache_key(run.checkpoint_sha256, *data_key))}
+    if baselines:
+        encoders["random_init"] = (build_encoder(run, random_init=True, seed=cfg.seed).to(device),
+                                   _cache_key("random", run.cfg.model, run.in_channels, cfg.seed, *data_key))
+    metrics: dict[str, dict] = {}
+    for name, (encoder, key) in encoders.items():
+        feats = _cached_features(encoder, splits, pre, cache, key)
+        metrics[name] = _protocols(feats, splits, cfg, protocols, probe)
+        if "diagnostics" in protocols:
+            metrics[name]["diagnostics"] = _diagnostics(encoder, feats, splits, run, cfg)
+    if baselines:
+        pixels = {s: pre(d.images).flatten(1) for s, d in splits.items()}
+        metrics["raw_pixels"] = _protocols(pixels, splits, cfg, [p for p in protocols if p != "diagnostics"], probe)
+
+    root = (run.run_dir / "eval") if run.run_dir else run.checkpoint.parent / f"eval-{run.checkpoint.stem}"
+    eval_dir = new_eval_dir(root)
+    settings = {
+        "protocols": list(protocols),
+        "knn": {"k": list(cfg.eval.knn_k), "temperature": cfg.eval.knn_temperature, "metric": "cosine",
+                "weighting": "exp(sim/T)", "bank": "train split"},
+        "linear": {**dataclasses.asdict(probe), "objective": "mean CE + wd/2 ||W||^2, L-BFGS, standardised features",
+                   "selection": "best val top-1, refit on train+val"},
+        "data": {**to_dict(cfg.data), "split_sizes": {s: len(d) for s, d in splits.items()}},
+        "seed": cfg.seed, "preprocess": "uint8/255 -> resize to policy crop size -> policy normalize",
+        "checkpoint": {"path": str(run.checkpoint), "sha256": run.checkpoint_sha256},
+        "model": to_dict(run.cfg.model), "policy": run.policy.to_dict(),
+        "package_version": simclr.__version__, "git_commit": git_commit(), "torch": torch.__version__,
+    }
+    csv_path = (run.run_dir or root) / "results.csv"
+    out = write_records(eval_dir, csv_path, metrics, settings)
+    if plot and "diagnostics" in metrics["simclr"]:
+        from simclr.evaluate.plots import plot_invariance
+        plot_invariance({k: v["diagnostics"]["invariance"] for k, v in metrics.items() if "diagnostics" in v},
+                        eval_dir / "invariance.png", title=f"{run.policy.name} — {cfg.data.name}")
+    elif plot:
+        log.warning("--plot needs the diagnostics protocol; add it to --protocol")
+    if not quiet:
+        print(format_table(metrics))
+        print(f"wrote {out}")
+    return {"metrics": metrics, "settings": settings, "eval_dir": eval_dir}
+
+
+def _diagnostics(encoder, feats, splits, run: LoadedRun, cfg: RunConfig) -> dict:
+    test = splits["test"].subset(torch.arange(min(DIAGNOSTIC_IMAGES, len(splits["test"]))))
+    z1, z2 = positive_pair_features(encoder, test, run.policy, seed=cfg.seed)
+    return {"alignment": alignment(z1, z2), "uniformity": uniformity(feats["test"][:DIAGNOSTIC_IMAGES]),
+            "rankme": rankme(feats["test"][:DIAGNOSTIC_IMAGES]),
+            "invariance": invariance_profile(encoder, test.subset(torch.arange(min(500, len(test)))), run.policy,
+                                             seed=cfg.seed)}

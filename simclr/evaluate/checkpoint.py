@@ -1,0 +1,91 @@
+"""Loading an encoder back from a run directory or a .ckpt file, safely and with clear errors."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from simclr.augment import policy_from_dict
+from simclr.augment.policy import Policy
+from simclr.config.run import RunConfig, config_from_dict
+from simclr.config.schema import ConfigError
+from simclr.models import Encoder
+
+
+class CheckpointError(ConfigError):
+    """A checkpoint is missing, unreadable, or does not fit the expected architecture."""
+
+
+@dataclass(frozen=True)
+class LoadedRun:
+    checkpoint: Path
+    checkpoint_sha256: str
+    run_dir: Path | None
+    cfg: RunConfig
+    policy: Policy
+    in_channels: int
+    num_classes: int
+    image_size: int | None
+    encoder_state: dict
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def resolve_checkpoint(target: str | Path) -> tuple[Path, Path | None]:
+    target = Path(target)
+    if target.is_dir():
+        for name in ("best.ckpt", "last.ckpt"):
+            if (target / "checkpoints" / name).is_file():
+                return target / "checkpoints" / name, target
+        raise CheckpointError(f"{target}: no checkpoints/best.ckpt or checkpoints/last.ckpt in this run directory.")
+    if not target.is_file():
+        raise CheckpointError(f"{target}: no such run directory or checkpoint file.")
+    run_dir = target.parent.parent if target.parent.name == "checkpoints" else None
+    return target, run_dir
+
+
+def load_run(target: str | Path) -> LoadedRun:
+    ckpt, run_dir = resolve_checkpoint(target)
+    try:
+        blob = torch.load(ckpt, map_location="cpu", weights_only=True)  # never unpickles arbitrary objects
+    except Exception as e:  # truncated zip, wrong format, unsafe pickle...
+        raise CheckpointError(f"{ckpt}: cannot be read as a simclr checkpoint (corrupt or truncated?): "
+                              f"{type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
+    if not isinstance(blob, dict) or "state_dict" not in blob or "hyper_parameters" not in blob:
+        raise CheckpointError(f"{ckpt}: not a simclr checkpoint (expected keys state_dict and hyper_parameters).")
+    hp = blob["hyper_parameters"]
+    try:
+        cfg = config_from_dict(hp["config"])
+        policy = policy_from_dict(hp["policy"], f"{ckpt}:policy")
+    except (KeyError, ConfigError) as e:
+        raise CheckpointError(f"{ckpt}: hyper_parameters are not a simclr run config: {e}") from None
+    state = {k.removeprefix("encoder."): v for k, v in blob["state_dict"].items() if k.startswith("encoder.")}
+    return LoadedRun(ckpt, sha256_file(ckpt), run_dir, cfg, policy, int(hp["in_channels"]), int(hp["num_classes"]),
+                     hp.get("image_size"), state)
+
+
+def build_encoder(run: LoadedRun, random_init: bool = False, seed: int = 0) -> Encoder:
+    """The run's encoder with its trained weights, or (random_init) the same architecture, freshly seeded."""
+    m = run.cfg.model
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        encoder = Encoder(m.backbone, in_channels=run.in_channels, cifar_stem=m.cifar_stem, width=m.width)
+    if random_init:
+        return encoder
+    try:
+        result = encoder.load_state_dict(run.encoder_state, strict=False)
+    except RuntimeError as e:  # shape mismatches: another width/stem/backbone
+        raise CheckpointError(f"{run.checkpoint}: encoder weights do not fit backbone '{m.backbone}': "
+                              f"{str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else e}") from None
+    if result.missing_keys or result.unexpected_keys:
+        raise CheckpointError(f"{run.checkpoint}: encoder weights do not fit backbone '{m.backbone}' "
+                              f"(missing {result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]}).")
+    return encoder

@@ -1,0 +1,73 @@
+"""Representation diagnostics: alignment/uniformity, RankMe, and the per-op invariance profile."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from simclr.augment import REGISTRY, eval_preprocess, single_op
+from simclr.augment.policy import Policy
+from simclr.data import ImageData
+from simclr.evaluate.features import frozen
+
+
+def alignment(z1: torch.Tensor, z2: torch.Tensor, alpha: float = 2.0) -> float:
+    """Wang & Isola (2020): E ||f(x) - f(x+)||^alpha over positive pairs, unit-normalised features."""
+    z1, z2 = F.normalize(z1.double(), dim=1), F.normalize(z2.double(), dim=1)
+    return float((z1 - z2).norm(dim=1).pow(alpha).mean())
+
+
+def uniformity(z: torch.Tensor, t: float = 2.0) -> float:
+    """Wang & Isola (2020): log E exp(-t ||f(x) - f(y)||^2) over distinct pairs."""
+    z = F.normalize(z.double(), dim=1)
+    sq = torch.pdist(z).pow(2)
+    return float(torch.logsumexp(-t * sq, dim=0) - torch.log(torch.tensor(float(len(sq)), dtype=torch.float64)))
+
+
+def rankme(z: torch.Tensor, eps: float = 1e-7) -> float:
+    """Garrido et al. (2023): exp(entropy of the normalised singular values) of the (N, D) embeddings."""
+    s = torch.linalg.svdvals(z.double())
+    p = s / s.sum() + eps
+    return float(torch.exp(-(p * torch.log(p)).sum()))
+
+
+@torch.inference_mode()
+def _features(encoder, x_float01, pre) -> torch.Tensor:
+    return encoder(pre(x_float01)).float()
+
+
+def invariance_profile(encoder: torch.nn.Module, images: ImageData, policy: Policy, seed: int = 0,
+                       batch_size: int = 256) -> dict[str, float]:
+    """For each registered op (default params, p=1): mean cosine(f(x), f(op(x))) over `images`.
+
+    1.0 means the encoder ignores that transformation entirely. The same images and seed are
+    used for every op, so profiles of two runs are directly comparable.
+    """
+    pre = eval_preprocess(policy)
+    device = next(encoder.parameters()).device
+    out = {}
+    with frozen(encoder):
+        for name in sorted(REGISTRY):
+            if name == "normalize":
+                continue
+            sims = []
+            for start in range(0, len(images), batch_size):
+                x = images.images[start:start + batch_size].to(device)
+                clean = x.float() / 255.0
+                moved = single_op(name, x, seed=seed + start)
+                sims.append(F.cosine_similarity(_features(encoder, clean, pre), _features(encoder, moved, pre), dim=1))
+            out[name] = float(torch.cat(sims).mean())
+    return out
+
+
+def positive_pair_features(encoder, images: ImageData, policy: Policy, seed: int = 0, batch_size: int = 256):
+    """Features of the policy's two views of each image (for alignment)."""
+    from simclr.augment import TwoViewAugmenter
+    aug = TwoViewAugmenter(policy, seed=seed)
+    device = next(encoder.parameters()).device
+    z1, z2 = [], []
+    with frozen(encoder):
+        for start in range(0, len(images), batch_size):
+            v1, v2 = aug(images.images[start:start + batch_size].to(device))
+            z1.append(encoder(v1).float().cpu())
+            z2.append(encoder(v2).float().cpu())
+    return torch.cat(z1), torch.cat(z2)

@@ -1,0 +1,22 @@
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("SIMCLR_CACHE", "/tmp/simclr-test-cache")
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+TINY = [
+    "name=tiny", "seed=0", "policy=digits",
+    "data.name=digits", "data.image_size=16", "data.train_per_class=20", "data.val_per_class=5",
+    "data.test_per_class=10", "data.batch_size=50",
+    "model.backbone=small_cnn", "model.width=8", "model.head_hidden_dim=32", "model.head_out_dim=16",
+    "optim.name=sgd", "optim.lr=0.5", "optim.warmup_epochs=0",
+    "trainer.max_epochs=2", "trainer.accelerator=cpu", "trainer.progress_bar=false", "trainer.knn_monitor_every=1",
+    "eval.knn_k=[20,5]",
+]
+
+
+@pytest.fixture
+def tiny_overrides(tmp_path):
+    return [*TINY, f"output_dir={tmp_path / 'runs'}"]

@@ -1,0 +1,63 @@
+"""Run configs: every shipped config loads; every kind of mistake is named by its full dotted key."""
+from pathlib import Path
+
+import pytest
+
+from simclr.config.run import RunConfig, load_config
+from simclr.config.schema import ConfigError
+
+CONFIGS = sorted(Path(__file__).resolve().parents[1].joinpath("configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_shipped_configs_load(path):
+    cfg = load_config(path)
+    assert isinstance(cfg, RunConfig)
+
+
+def test_overrides_apply_and_config_is_frozen():
+    cfg = load_config(CONFIGS[0], ["trainer.max_epochs=3", "optim.lr=0.5", "policy=simclr_imagenet"])
+    assert cfg.trainer.max_epochs == 3 and cfg.optim.lr == 0.5 and cfg.policy == "simclr_imagenet"
+    with pytest.raises(Exception):
+        cfg.trainer.max_epochs = 4  # frozen dataclass
+
+
+@pytest.mark.parametrize("override,key,hint", [
+    ("trainer.max_epoch=5", "trainer.max_epoch", "Did you mean 'max_epochs'"),
+    ("optim.name=lamb", "optim.name", "Valid: adamw, lars, sgd"),
+    ("optim.lr=-1", "optim.lr", "out of range"),
+    ("data.batch_size=1", "data.batch_size", "allowed [2, inf]"),
+    ("trainer.precision=64", "trainer.precision", "not allowed"),
+    ("model.backbone=resnet19", "model.backbone", "Did you mean 'resnet18'"),
+    ("loss.temperature=0", "loss.temperature", "out of range"),
+    ("trainer.accumulate_grad_batches=4", "trainer.accumulate_grad_batches", "fewer negatives"),
+    ("data.name=digits", None, None),  # valid: digits needs no path
+    ("data.val_per_class=-2", "data.val_per_class", "out of range"),
+    ("trainer.channels_last=maybe", "trainer.channels_last", "expected true or false"),
+    ("seed=1.5", "seed", "expected an integer"),
+    ("modle.backbone=resnet18", "modle", "Did you mean 'model'"),
+    ("eval.knn_k=[200, 0]", "eval.knn_k[1]", "out of range"),
+    ("data.path=null", "data.path", "required for dataset"),
+])
+def test_config_errors_name_the_dotted_key(override, key, hint):
+    if key is None:
+        load_config(CONFIGS[0], [override])
+        return
+    with pytest.raises(ConfigError) as err:
+        load_config(CONFIGS[0], [override])
+    msg = str(err.value)
+    assert f"{key}:" in msg and hint in msg, msg
+
+
+def test_missing_file_and_malformed_override():
+    with pytest.raises(ConfigError, match="nope.yaml: config file not found"):
+        load_config("nope.yaml")
+    with pytest.raises(ConfigError, match="expected key=value"):
+        load_config(CONFIGS[0], ["trainer.max_epochs"])
+
+
+def test_unknown_key_in_yaml_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data:\n  name: digits\n  batchsize: 64\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: data.batchsize: unknown key. Did you mean 'batch_size'"):
+        load_config(bad)

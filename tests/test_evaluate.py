@@ -1,0 +1,117 @@
+"""Evaluation against independent references (NumPy brute force, scikit-learn) and its own assumptions."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_digits
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import train_test_split
+from sklearn.preprocessing import StandardScaler
+
+from simclr.evaluate.diagnostics import alignment, rankme, uniformity
+from simclr.evaluate.features import extract_features, frozen
+from simclr.evaluate.knn import knn_classify
+from simclr.evaluate.linear import fit_logistic, linear_probe
+
+
+def knn_numpy(bank, bank_y, queries, k, t, num_classes):
+    """Brute force: cosine similarities, top-k (stable: lower index first on equal similarity), exp(s/T) votes."""
+    b = bank / np.linalg.norm(bank, axis=1, keepdims=True)
+    q = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+    sims = (q.astype(np.float64) @ b.T.astype(np.float64))
+    preds = []
+    for row in sims:
+        top = np.argsort(-row, kind="stable")[:k]
+        scores = np.zeros(num_classes)
+        for i in top:
+            scores[bank_y[i]] += np.exp(row[i] / t)
+        preds.append(int(np.argmax(scores)))  # argmax: lowest class wins a tie
+    return np.array(preds)
+
+
+@pytest.mark.parametrize("k,t", [(1, 0.1), (5, 0.07), (20, 0.1), (50, 1.0)])
+def test_knn_matches_numpy_reference(k, t):
+    rng = np.random.default_rng(k)
+    bank, queries = rng.normal(size=(300, 16)).astype(np.float32), rng.normal(size=(120, 16)).astype(np.float32)
+    bank_y, q_y = rng.integers(0, 7, 300), rng.integers(0, 7, 120)
+    ours = knn_classify(bank, bank_y, queries, q_y, k, t, num_classes=7)
+    ref = knn_numpy(bank, bank_y, queries, k, t, 7)
+    assert np.array_equal(ours.predictions, ref)
+    assert ours.top1 == pytest.approx(float((ref == q_y).mean()))
+
+
+def test_knn_vote_ties_and_k_larger_than_a_class():
+    # every query is exactly equidistant from one bank point of class 1 and one of class 0: a vote tie
+    bank = np.array([[1, 0], [0, 1], [-1, 0]], dtype=np.float32)
+    bank_y = np.array([1, 0, 2])
+    queries = np.array([[1, 1]], dtype=np.float32)
+    res = knn_classify(bank, bank_y, queries, np.array([0]), k=2, temperature=0.1, num_classes=3)
+    assert res.predictions.tolist() == knn_numpy(bank, bank_y, queries, 2, 0.1, 3).tolist() == [0]
+    # k (3) larger than any class (1 each): all three neighbours vote
+    res = knn_classify(bank, bank_y, np.array([[0.9, 0.1]], dtype=np.float32), np.array([1]), k=3, num_classes=3)
+    assert res.predictions.tolist() == [1] and res.top5 == 1.0
+
+
+def test_knn_rejects_k_larger_than_bank():
+    with pytest.raises(ValueError, match="k=10 exceeds the 5 labelled bank"):
+        knn_classify(np.ones((5, 2)), np.zeros(5), np.ones((1, 2)), np.zeros(1), k=10)
+
+
+def test_logistic_matches_sklearn_on_same_objective():
+    x, y = load_digits(return_X_y=True)
+    x = StandardScaler().fit_transform(x)
+    wd = 1e-3
+    w, b = fit_logistic(torch.tensor(x), torch.tensor(y), 10, wd)
+    sk = LogisticRegression(C=1 / (wd * len(x)), max_iter=5000, tol=1e-8).fit(x, y)
+    ours_pred = (torch.tensor(x) @ w.T + b).argmax(1).numpy()
+    assert (ours_pred == sk.predict(x)).mean() > 0.99
+    assert np.abs(w.numpy() - sk.coef_).max() < 0.05 * np.abs(sk.coef_).max()
+
+
+def test_linear_probe_on_digit_pixels_beats_095_and_is_within_1_point_of_sklearn():
+    x, y = load_digits(return_X_y=True)
+    xtr, xte, ytr, yte = train_test_split(x, y, test_size=0.3, stratify=y, random_state=0)
+    res = linear_probe(xtr, ytr, xte, yte)
+    assert res.top1 >= 0.95
+    scaler = StandardScaler().fit(xtr)
+    sk = LogisticRegression(C=1 / (res.weight_decay * len(xtr)), max_iter=5000).fit(scaler.transform(xtr), ytr)
+    assert abs(res.top1 - sk.score(scaler.transform(xte), yte)) <= 0.01
+    assert set(res.val_top1) == {"1e-06", "1e-05", "0.0001", "0.001", "0.01"}
+
+
+class BNNet(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 4, 3)
+        self.bn = torch.nn.BatchNorm2d(4)
+
+    def forward(self, x):
+        return self.bn(self.conv(x)).mean(dim=(2, 3))
+
+
+def test_feature_extraction_is_frozen_and_restores_mode():
+    from simclr.data import ImageData
+    net = BNNet().train()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    data = ImageData(torch.randint(0, 255, (10, 1, 8, 8), dtype=torch.uint8), torch.zeros(10, dtype=torch.long), ("a",))
+    feats = extract_features(net, data, lambda x: x.float() / 255, batch_size=4)
+    assert feats.shape == (10, 4) and net.training
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, before[k])  # BN running stats untouched
+
+
+def test_frozen_detects_a_change():
+    net = BNNet()
+    with pytest.raises(RuntimeError, match="encoder changed during frozen evaluation"):
+        with frozen(net):
+            net.bn.running_mean.add_(1.0)
+
+
+def test_diagnostics_against_closed_forms():
+    z = torch.eye(4)
+    assert alignment(z, z) == pytest.approx(0.0)
+    assert alignment(z, -z) == pytest.approx(4.0)          # ||x - (-x)||^2 = 4 for unit vectors
+    assert uniformity(z) == pytest.approx(-4.0)            # all pairwise sq. distances are 2: log e^{-4}
+    assert rankme(torch.eye(6)) == pytest.approx(6.0, rel=1e-4)
+    assert rankme(torch.ones(10, 6)) == pytest.approx(1.0, abs=1e-3)
