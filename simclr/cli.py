@@ -163,7 +163,14 @@ def quiet_library_noise() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # key=value overrides may follow options (`evaluate RUN --data X data.test_per_class=5`)
+    args, extra = parser.parse_known_args(argv)
+    stray = [e for e in extra if "=" not in e or e.startswith("-")]
+    if stray or (extra and not hasattr(args, "overrides")):
+        parser.error(f"unrecognised arguments: {' '.join(stray or extra)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
     quiet_library_noise()
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     from simclr.utils import tune_cpu_allocator

@@ -53,7 +53,7 @@ def _check_compatible(run: LoadedRun, cfg: RunConfig, splits) -> None:
     if images.shape[1] != run.in_channels:
         raise DataError(f"data ({cfg.data.name}, {cfg.data.path}): images have {images.shape[1]} channels but the "
                         f"encoder in {run.checkpoint} was trained on {run.in_channels}.")
-    if run.image_size and images.shape[-1] != run.image_size and cfg.data.image_size is None:
+    if run.image_size and images.shape[-1] != run.image_size:
         raise DataError(f"data ({cfg.data.name}): images are {images.shape[-1]}px but {run.checkpoint} was trained "
                         f"on {run.image_size}px; pass data.image_size={run.image_size} to resize them.")
     classes = len(splits["train"].classes)

@@ -1,0 +1,107 @@
+"""Training throughput of the CPU config, three ways, in one run (image pairs per second):
+
+  1. pre-made views  — the same step on views computed beforehand: the ceiling (no augmentation cost)
+  2. simclr          — uint8 batches, two views made on the model's device by the policy pipeline
+  3. DataLoader      — torchvision v2 transforms per image in 2 DataLoader workers (lightly / solo-learn style)
+
+Same model (configs/cifar10_cpu.yaml: small CNN + head, NT-Xent, LARS), same images, same machine.
+    python scripts/bench_train.py [--images 5120] [--config configs/cifar10_cpu.yaml]
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+import torchvision.transforms.v2 as T
+from torch.utils.data import DataLoader, Dataset
+
+from simclr.augment import TwoViewAugmenter, load_policy
+from simclr.config.run import load_config
+from simclr.data import batch_loader, load_split, per_class_indices
+from simclr.losses import nt_xent
+from simclr.models import Encoder, ProjectionHead
+from simclr.module.optim import build_optimizer, scaled_lr
+from simclr.utils import tune_cpu_allocator
+
+
+class TwoViewDataset(Dataset):
+    def __init__(self, images, transform):
+        self.images, self.transform = images, transform
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        img = self.images[i]
+        return self.transform(img), self.transform(img)
+
+
+def torchvision_transform(size):
+    return T.Compose([T.RandomResizedCrop(size, scale=(0.08, 1.0), antialias=True), T.RandomHorizontalFlip(),
+                      T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8), T.RandomGrayscale(0.2),
+                      T.ToDtype(torch.float32, scale=True),
+                      T.Normalize([0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616])])
+
+
+class Step:
+    def __init__(self, cfg, channels):
+        torch.manual_seed(0)
+        m = cfg.model
+        self.encoder = Encoder(m.backbone, channels, m.cifar_stem, m.width)
+        self.head = ProjectionHead(self.encoder.feature_dim, m.head_hidden_dim, m.head_out_dim, m.head_layers)
+        params = torch.nn.ModuleList([self.encoder, self.head])
+        self.opt = build_optimizer(cfg.optim, params, scaled_lr(cfg.optim, cfg.data.batch_size))
+        self.t = cfg.loss.temperature
+
+    def __call__(self, v1, v2):
+        z1, z2 = self.head(self.encoder(torch.cat([v1, v2]))).chunk(2)
+        loss = nt_xent(z1, z2, self.t)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+
+
+def rate(batches, step, warmup=2) -> float:
+    n, start = 0, None
+    for i, (v1, v2) in enumerate(batches):
+        if i == warmup:
+            start, n = time.perf_counter(), 0
+        step(v1, v2)
+        n += len(v1)
+    return n / (time.perf_counter() - start)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default="configs/cifar10_cpu.yaml")
+    ap.add_argument("--images", type=int, default=5120)
+    args = ap.parse_args()
+    tune_cpu_allocator()
+    cfg = load_config(args.config)
+    data = load_split(cfg.data, "train")
+    data = data.subset(per_class_indices(data.labels, args.images // len(data.classes), 0))
+    bs, size = cfg.data.batch_size, data.images.shape[-1]
+    aug = TwoViewAugmenter(load_policy(cfg.policy), seed=0)
+
+    def ours():
+        for x, _ in batch_loader(data, bs, shuffle=True, drop_last=True):
+            yield aug(x)
+
+    premade = list(ours())  # the same views, computed before timing
+    loader = DataLoader(TwoViewDataset(data.images, torchvision_transform(size)), batch_size=bs, shuffle=True,
+                        num_workers=2, drop_last=True, persistent_workers=False)
+    print(f"# {cfg.model.backbone} width {cfg.model.width}, batch {bs}, {len(data)} images {size}x{size}, "
+          f"{torch.get_num_threads()} threads")
+    results = {}
+    for name, batches in (("pre-made views (ceiling)", lambda: iter(premade)), ("simclr on-device", ours),
+                          ("DataLoader, 2 workers", lambda: iter(loader))):
+        results[name] = rate(batches(), Step(cfg, data.images.shape[1]))
+        print(f"{name:26s} {results[name]:7.1f} image pairs/s")
+    ours_rate = results["simclr on-device"]
+    print(f"simclr / ceiling    = {ours_rate / results['pre-made views (ceiling)']:.3f}  (target >= 0.95)")
+    print(f"simclr / DataLoader = {ours_rate / results['DataLoader, 2 workers']:.3f}  (target >= 1.0)")
+
+
+if __name__ == "__main__":
+    main()
