@@ -76,6 +76,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default="configs/cifar10_cpu.yaml")
     ap.add_argument("--images", type=int, default=5120)
+    ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
     tune_cpu_allocator()
     cfg = load_config(args.config)
@@ -93,11 +94,14 @@ def main():
                         num_workers=2, drop_last=True, persistent_workers=False)
     print(f"# {cfg.model.backbone} width {cfg.model.width}, batch {bs}, {len(data)} images {size}x{size}, "
           f"{torch.get_num_threads()} threads")
-    results = {}
-    for name, batches in (("pre-made views (ceiling)", lambda: iter(premade)), ("simclr on-device", ours),
-                          ("DataLoader, 2 workers", lambda: iter(loader))):
-        results[name] = rate(batches(), Step(cfg, data.images.shape[1]))
-        print(f"{name:26s} {results[name]:7.1f} image pairs/s")
+    results: dict[str, float] = {}
+    methods = (("pre-made views (ceiling)", lambda: iter(premade)), ("simclr on-device", ours),
+               ("DataLoader, 2 workers", lambda: iter(loader)))
+    for _ in range(args.rounds):  # interleaved rounds, best of each: machine noise hits all three alike
+        for name, batches in methods:
+            results[name] = max(results.get(name, 0.0), rate(batches(), Step(cfg, data.images.shape[1])))
+    for name, _ in methods:
+        print(f"{name:26s} {results[name]:7.1f} image pairs/s (best of {args.rounds})")
     ours_rate = results["simclr on-device"]
     print(f"simclr / ceiling    = {ours_rate / results['pre-made views (ceiling)']:.3f}  (target >= 0.95)")
     print(f"simclr / DataLoader = {ours_rate / results['DataLoader, 2 workers']:.3f}  (target >= 1.0)")

@@ -136,3 +136,16 @@ def test_erasing_box_fills_exactly_the_sampled_rectangle():
         ref[:, t:t + h, l:l + w] = 1.0
         assert torch.equal(out[i], ref)
     assert out[3].sum() == 0  # no valid box found -> image untouched (torchvision's behaviour)
+
+
+def test_crop_resample_matches_kornia_crop_and_resize():
+    from kornia.geometry.transform import crop_and_resize
+    from simclr.augment.ops_geometric import resample_boxes
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(16, 3, 20, 28, generator=g)
+    x1, y1 = torch.randint(0, 10, (16,), generator=g).float(), torch.randint(0, 8, (16,), generator=g).float()
+    x2, y2 = x1 + torch.randint(2, 17, (16,), generator=g), y1 + torch.randint(2, 11, (16,), generator=g)
+    boxes = torch.stack([torch.stack([x1, y1], -1), torch.stack([x2, y1], -1), torch.stack([x2, y2], -1),
+                         torch.stack([x1, y2], -1)], dim=1)
+    ref = crop_and_resize(x, boxes, (12, 12), mode="bilinear", align_corners=True)
+    assert (resample_boxes(x, x1, y1, x2, y2, (12, 12)) - ref).abs().max() < 1e-4

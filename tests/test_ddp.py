@@ -1,7 +1,4 @@
 """Cross-device negatives: 2-process DDP (gloo, CPU) must equal one process on the full batch."""
-import os
-import socket
-
 import pytest
 import torch
 import torch.distributed as dist
@@ -41,9 +38,9 @@ def make_batch():
     return v1, v2, torch.randint(0, CLASSES, (WORLD * LOCAL,), generator=g)
 
 
-def worker(rank, port, out_dir):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+def worker(rank, out_dir):
+    # a file store, not a TCP port: no race for a free port between parallel test runs
+    dist.init_process_group("gloo", init_method=f"file://{out_dir / 'store'}", rank=rank, world_size=WORLD)
     ddp = DistributedDataParallel(Step())  # DDP's reducer averages gradients over ranks in backward
     v1, v2, y = make_batch()
     part = slice(rank * LOCAL, (rank + 1) * LOCAL)
@@ -56,14 +53,8 @@ def worker(rank, port, out_dir):
     dist.destroy_process_group()
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_process_gather_equals_single_process_full_batch(tmp_path):
-    mp.spawn(worker, args=(free_port(), tmp_path), nprocs=WORLD, join=True)
+    mp.spawn(worker, args=(tmp_path,), nprocs=WORLD, join=True)
     got = torch.load(tmp_path / "ddp.pt", weights_only=True)
 
     model = Step()

@@ -69,18 +69,20 @@ class TwoViewAugmenter(torch.nn.Module):
             self._gens = {dev: gens}  # one device at a time: moving devices continues from saved state
         return self._gens[dev]
 
-    def view(self, x_uint8: torch.Tensor, index: int, normalize: bool = True) -> torch.Tensor:
+    def view(self, x_uint8: torch.Tensor, index: int, normalize: bool = True,
+             _float: torch.Tensor | None = None) -> torch.Tensor:
         """One view. `normalize=False` stops before normalize (for looking at the images)."""
         if x_uint8.dtype != torch.uint8 or x_uint8.ndim != 4:
             raise ValueError(f"augmenter expects uint8 images (B, C, H, W), got {x_uint8.dtype} {tuple(x_uint8.shape)}")
-        x = x_uint8.float().div_(255.0)
+        x = _float if _float is not None else x_uint8.float().div_(255.0)
         for op, gen in zip(self.views[index], self.generators(x.device)[index], strict=True):
             if normalize or op.name != "normalize":
                 x = op(x, gen)
         return x
 
     def forward(self, x_uint8: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        v1, v2 = self.view(x_uint8, 0), self.view(x_uint8, 1)
+        x = x_uint8.float().div_(255.0)  # converted once, shared: ops never modify their input in place
+        v1, v2 = self.view(x_uint8, 0, _float=x), self.view(x_uint8, 1, _float=x)
         if v1.shape != v2.shape:
             raise ValueError(f"policy '{self.policy.name}' makes views of different shapes {tuple(v1.shape)} "
                              f"and {tuple(v2.shape)}; give both crops the same size.")
