@@ -110,6 +110,11 @@ def coerce(value: Any, tp: Any, path: str, rng: tuple[Any, Any] | None = None) -
         if len(value) != len(args):
             raise ConfigError(f"{path}: expected {_type_name(tp)}, got {len(value)} values {list(value)!r}.")
         return tuple(coerce(v, a, join(path, i), rng) for i, (v, a) in enumerate(zip(value, args, strict=True)))
+    if origin is dict:
+        key_tp, val_tp = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping, got {value!r}.")
+        return {coerce(k, key_tp, path): coerce(v, val_tp, join(path, str(k)), rng) for k, v in value.items()}
     if dataclasses.is_dataclass(tp):
         return build(tp, value, path)
     if tp is bool:
