@@ -72,6 +72,17 @@ def _accelerator(cfg: RunConfig) -> str:
     return cfg.trainer.accelerator
 
 
+def check_device_options(cfg: RunConfig) -> None:
+    """Options the hardware cannot honour are errors before a run directory exists, not deep tracebacks."""
+    t, acc = cfg.trainer, _accelerator(cfg)
+    if acc == "cpu" and t.precision == "16-mixed":
+        raise ConfigError("trainer.precision: 16-mixed (fp16 autocast) needs a GPU; on CPU use bf16-mixed or 32.")
+    if acc in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"trainer.accelerator: '{t.accelerator}' but no CUDA device is visible; use cpu or auto.")
+    if acc in ("gpu", "cuda") and t.devices > torch.cuda.device_count():
+        raise ConfigError(f"trainer.devices: {t.devices} requested, {torch.cuda.device_count()} CUDA devices visible.")
+
+
 def build_trainer(cfg: RunConfig, run_dir: Path, callbacks: Sequence[pl.Callback] = ()) -> pl.Trainer:
     t = cfg.trainer
     knn = bool(t.knn_monitor_every and cfg.data.val_per_class)
@@ -112,6 +123,7 @@ def run(cfg: RunConfig | None = None, resume: str | Path | None = None, callback
         if cfg is None:
             raise ValueError("run() needs a config or a run directory to resume")
         load_policy(cfg.policy)  # fail on a bad policy before creating anything
+        check_device_options(cfg)
         run_dir, ckpt = new_run_dir(cfg), None
         save_config(cfg, run_dir / "config.yaml")
         (run_dir / "policy.yaml").write_text(load_policy(cfg.policy).to_yaml())

@@ -67,7 +67,8 @@ class SimCLRModule(pl.LightningModule):
         return self.encoder(x)
 
     def _encode(self, x: torch.Tensor) -> torch.Tensor:
-        return (self._compiled_encoder or self.encoder)(x)
+        encoder = self._compiled_encoder if self._compiled_encoder is not None else self.encoder
+        return encoder(x)
 
     def training_step(self, batch, batch_idx):
         v1, v2, labels = batch
