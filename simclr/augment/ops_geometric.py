@@ -43,6 +43,13 @@ def sample_boxes(gen, batch, height, width, scale, ratio, device, *, strict: boo
     return top, left, h, w, found
 
 
+def box_draws(params, x: torch.Tensor, gen: torch.Generator, strict: bool) -> dict[str, torch.Tensor]:
+    """`sample_boxes` for an op whose params have `scale` and `ratio`, as a draws dict."""
+    _, _, height, width = x.shape
+    boxes = sample_boxes(gen, x.shape[0], height, width, params.scale, params.ratio, x.device, strict=strict)
+    return dict(zip(("top", "left", "h", "w", "found"), boxes))
+
+
 def center_fallback(height, width, ratio):
     """torchvision's RandomResizedCrop fallback when no attempt fits: a central crop."""
     in_ratio = width / height
@@ -98,10 +105,7 @@ class RandomResizedCrop(Op):
     Params = CropParams
 
     def sample(self, x, gen):
-        _, _, height, width = x.shape
-        return dict(zip(("top", "left", "h", "w", "found"),
-                        sample_boxes(gen, x.shape[0], height, width, self.params.scale, self.params.ratio,
-                                     x.device, strict=False)))
+        return box_draws(self.params, x, gen, strict=False)
 
     def __call__(self, x, gen):
         batch, _, height, width = x.shape
@@ -184,10 +188,7 @@ class RandomErasing(Op):
     Params = ErasingParams
 
     def sample(self, x, gen):
-        _, _, height, width = x.shape
-        return dict(zip(("top", "left", "h", "w", "found"),
-                        sample_boxes(gen, x.shape[0], height, width, self.params.scale, self.params.ratio,
-                                     x.device, strict=True)))
+        return box_draws(self.params, x, gen, strict=True)
 
     def transform(self, x, d):
         rows = torch.arange(x.shape[-2], device=x.device).view(1, -1, 1)
