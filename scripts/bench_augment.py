@@ -41,7 +41,8 @@ def timed(fn, repeats: int) -> float:
     return best * 1000
 
 
-def bench(policy_name: str, size: int, batch: int, repeats: int, strength: float, blur: bool, device: str):
+def bench(policy_name: str, size: int, batch: int, repeats: int, strength: float, blur: bool, device: str,
+          compiled: bool = False):
     x = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8)
     ours = TwoViewAugmenter(load_policy(policy_name), seed=0)
     tv = torchvision_pipeline(size, strength, blur)
@@ -49,6 +50,14 @@ def bench(policy_name: str, size: int, batch: int, repeats: int, strength: float
     tv_ms = timed(lambda: [(tv(img), tv(img)) for img in x], max(2, repeats // 3))
     print(f"{policy_name:16s} {batch}x3x{size}x{size}  simclr: {ours_ms:8.1f} ms/batch   torchvision loop: "
           f"{tv_ms:8.1f} ms/batch   ratio: {tv_ms / ours_ms:5.1f}x")
+    if compiled:
+        fused = TwoViewAugmenter(load_policy(policy_name), seed=0, compile=True)
+        start = time.perf_counter()
+        fused(x)
+        compile_s = time.perf_counter() - start
+        fused_ms = timed(lambda: fused(x), repeats)
+        print(f"{'':16s} compile_augment: {fused_ms:8.1f} ms/batch   ratio: {tv_ms / fused_ms:5.1f}x   "
+              f"(one-off compile {compile_s:.0f} s)")
     if device == "cuda":
         xg = x.cuda()
         def run():
@@ -64,6 +73,7 @@ def main() -> None:
     ap.add_argument("--allocator", choices=["tuned", "default", "both"], default="both")
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--no-compile", dest="compile", action="store_false", help="skip the compile_augment rows")
     args = ap.parse_args()
     if args.allocator == "both":
         subprocess.run([sys.executable, __file__, "--allocator", "default", "--repeats", str(args.repeats),
@@ -73,8 +83,10 @@ def main() -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads, allocator "
           f"{'tuned (simclr default)' if tuned else 'glibc default'}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}")
-    bench("simclr_cifar", 32, args.batch, args.repeats, strength=0.5, blur=False, device=device)
-    bench("simclr_imagenet", 96, args.batch, max(3, args.repeats // 3), strength=1.0, blur=True, device=device)
+    compiled = args.compile and args.allocator == "tuned"
+    bench("simclr_cifar", 32, args.batch, args.repeats, strength=0.5, blur=False, device=device, compiled=compiled)
+    bench("simclr_imagenet", 96, args.batch, max(3, args.repeats // 3), strength=1.0, blur=True, device=device,
+          compiled=compiled)
 
 
 if __name__ == "__main__":

@@ -169,3 +169,27 @@ def test_cuda_output_stays_on_device_and_matches_seeded_determinism():
     assert v1.is_cuda and v2.is_cuda
     aug2 = TwoViewAugmenter(aug.policy, seed=0)
     assert torch.equal(aug2(x)[0], v1)
+
+
+def test_compiled_pixel_work_equals_eager_with_the_same_draws():
+    policy = policy_from_dict({"ops": [{"random_resized_crop": {"size": 24}}, {"color_jitter": {"p": 0.8}},
+                                       {"normalize": {"mean": [0.5], "std": [0.25]}}]})
+    x = images(n=32)
+    eager = TwoViewAugmenter(policy, seed=2)(x)
+    compiled = TwoViewAugmenter(policy, seed=2, compile=True)(x)
+    for a, b in zip(eager, compiled):
+        assert (a - b).abs().max() < 1e-4
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_no_host_device_sync_in_the_hot_path():
+    aug = TwoViewAugmenter(policy_from_dict({"ops": ["random_resized_crop", "horizontal_flip", "color_jitter",
+                                                     "grayscale", "gaussian_blur", "random_erasing", "rotation",
+                                                     "gaussian_noise", "solarize", "normalize"]}), seed=0)
+    x = images().cuda()
+    aug(x)  # first call creates generators and cached constants
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        aug(x)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)

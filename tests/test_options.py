@@ -9,7 +9,8 @@ from simclr.config.run import load_config
 
 
 @pytest.mark.parametrize("option", ["trainer.precision=bf16-mixed", "trainer.channels_last=true",
-                                    "trainer.sync_batchnorm=true", "trainer.compile=true"])
+                                    "trainer.sync_batchnorm=true", "trainer.compile=true",
+                                    "trainer.compile_augment=true"])
 def test_option_runs_one_epoch_on_cpu(tiny_overrides, option):
     cfg = load_config(None, [*tiny_overrides, option, "trainer.max_epochs=1", "trainer.knn_monitor_every=0"])
     result = train.run(cfg)

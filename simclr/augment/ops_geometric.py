@@ -105,17 +105,17 @@ class RandomResizedCrop(Op):
     Params = CropParams
 
     def sample(self, x, gen):
-        return box_draws(self.params, x, gen, strict=False)
+        _, _, height, width = x.shape
+        d = box_draws(self.params, x, gen, strict=False)
+        fallback = center_fallback(height, width, self.params.ratio)  # torchvision's central crop
+        for key, value in zip(("top", "left", "h", "w"), fallback):
+            d[key] = torch.where(d["found"], d[key], torch.full_like(d[key], value))
+        return d
 
-    def __call__(self, x, gen):
-        batch, _, height, width = x.shape
-        applied = torch.rand(batch, generator=gen, device=x.device) < self.p
-        d = self.sample(x, gen)
-        ft, fl, fh, fw = center_fallback(height, width, self.params.ratio)
-        keep = lambda a, b: torch.where(d["found"], a, torch.full_like(a, b))  # noqa: E731
-        top, left, h, w = keep(d["top"], ft), keep(d["left"], fl), keep(d["h"], fh), keep(d["w"], fw)
-        top, left = torch.where(applied, top, 0), torch.where(applied, left, 0)
-        h, w = torch.where(applied, h, height), torch.where(applied, w, width)
+    def apply(self, x, d, applied):
+        _, _, height, width = x.shape
+        top, left = torch.where(applied, d["top"], 0), torch.where(applied, d["left"], 0)
+        h, w = torch.where(applied, d["h"], height), torch.where(applied, d["w"], width)
         out_hw = (self.params.size, self.params.size) if self.params.size else (height, width)
         out = resample_boxes(x, left, top, left + w - 1, top + h - 1, out_hw)
         if out_hw == (height, width):  # images not selected stay exactly themselves

@@ -145,6 +145,9 @@ class Normalize(Op):
         self._stats: dict = {}
 
     def __call__(self, x, gen):
+        return self.apply(x, {}, None)
+
+    def apply(self, x, draws, applied):
         channels = x.shape[1]
         mean, std = self.params.mean, self.params.std
         if len(mean) not in (1, channels):

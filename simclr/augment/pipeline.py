@@ -39,11 +39,14 @@ class TwoViewAugmenter(torch.nn.Module):
     resumed run continues the exact random streams.
     """
 
-    def __init__(self, policy: Policy, seed: int = 0, rank: int = 0):
+    def __init__(self, policy: Policy, seed: int = 0, rank: int = 0, compile: bool = False):
         super().__init__()
         self.policy = policy
         self.seed = seed
         self.views: list[list[Op]] = [[REGISTRY[o.name](o.params) for o in view] for view in policy.views]
+        if compile:  # fuses each op's pixel work; draws stay eager, so results and streams are unchanged
+            for op in (op for view in self.views for op in view):
+                op.compile_pixel_work()
         self.set_rank(rank)
 
     def set_rank(self, rank: int) -> None:

@@ -71,14 +71,17 @@ class Op:
         # x: (B, C, H, W) float in [0, 1] (normalize excepted)
         applied = torch.rand(x.shape[0], generator=gen, device=x.device) < self.p  # (B,)
         draws = self.sample(x, gen)
-        return self.blend(x, draws, applied)
+        return self.apply(x, draws, applied)
 
-    def blend(self, x: torch.Tensor, draws: dict[str, torch.Tensor], applied: torch.Tensor) -> torch.Tensor:
+    def apply(self, x: torch.Tensor, draws: dict[str, torch.Tensor], applied: torch.Tensor) -> torch.Tensor:
+        """The pixel work, given the draws: no randomness here, so it can be torch.compile'd
+        (`compile_pixel_work`) while sampling stays eager and the per-op streams stay the same."""
         out = self.transform(x, draws)
-        if out.shape != x.shape:  # ops that resize handle `applied` themselves
-            return out
         # lerp with 0/1 weights is exact at both ends and, on CPU, ~15x cheaper than a full-size where
         return torch.lerp(x, out, applied.to(x.dtype).view(-1, 1, 1, 1))
+
+    def compile_pixel_work(self) -> None:
+        self.apply = torch.compile(self.apply, dynamic=False)
 
     def __repr__(self) -> str:
         return f"{self.name}({', '.join(f'{k}={v}' for k, v in dataclasses.asdict(self.params).items())})"

@@ -34,7 +34,7 @@ class SimCLRModule(pl.LightningModule):
                                    m.head_batch_norm)
         self.probe = nn.Linear(self.encoder.feature_dim, num_classes)  # online probe on detached features
         pol = policy_from_dict(policy, "<checkpoint>") if policy is not None else load_policy(self.cfg.policy)
-        self.augment = TwoViewAugmenter(pol, seed=self.cfg.seed)
+        self.augment = TwoViewAugmenter(pol, seed=self.cfg.seed, compile=self.cfg.trainer.compile_augment)
         self.criterion = NTXentLoss(self.cfg.loss.temperature, self.cfg.loss.gather)
         self.automatic_optimization = False  # two optimizers: SSL and the probe's own
         self._last_step_time: float | None = None
