@@ -145,7 +145,11 @@ def _decode(blobs: list[bytes], size: int | None, where: list[str]) -> torch.Ten
     from PIL import Image, UnidentifiedImageError
 
     out = []
-    for blob, name in zip(blobs, where, strict=True):
+    items = zip(blobs, where, strict=True)
+    if len(blobs) > 2000:  # a one-off decode (then cached): show progress
+        from tqdm.auto import tqdm
+        items = tqdm(items, total=len(blobs), desc="decoding images (cached afterwards)", unit="img", leave=False)
+    for blob, name in items:
         try:
             img = Image.open(io.BytesIO(blob)).convert("RGB")
         except (UnidentifiedImageError, OSError) as e:

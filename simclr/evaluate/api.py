@@ -38,7 +38,7 @@ def _with_overrides(cfg: RunConfig, data_path, dataset, overrides: Sequence[str]
     extra = list(overrides)
     for item in extra:
         key = item.split("=", 1)[0]
-        if not key.startswith(("data.", "eval.", "seed=")) and key != "seed":
+        if not (key.startswith(("data.", "eval.")) or key == "seed"):
             raise ConfigError(f"evaluate override '{item}': only data.*, eval.* and seed can change at evaluation.")
     if dataset:
         extra.append(f"data.name={dataset}")
