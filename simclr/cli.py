@@ -53,14 +53,18 @@ def cmd_policy(args) -> int:
         print(pol.to_yaml(), end="")
         return 0
     # show
+    import torch
+
     from simclr.augment.grid import policy_grid
     from simclr.config.run import DataConfig
     from simclr.data import load_split, per_class_indices
 
     dataset = args.dataset or _guess_dataset(args.data)
     data = load_split(DataConfig(name=dataset, path=args.data), "train")
-    idx = per_class_indices(data.labels, 1, args.seed)[: args.n] if (data.labels >= 0).any() else \
-        __import__("torch").arange(args.n)
+    if (data.labels >= 0).any():  # one image per class, so the grid shows the dataset's variety
+        idx = per_class_indices(data.labels, 1, args.seed)[: args.n]
+    else:
+        idx = torch.arange(min(args.n, len(data)))
     out = policy_grid(pol, data.images[idx], _no_overwrite(Path(args.out), args.force), views=args.views,
                       seed=args.seed)
     print(f"wrote {out} ({len(idx)} {dataset} images x {args.views} views, policy {pol.name})")

@@ -102,7 +102,16 @@ def plot_pairwise(root: Path, values: dict, info: dict, metric: str) -> Path | N
     return out
 
 
-def plot_bars(root: Path, values: dict, info: dict, metric: str, kinds=("base", "drop", "named")) -> Path | None:
+def _floors(ax, baselines: dict, metric: str) -> None:
+    for (name, per_metric), style in zip(baselines.items(), ("--", ":")):
+        if metric in per_metric:
+            ax.axhline(float(np.mean(per_metric[metric])), color="tab:red", ls=style, lw=1, label=name)
+    if baselines:
+        ax.legend(fontsize=7, loc="lower right")
+
+
+def plot_bars(root: Path, values: dict, info: dict, metric: str, kinds=("base", "drop", "named"),
+              baselines: dict | None = None) -> Path | None:
     arms = [a for a, i in info.items() if i["kind"] in kinds]
     if len(arms) < 2:
         return None
@@ -113,8 +122,10 @@ def plot_bars(root: Path, values: dict, info: dict, metric: str, kinds=("base", 
            color=["tab:gray" if info[a]["kind"] == "base" else "tab:blue" for a in arms])
     ax.set_xticks(range(len(arms)), arms, rotation=35, ha="right")
     ax.set_ylabel(metric)
-    lo = min(s[0] - s[1] for s in stats)
-    ax.set_ylim(max(0, lo - 0.05), min(1, max(s[0] + s[1] for s in stats) + 0.03))
+    floor = [float(np.mean(m[metric])) for m in (baselines or {}).values() if metric in m]
+    lo = min([s[0] - s[1] for s in stats] + floor)
+    ax.set_ylim(max(0, lo - 0.05), min(1, max([s[0] + s[1] for s in stats] + floor) + 0.03))
+    _floors(ax, baselines or {}, metric)
     ax.set_title(f"{metric}, mean ± std over {stats[0][2]} seed(s)", fontsize=9)
     fig.tight_layout()
     out = root / ("drop_one.png" if any(info[a]["kind"] == "drop" for a in arms) else "arms.png")
@@ -123,7 +134,7 @@ def plot_bars(root: Path, values: dict, info: dict, metric: str, kinds=("base", 
     return out
 
 
-def plot_sweep(root: Path, values: dict, info: dict, metric: str) -> Path | None:
+def plot_sweep(root: Path, values: dict, info: dict, metric: str, baselines: dict | None = None) -> Path | None:
     arms = sorted((i["meta"]["value"], a) for a, i in info.items() if i["kind"] == "sweep")
     if not arms:
         return None
@@ -131,6 +142,7 @@ def plot_sweep(root: Path, values: dict, info: dict, metric: str) -> Path | None
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5, 3.4))
     ax.errorbar([v for v, _ in arms], [s[0] for s in stats], yerr=[s[1] for s in stats], marker="o", capsize=4)
+    _floors(ax, baselines or {}, metric)
     ax.set_xlabel(arms[0][1].split("=")[0])
     ax.set_ylabel(metric)
     ax.set_title(f"sweep, mean ± std over {stats[0][2]} seed(s)", fontsize=9)
@@ -149,8 +161,9 @@ def report(root: Path) -> list[Path]:
     values, info, baselines = collect(root)
     lines = write_tables(root, values, info, baselines)
     metric = main_metric(values)
-    made = [p for p in (plot_pairwise(root, values, info, metric), plot_bars(root, values, info, metric),
-                        plot_sweep(root, values, info, metric)) if p is not None]
+    made = [p for p in (plot_pairwise(root, values, info, metric),
+                        plot_bars(root, values, info, metric, baselines=baselines),
+                        plot_sweep(root, values, info, metric, baselines=baselines)) if p is not None]
     print("\n".join(lines))
     print(f"wrote {root / 'results.csv'}, results.md, results.json" + "".join(f", {p.name}" for p in made))
     return made
