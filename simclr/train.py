@@ -27,7 +27,7 @@ from simclr.config.schema import ConfigError, to_dict
 from simclr.data import SimCLRDataModule
 from simclr.evaluate.monitor import KNNMonitor
 from simclr.module import SimCLRModule
-from simclr.utils import git_commit, tune_cpu_allocator
+from simclr.utils import first_free, git_commit, tune_cpu_allocator
 
 log = logging.getLogger("simclr")
 
@@ -42,10 +42,7 @@ class RunResult:
 
 def new_run_dir(cfg: RunConfig) -> Path:
     base = Path(cfg.output_dir) / cfg.name
-    path, i = base, 1
-    while path.exists():
-        i += 1
-        path = base.with_name(f"{base.name}-{i}")
+    path = first_free(lambda n: base if n == 1 else base.with_name(f"{base.name}-{n}"))
     path.mkdir(parents=True)
     return path
 
@@ -60,10 +57,7 @@ def _write_status(run_dir: Path, **fields) -> None:
 def _next_part(folder: Path) -> str:
     """Each training segment (start, then every resume) logs to its own csv/part-N: Lightning's
     CSVLogger deletes an existing metrics.csv, and no result may be lost."""
-    n = 1
-    while (folder / f"part-{n}").exists():
-        n += 1
-    return f"part-{n}"
+    return first_free(lambda n: folder / f"part-{n}").name
 
 
 def _accelerator(cfg: RunConfig) -> str:

@@ -14,6 +14,7 @@ from simclr import train
 from simclr.ablate.spec import AblationSpec, Arm, generate_arms, load_spec
 from simclr.config.run import load_config
 from simclr.evaluate import evaluate_run
+from simclr.utils import first_free
 
 
 def ablation_dir(spec: AblationSpec) -> Path:
@@ -47,10 +48,8 @@ def _train_arm(spec: AblationSpec, arm: Arm, seed: int, root: Path) -> Path:
                 print(f"    resuming interrupted run {run_dir}")
                 return train.run(resume=run_dir).run_dir
             return run_dir
-        n = 1
-        while run_dir.with_name(f"{key}.incomplete-{n}").exists():
-            n += 1
-        run_dir.rename(run_dir.with_name(f"{key}.incomplete-{n}"))  # killed before its first checkpoint
+        # killed before its first checkpoint: set aside (never deleted) and start the arm again
+        run_dir.rename(first_free(lambda n: run_dir.with_name(f"{key}.incomplete-{n}")))
     cfg = load_config(spec.base_config, [*spec.overrides, f"seed={seed}", f"name={key}",
                                          f"output_dir={root / 'runs'}", f"policy={policy_path}"])
     result = train.run(cfg)

@@ -9,15 +9,14 @@ import json
 import time
 from pathlib import Path
 
+from simclr.utils import first_free
+
 CSV_FIELDS = ["time", "eval_dir", "checkpoint_sha256", "dataset", "encoder", "protocol", "metric", "value"]
 
 
 def new_eval_dir(root: Path) -> Path:
     root.mkdir(parents=True, exist_ok=True)
-    n = 1
-    while (root / f"eval-{n}").exists():
-        n += 1
-    path = root / f"eval-{n}"
+    path = first_free(lambda n: root / f"eval-{n}")
     path.mkdir()
     return path
 

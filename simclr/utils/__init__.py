@@ -6,6 +6,7 @@ import ctypes.util
 import subprocess
 import sys
 from pathlib import Path
+from typing import Callable
 
 _TUNED = False
 
@@ -42,3 +43,11 @@ def git_commit() -> str | None:
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def first_free(path_for: Callable[[int], Path], start: int = 1) -> Path:
+    """The first `path_for(n)`, n = start, start+1, ..., that does not exist: results are never overwritten."""
+    n = start
+    while path_for(n).exists():
+        n += 1
+    return path_for(n)
