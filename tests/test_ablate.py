@@ -127,3 +127,18 @@ def test_dry_run_lists_arms_and_runs_nothing(tmp_path, capsys):
     assert main(["ablate", str(path), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "## drop-gaussian_noise (drop)" in out and not (tmp_path / "t").exists()
+
+
+def test_sweep_adds_no_base_arm_when_the_base_value_is_swept(tmp_path):
+    spec = load_spec(spec_file(tmp_path, """
+        base_policy: simclr_cifar
+        arms:
+          sweep: {op: color_jitter, param: s, values: [0.25, 0.5]}
+        """))
+    assert [a.name for a in generate_arms(spec)] == ["color_jitter.s=0.25", "color_jitter.s=0.5"]
+    spec = load_spec(spec_file(tmp_path, """
+        base_policy: simclr_cifar
+        arms:
+          sweep: {op: color_jitter, param: s, values: [1.0]}
+        """))
+    assert [a.name for a in generate_arms(spec)] == ["base", "color_jitter.s=1"]

@@ -117,7 +117,7 @@ def generate_arms(spec: AblationSpec) -> list[Arm]:
     views = [_ops_dicts(v) for v in base.views]
     arms: list[Arm] = []
     a = spec.arms
-    if a.drop_one or a.sweep:
+    if a.drop_one or (a.sweep and not _base_value_swept(base, a.sweep)):
         arms.append(_arm("base", views, "base"))
     if a.drop_one:
         for op in base.op_names():
@@ -141,6 +141,13 @@ def generate_arms(spec: AblationSpec) -> list[Arm]:
     if dupes:
         raise ConfigError(f"arms: duplicate arm names {sorted(dupes)}.")
     return arms
+
+
+def _base_value_swept(base: Policy, sweep: SweepSpec) -> bool:
+    """True if the base policy's own value of the swept parameter is one of the sweep's values
+    (then a separate `base` arm would only repeat that sweep arm)."""
+    values = {getattr(o.params, sweep.param) for v in base.views for o in v if o.name == sweep.op}
+    return len(values) == 1 and values.pop() in sweep.values
 
 
 def pairwise_arms(base: Policy, spec: PairwiseSpec) -> list[Arm]:
