@@ -115,3 +115,25 @@ def test_diagnostics_against_closed_forms():
     assert uniformity(z) == pytest.approx(-4.0)            # all pairwise sq. distances are 2: log e^{-4}
     assert rankme(torch.eye(6)) == pytest.approx(6.0, rel=1e-4)
     assert rankme(torch.ones(10, 6)) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_invariance_profile_is_one_for_an_invariant_encoder_and_lower_otherwise():
+    from simclr.augment import policy_from_dict
+    from simclr.data import ImageData
+    from simclr.evaluate.diagnostics import invariance_profile
+
+    class MeanColour(torch.nn.Module):  # per-channel means: blind to flips, not to colour changes
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(1))
+
+        def forward(self, x):
+            return x.mean(dim=(2, 3)) * self.w
+
+    g = torch.Generator().manual_seed(0)
+    images = ImageData(torch.randint(0, 256, (64, 3, 16, 16), generator=g, dtype=torch.uint8),
+                       torch.zeros(64, dtype=torch.long), ("a",))
+    prof = invariance_profile(MeanColour(), images, policy_from_dict({"ops": ["horizontal_flip"]}))
+    assert prof["horizontal_flip"] == pytest.approx(1.0, abs=1e-5)
+    assert prof["vertical_flip"] == pytest.approx(1.0, abs=1e-5)
+    assert prof["color_jitter"] < 0.9 and prof["grayscale"] < 0.9

@@ -37,25 +37,28 @@ def _features(encoder, x_float01, pre) -> torch.Tensor:
 
 def invariance_profile(encoder: torch.nn.Module, images: ImageData, policy: Policy, seed: int = 0,
                        batch_size: int = 256) -> dict[str, float]:
-    """For each registered op (default params, p=1): mean cosine(f(x), f(op(x))) over `images`.
+    """For each registered op (default params, p=1): mean cosine(f(x) - m, f(op(x)) - m) over `images`,
+    m = the mean clean feature of the sample.
 
-    1.0 means the encoder ignores that transformation entirely. The same images and seed are
-    used for every op, so profiles of two runs are directly comparable.
+    Centring matters: post-ReLU, average-pooled features share a large common offset, which makes raw
+    cosines ~0.9+ for any encoder. 1.0 means the encoder ignores that transformation entirely; 0 means
+    op(x) lands no closer to x than to a typical other image. The same images and seed are used for
+    every op, so profiles of two runs are directly comparable.
     """
     pre = eval_preprocess(policy)
     device = next(encoder.parameters()).device
     out = {}
     with frozen(encoder):
+        clean = torch.cat([_features(encoder, images.images[s:s + batch_size].to(device).float() / 255.0, pre)
+                           for s in range(0, len(images), batch_size)])
+        centre = clean.mean(dim=0, keepdim=True)
         for name in sorted(REGISTRY):
             if name == "normalize":
                 continue
-            sims = []
-            for start in range(0, len(images), batch_size):
-                x = images.images[start:start + batch_size].to(device)
-                clean = x.float() / 255.0
-                moved = single_op(name, x, seed=seed + start)
-                sims.append(F.cosine_similarity(_features(encoder, clean, pre), _features(encoder, moved, pre), dim=1))
-            out[name] = float(torch.cat(sims).mean())
+            moved = torch.cat([_features(encoder, single_op(name, images.images[s:s + batch_size].to(device),
+                                                            seed=seed + s), pre)
+                               for s in range(0, len(images), batch_size)])
+            out[name] = float(F.cosine_similarity(clean - centre, moved - centre, dim=1).mean())
     return out
 
 

@@ -18,7 +18,7 @@ def plot_invariance(profiles: dict[str, dict[str, float]], out: Path, title: str
     for i, (name, prof) in enumerate(profiles.items()):
         ax.bar(np.arange(len(ops)) + (i - (len(profiles) - 1) / 2) * width, [prof[o] for o in ops], width, label=name)
     ax.set_xticks(np.arange(len(ops)), ops, rotation=35, ha="right")
-    ax.set_ylabel("cos(f(x), f(op(x)))")
+    ax.set_ylabel("centred cos(f(x), f(op(x)))")
     ax.set_ylim(min(0.0, min(min(p.values()) for p in profiles.values())), 1.02)
     ax.axhline(1.0, color="gray", lw=0.6, ls="--")
     ax.set_title(f"Invariance profile{': ' + title if title else ''}", fontsize=10)
