@@ -73,7 +73,7 @@ def _plt():
     return plt
 
 
-def plot_pairwise(root: Path, values: dict, info: dict, metric: str) -> Path | None:
+def plot_pairwise(root: Path, values: dict, info: dict, metric: str, suffix: str = "") -> Path | None:
     pairs = {a: i["meta"] for a, i in info.items() if i["kind"] == "pair"}
     if not pairs:
         return None
@@ -96,7 +96,7 @@ def plot_pairwise(root: Path, values: dict, info: dict, metric: str) -> Path | N
     ax.set_title(f"{metric} (%), crop underneath on both branches", fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
-    out = root / "pairwise_heatmap.png"
+    out = root / f"pairwise_heatmap{suffix}.png"
     fig.savefig(out, dpi=130)
     plt.close(fig)
     return out
@@ -111,7 +111,7 @@ def _floors(ax, baselines: dict, metric: str) -> None:
 
 
 def plot_bars(root: Path, values: dict, info: dict, metric: str, kinds=("base", "drop", "named"),
-              baselines: dict | None = None) -> Path | None:
+              baselines: dict | None = None, suffix: str = "") -> Path | None:
     arms = [a for a, i in info.items() if i["kind"] in kinds]
     if len(arms) < 2:
         return None
@@ -128,13 +128,14 @@ def plot_bars(root: Path, values: dict, info: dict, metric: str, kinds=("base", 
     _floors(ax, baselines or {}, metric)
     ax.set_title(f"{metric}, mean ± std over {stats[0][2]} seed(s)", fontsize=9)
     fig.tight_layout()
-    out = root / ("drop_one.png" if any(info[a]["kind"] == "drop" for a in arms) else "arms.png")
+    out = root / (("drop_one" if any(info[a]["kind"] == "drop" for a in arms) else "arms") + f"{suffix}.png")
     fig.savefig(out, dpi=130)
     plt.close(fig)
     return out
 
 
-def plot_sweep(root: Path, values: dict, info: dict, metric: str, baselines: dict | None = None) -> Path | None:
+def plot_sweep(root: Path, values: dict, info: dict, metric: str, baselines: dict | None = None,
+               suffix: str = "") -> Path | None:
     arms = sorted((i["meta"]["value"], a) for a, i in info.items() if i["kind"] == "sweep")
     if not arms:
         return None
@@ -147,23 +148,29 @@ def plot_sweep(root: Path, values: dict, info: dict, metric: str, baselines: dic
     ax.set_ylabel(metric)
     ax.set_title(f"sweep, mean ± std over {stats[0][2]} seed(s)", fontsize=9)
     fig.tight_layout()
-    out = root / "sweep.png"
+    out = root / f"sweep{suffix}.png"
     fig.savefig(out, dpi=130)
     plt.close(fig)
     return out
 
 
-def report(root: Path) -> list[Path]:
+def report(root: Path, metric: str | None = None) -> list[Path]:
+    """Tables and plots; plots use `metric` (default: linear/top1, else the first kNN top-1)."""
     root = Path(root)
     if not (root / "manifest.json").exists():
         from simclr.config.schema import ConfigError
         raise ConfigError(f"{root}: no manifest.json; is this an ablation directory (output_dir/name)?")
     values, info, baselines = collect(root)
     lines = write_tables(root, values, info, baselines)
-    metric = main_metric(values)
-    made = [p for p in (plot_pairwise(root, values, info, metric),
-                        plot_bars(root, values, info, metric, baselines=baselines),
-                        plot_sweep(root, values, info, metric, baselines=baselines)) if p is not None]
+    known = sorted({k for arm in values.values() for k in arm})
+    if metric is not None and metric not in known:
+        from simclr.config.schema import ConfigError, suggest
+        raise ConfigError(f"--metric: '{metric}' is not in these results.{suggest(metric, known)}")
+    suffix = "" if metric is None else "_" + metric.replace("/", "_")
+    metric = metric or main_metric(values)
+    made = [p for p in (plot_pairwise(root, values, info, metric, suffix),
+                        plot_bars(root, values, info, metric, baselines=baselines, suffix=suffix),
+                        plot_sweep(root, values, info, metric, baselines=baselines, suffix=suffix)) if p is not None]
     print("\n".join(lines))
     print(f"wrote {root / 'results.csv'}, results.md, results.json" + "".join(f", {p.name}" for p in made))
     return made
