@@ -59,7 +59,7 @@ IMPORTS = {"simclr (faiss)": "simclr.evaluate.knn", "scikit-learn brute": "sklea
            "torch matmul+topk": "torch"}
 
 
-def child(method, n_bank, n_query, dim, k):
+def child(method, n_bank, n_query, dim, k, repeats):
     import importlib
     importlib.import_module(IMPORTS[method])  # imports are neither timed nor counted as memory
     bank, yb, query, yq = make_features(n_bank, n_query, dim)
@@ -74,9 +74,11 @@ def child(method, n_bank, n_query, dim, k):
 
     watcher = threading.Thread(target=poll, daemon=True)
     watcher.start()
-    start = time.perf_counter()
-    acc = METHODS[method](bank, yb, query, yq, k)
-    seconds = time.perf_counter() - start
+    seconds = float("inf")
+    for _ in range(repeats):  # best of `repeats`: this machine's timing noise is ~10 %
+        start = time.perf_counter()
+        acc = METHODS[method](bank, yb, query, yq, k)
+        seconds = min(seconds, time.perf_counter() - start)
     stop.set()
     watcher.join()
     print(json.dumps({"seconds": seconds, "peak_mb": (max(peak[0], rss_bytes()) - base) / 2**20, "top1": acc}))
@@ -103,10 +105,11 @@ def main():
     ap.add_argument("--queries", type=int, default=10_000)
     ap.add_argument("--dim", type=int, default=512)
     ap.add_argument("--k", type=int, default=200)
+    ap.add_argument("--repeats", type=int, default=3, help="best of this many calls per method")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        child(args.child, args.bank, args.queries, args.dim, args.k)
+        child(args.child, args.bank, args.queries, args.dim, args.k, args.repeats)
         return
     import faiss
     import torch
@@ -116,11 +119,12 @@ def main():
     results = {}
     for method in METHODS:
         out = subprocess.run([sys.executable, __file__, "--child", method, "--bank", str(args.bank), "--queries",
-                              str(args.queries), "--dim", str(args.dim), "--k", str(args.k)],
+                              str(args.queries), "--dim", str(args.dim), "--k", str(args.k),
+                              "--repeats", str(args.repeats)],
                              capture_output=True, text=True, check=True)
         results[method] = json.loads(out.stdout.strip().splitlines()[-1])
         r = results[method]
-        print(f"{method:22s} {r['seconds']:7.2f} s   peak +{r['peak_mb']:7.0f} MB   top-1 {r['top1']:.4f}")
+        print(f"{method:22s} {r['seconds']:7.2f} s (best of {args.repeats})   peak +{r['peak_mb']:7.0f} MB")
     ours = results["simclr (faiss)"]["seconds"]
     fastest_other = min(v["seconds"] for k, v in results.items() if k != "simclr (faiss)")
     print(f"speed-up over the fastest other method: {fastest_other / ours:.2f}x")
