@@ -50,6 +50,8 @@ def worker(rank, out_dir):
     dist.all_reduce(losses)
     if rank == 0:
         torch.save({"losses": losses / WORLD, "grads": [p.grad for p in ddp.module.parameters()]}, out_dir / "ddp.pt")
+    dist.barrier()  # leave together: a rank exiting while gloo threads are live can abort at teardown
+    del ddp
     dist.destroy_process_group()
 
 
