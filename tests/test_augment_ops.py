@@ -5,7 +5,6 @@ import pytest
 import torch
 
 from simclr.augment import REGISTRY, TwoViewAugmenter, policy_from_dict
-from simclr.augment.pipeline import stream_keys
 
 # Non-default params that make each op do something visible at p=1.
 STRONG = {

@@ -1,5 +1,4 @@
 """Cross-device negatives: 2-process DDP (gloo, CPU) must equal one process on the full batch."""
-import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp

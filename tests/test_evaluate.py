@@ -1,5 +1,4 @@
 """Evaluation against independent references (NumPy brute force, scikit-learn) and its own assumptions."""
-import json
 
 import numpy as np
 import pytest

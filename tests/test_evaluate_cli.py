@@ -1,7 +1,6 @@
 """`simclr evaluate` end to end on a tiny real run, and its refusals of bad input."""
 import csv
 import json
-import shutil
 
 import pytest
 import torch

@@ -1,7 +1,6 @@
 """Pretraining end to end on tiny real data (scikit-learn digits), through the same functions the CLI uses."""
 import json
 
-import pytest
 import torch
 import pytorch_lightning as pl
 

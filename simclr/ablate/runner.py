@@ -94,7 +94,3 @@ def run_ablation(spec_path: str | Path, dry_run: bool = False) -> Path:
     from simclr.ablate.report import report
     report(root)
     return root
-
-
-def run_from_dir(root: Path) -> AblationSpec:
-    return load_spec(root / "spec.yaml")

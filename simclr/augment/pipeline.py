@@ -10,7 +10,7 @@ import hashlib
 
 import torch
 
-from simclr.augment.policy import Policy
+from simclr.augment.policy import Policy, crop_size
 from simclr.augment.registry import REGISTRY, Op
 
 
@@ -115,8 +115,7 @@ def eval_preprocess(policy: Policy):
     from kornia.geometry.transform import resize
 
     view = policy.views[0]
-    sizes = [o.params.size for o in view if o.name == "random_resized_crop" and o.params.size]
-    size = sizes[-1] if sizes else None
+    size = crop_size(view)
     norm = [REGISTRY[o.name](o.params) for o in view if o.name == "normalize"]
 
     def preprocess(x: torch.Tensor) -> torch.Tensor:

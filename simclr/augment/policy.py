@@ -7,7 +7,6 @@ trailing normalize), so an ablation arm is a small diff of its base.
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,7 +87,8 @@ def _parse_view(entries: Any, path: str) -> tuple[OpConfig, ...]:
     return ops
 
 
-def _crop_size(view: tuple[OpConfig, ...]) -> int | None:
+def crop_size(view: tuple[OpConfig, ...]) -> int | None:
+    """The output side a view's (last) crop resizes to, or None if the view keeps the input size."""
     sizes = [o.params.size for o in view if o.name == "random_resized_crop" and o.params.size]
     return sizes[-1] if sizes else None
 
@@ -119,7 +119,7 @@ def from_dict(raw: Any, source: str = "<dict>", _seen: tuple[str, ...] = ()) -> 
                               for i, v in enumerate(raw["views"]))
     except ConfigError as e:
         raise ConfigError(f"{source}: {e}") from None
-    sizes = {_crop_size(v) for v in views}
+    sizes = {crop_size(v) for v in views}
     if len(sizes) > 1:
         raise ConfigError(f"{source}: the two views would have different sizes {sorted(sizes, key=str)}; "
                           "give both crops the same `size`.")
@@ -197,8 +197,3 @@ def load(path: str | Path, _seen: tuple[str, ...] = ()) -> Policy:
     except yaml.YAMLError as e:
         raise ConfigError(f"{source}: not valid YAML: {e}") from None
     return from_dict(raw, source, _seen)
-
-
-def with_ops(policy: Policy, views: tuple, name: str) -> Policy:
-    """A copy of `policy` with other views (used by the ablation arm generators)."""
-    return dataclasses.replace(policy, views=views, name=name)

@@ -13,7 +13,6 @@ from torch import nn
 
 from simclr.augment import TwoViewAugmenter, load_policy, policy_from_dict
 from simclr.config.run import RunConfig, config_from_dict
-from simclr.config.schema import to_dict
 from simclr.losses import NTXentLoss
 from simclr.models import Encoder, ProjectionHead
 from simclr.module.optim import build_optimizer, scaled_lr, warmup_cosine
@@ -39,11 +38,6 @@ class SimCLRModule(pl.LightningModule):
         self.automatic_optimization = False  # two optimizers: SSL and the probe's own
         self._last_step_time: float | None = None
         object.__setattr__(self, "_compiled_encoder", None)  # not a submodule: checkpoints keep plain names
-
-    @classmethod
-    def from_config(cls, cfg: RunConfig, in_channels: int, num_classes: int,
-                    image_size: int | None = None) -> "SimCLRModule":
-        return cls(to_dict(cfg), in_channels, num_classes, load_policy(cfg.policy).to_dict(), image_size)
 
     # ------------------------------------------------------------------ device-side augmentation
     def setup(self, stage: str) -> None:
