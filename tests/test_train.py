@@ -100,3 +100,15 @@ def test_resume_refuses_overrides_and_missing_dirs(tmp_path, capsys):
     assert "drop --config and overrides" in capsys.readouterr().err
     assert main(["pretrain", "--resume", str(tmp_path)]) == 2
     assert "no config.yaml" in capsys.readouterr().err
+
+
+def test_unlabelled_batches_train_without_nan(tiny_overrides):
+    """STL-10's unlabeled split has label -1: the online probe must skip them, not turn the loss into NaN."""
+    from simclr.data import ImageData, make_splits
+    cfg = load_config(None, [*tiny_overrides, "trainer.max_epochs=1", "trainer.knn_monitor_every=0"])
+    splits = make_splits(cfg.data, cfg.seed)
+    train_data = splits["train"]
+    splits["train"] = ImageData(train_data.images, torch.full_like(train_data.labels, -1), train_data.classes)
+    result = train.run(cfg, splits=splits)
+    loss = result.metrics["train/loss_epoch"]
+    assert loss == loss and loss > 0  # not NaN

@@ -72,7 +72,10 @@ class SimCLRModule(pl.LightningModule):
         loss, logits, targets = self.criterion(z1, z2, return_logits=True)
         probe_logits = self.probe(h.detach().float())                   # never reaches the backbone
         probe_labels = labels.repeat(2)
-        probe_loss = F.cross_entropy(probe_logits, probe_labels, ignore_index=-1)
+        labelled = (probe_labels >= 0).to(probe_logits.dtype)          # STL-10 unlabeled images are -1
+        # masked mean: an all-unlabelled batch gives 0, not the NaN of cross_entropy(ignore_index=...)
+        ce = F.cross_entropy(probe_logits, probe_labels.clamp_min(0), reduction="none")
+        probe_loss = (ce * labelled).sum() / labelled.sum().clamp_min(1)
 
         opt, probe_opt = self.optimizers()
         sched, probe_sched = self.lr_schedulers()
@@ -87,8 +90,7 @@ class SimCLRModule(pl.LightningModule):
         with torch.no_grad():
             pos_cos = F.cosine_similarity(z1.float(), z2.float(), dim=1).mean()
             top1 = (logits.argmax(dim=1) == targets).float().mean()
-            labelled = probe_labels >= 0
-            probe_acc = ((probe_logits.argmax(1) == probe_labels) & labelled).sum() / labelled.sum().clamp_min(1)
+            probe_acc = ((probe_logits.argmax(1) == probe_labels) * labelled).sum() / labelled.sum().clamp_min(1)
         now = time.perf_counter()
         log = dict(on_step=True, on_epoch=False, batch_size=n)
         if self._last_step_time is not None:
