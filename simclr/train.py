@@ -88,12 +88,13 @@ def build_trainer(cfg: RunConfig, run_dir: Path, callbacks: Sequence[pl.Callback
     cbs = [*callbacks, last, best]
     if t.progress_bar:
         cbs.append(TQDMProgressBar(refresh_rate=max(1, t.log_every_n_steps // 2)))
+    accelerator = _accelerator(cfg)
     return pl.Trainer(
-        default_root_dir=run_dir, max_epochs=t.max_epochs, accelerator=_accelerator(cfg), devices=t.devices,
+        default_root_dir=run_dir, max_epochs=t.max_epochs, accelerator=accelerator, devices=t.devices,
         num_nodes=t.num_nodes, strategy=t.strategy, precision=t.precision, sync_batchnorm=t.sync_batchnorm,
         log_every_n_steps=t.log_every_n_steps, enable_progress_bar=t.progress_bar,
         limit_train_batches=t.limit_train_batches, limit_val_batches=0, num_sanity_val_steps=0,
-        use_distributed_sampler=False, callbacks=cbs, deterministic=_accelerator(cfg) == "cpu",
+        use_distributed_sampler=False, callbacks=cbs, deterministic=accelerator == "cpu",
         logger=[CSVLogger(run_dir, name="csv", version=_next_part(run_dir / "csv")),
                 TensorBoardLogger(run_dir, name="tb", version="")],
         enable_model_summary=t.progress_bar,
@@ -116,11 +117,11 @@ def run(cfg: RunConfig | None = None, resume: str | Path | None = None, callback
     else:
         if cfg is None:
             raise ValueError("run() needs a config or a run directory to resume")
-        load_policy(cfg.policy)  # fail on a bad policy before creating anything
+        resolved = load_policy(cfg.policy)  # fail on a bad policy before creating anything
         check_device_options(cfg)
         run_dir, ckpt = new_run_dir(cfg), None
         save_config(cfg, run_dir / "config.yaml")
-        (run_dir / "policy.yaml").write_text(load_policy(cfg.policy).to_yaml())
+        (run_dir / "policy.yaml").write_text(resolved.to_yaml())
         _write_status(run_dir, package_version=simclr.__version__, git_commit=git_commit(), torch=torch.__version__)
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)

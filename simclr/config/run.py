@@ -115,26 +115,39 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
-    """YAML file + `dotted.key=value` overrides -> validated, frozen RunConfig."""
+def _merged(base, overrides: list[str] | tuple[str, ...], where: str) -> RunConfig:
+    """omegaconf `base` + `dotted.key=value` overrides -> validated RunConfig; errors name `where`."""
     try:
-        base = OmegaConf.create({})
-        if path is not None:
-            p = Path(path)
-            if not p.is_file():
-                raise ConfigError(f"{p}: config file not found.")
-            base = OmegaConf.load(p)
         for item in overrides:
             if "=" not in item:
                 raise ConfigError(f"override '{item}': expected key=value, e.g. trainer.max_epochs=5.")
         merged = OmegaConf.merge(base, OmegaConf.from_dotlist(list(overrides)))
         raw = OmegaConf.to_container(merged, resolve=True)
     except OmegaConfBaseException as e:
-        raise ConfigError(f"{path or 'overrides'}: {e}".split("\n")[0]) from None
+        raise ConfigError(f"{where}: {e}".split("\n")[0]) from None
+    return build(RunConfig, raw)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """YAML file + `dotted.key=value` overrides -> validated, frozen RunConfig."""
+    base = OmegaConf.create({})
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"{p}: config file not found.")
+        try:
+            base = OmegaConf.load(p)
+        except OmegaConfBaseException as e:
+            raise ConfigError(f"{p}: {e}".split("\n")[0]) from None
     try:
-        return build(RunConfig, raw)
+        return _merged(base, overrides, str(path) if path else "overrides")
     except ConfigError as e:
-        raise ConfigError(f"{path}: {e}" if path else str(e)) from None
+        raise ConfigError(f"{path}: {e}" if path and not str(e).startswith(str(path)) else str(e)) from None
+
+
+def override_config(cfg: RunConfig, overrides: list[str] | tuple[str, ...]) -> RunConfig:
+    """An existing config with `dotted.key=value` overrides applied, validated afresh."""
+    return _merged(OmegaConf.create(to_dict(cfg)), overrides, "overrides")
 
 
 def save_config(cfg: RunConfig, path: Path) -> None:

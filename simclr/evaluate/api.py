@@ -12,11 +12,10 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-from omegaconf import OmegaConf
 
 import simclr
 from simclr.augment import eval_preprocess
-from simclr.config.run import RunConfig, config_from_dict
+from simclr.config.run import RunConfig, override_config
 from simclr.config.schema import ConfigError, to_dict
 from simclr.data import DataError, make_splits
 from simclr.evaluate.checkpoint import LoadedRun, build_encoder, load_run
@@ -34,7 +33,6 @@ DIAGNOSTIC_IMAGES = 1000
 
 
 def _with_overrides(cfg: RunConfig, data_path, dataset, overrides: Sequence[str]) -> RunConfig:
-    raw = to_dict(cfg)
     extra = list(overrides)
     for item in extra:
         key = item.split("=", 1)[0]
@@ -44,8 +42,7 @@ def _with_overrides(cfg: RunConfig, data_path, dataset, overrides: Sequence[str]
         extra.append(f"data.name={dataset}")
     if data_path:
         extra.append(f"data.path={data_path}")
-    merged = OmegaConf.merge(OmegaConf.create(raw), OmegaConf.from_dotlist(extra))
-    return config_from_dict(OmegaConf.to_container(merged, resolve=True))
+    return override_config(cfg, extra)
 
 
 def _check_compatible(run: LoadedRun, cfg: RunConfig, splits) -> None:
