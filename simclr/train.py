@@ -114,11 +114,11 @@ def run(cfg: RunConfig | None = None, resume: str | Path | None = None, callback
             raise ConfigError(f"--resume {run_dir}: no checkpoints/last.ckpt (the run stopped before its first epoch "
                               "ended); start it afresh.")
         cfg = load_config(run_dir / "config.yaml")
-    else:
-        if cfg is None:
-            raise ValueError("run() needs a config or a run directory to resume")
+    elif cfg is None:
+        raise ValueError("run() needs a config or a run directory to resume")
+    check_device_options(cfg)  # new runs and resumed ones alike: a run may move to another machine
+    if resume is None:
         resolved = load_policy(cfg.policy)  # fail on a bad policy before creating anything
-        check_device_options(cfg)
         run_dir, ckpt = new_run_dir(cfg), None
         save_config(cfg, run_dir / "config.yaml")
         (run_dir / "policy.yaml").write_text(resolved.to_yaml())

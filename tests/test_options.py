@@ -29,3 +29,15 @@ def test_gpu_only_options_fail_clearly_on_cpu(tiny_overrides, capsys, option, me
             pytest.skip("a GPU is present")
     assert main(["pretrain", *tiny_overrides, option]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_resume_checks_device_options_too(tiny_overrides, capsys):
+    """A run resumed on a machine that cannot honour its options fails clearly, not deep in Lightning."""
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    result = train.run(load_config(None, [*tiny_overrides, "trainer.max_epochs=1", "trainer.knn_monitor_every=0"]))
+    config = result.run_dir / "config.yaml"
+    config.write_text(config.read_text().replace("accelerator: cpu", "accelerator: gpu"))  # as if moved from a GPU box
+    assert main(["pretrain", "--resume", str(result.run_dir)]) == 2
+    assert "no CUDA device is visible" in capsys.readouterr().err
