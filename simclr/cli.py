@@ -185,9 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:  # train.RunInterrupted says how to resume
+        print(f"interrupted: {e}" if str(e) else "interrupted", file=sys.stderr)
+        return 143 if getattr(e, "signal_name", "") == "SIGTERM" else 130
     except BrokenPipeError:  # e.g. `simclr policy ops | head`
         return 0
 

@@ -19,14 +19,17 @@ import torch
 import yaml
 from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 import simclr
 from simclr.augment import load_policy
-from simclr.config.run import RunConfig, load_config, save_config
+from simclr.config.files import inside, writable_dir
+from simclr.config.run import RunConfig, save_config
 from simclr.config.schema import ConfigError, to_dict
 from simclr.data import SimCLRDataModule
 from simclr.evaluate.monitor import KNNMonitor
 from simclr.module import SimCLRModule
+from simclr.module.checkpoints import LastEveryEpoch, resumable
 from simclr.utils import first_free, git_commit, tune_cpu_allocator
 
 log = logging.getLogger("simclr")
@@ -40,11 +43,43 @@ class RunResult:
     metrics: dict[str, float]
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """Training stopped by SIGINT/SIGTERM after a graceful shutdown; checkpoints/last.ckpt holds the last
+    completed epoch (a mid-epoch checkpoint would not resume bit-exactly, so none is written)."""
+
+    def __init__(self, run_dir: Path, epoch: int, signal_name: str):
+        super().__init__(f"{signal_name} after {epoch} completed epoch(s); resume with: "
+                         f"simclr pretrain --resume {run_dir}")
+        self.run_dir, self.epoch, self.signal_name = run_dir, epoch, signal_name
+
+
 def new_run_dir(cfg: RunConfig) -> Path:
-    base = Path(cfg.output_dir) / cfg.name
-    path = first_free(lambda n: base if n == 1 else base.with_name(f"{base.name}-{n}"))
-    path.mkdir(parents=True)
-    return path
+    out = Path(cfg.output_dir)
+    writable_dir(out, "output_dir")
+    base = inside(out / cfg.name, out, "name")
+    start = 1
+    while True:  # two runs starting at the same moment each get their own directory
+        path = first_free(lambda n: base if n == 1 else base.with_name(f"{base.name}-{n}"), start)
+        try:
+            path.mkdir(parents=True)
+            return path
+        except FileExistsError:
+            start += 1
+        except OSError as e:
+            raise ConfigError(f"output_dir: cannot create {path} ({e.strerror}).") from None
+
+
+def check_policy_fits(policy, channels: int) -> None:
+    """A policy whose normalize has 3 values cannot run on 1-channel images: refuse before anything is created."""
+    for i, view in enumerate(policy.views):
+        for op in view:
+            if op.name == "normalize":
+                for key in ("mean", "std"):
+                    n = len(getattr(op.params, key))
+                    if n not in (1, channels):
+                        raise ConfigError(f"{policy.source}: views[{i}] normalize.{key} has {n} values but the "
+                                          f"images have {channels} channel(s); give 1 or {channels} values "
+                                          "(or choose a policy made for this data).")
 
 
 def _write_status(run_dir: Path, **fields) -> None:
@@ -82,7 +117,7 @@ def build_trainer(cfg: RunConfig, run_dir: Path, callbacks: Sequence[pl.Callback
     knn = bool(t.knn_monitor_every and cfg.data.val_per_class)
     monitor, mode, every = ("monitor/knn_top1", "max", t.knn_monitor_every) if knn else ("train/loss_epoch", "min", 1)
     ckpt_dir = run_dir / "checkpoints"
-    last = ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, save_on_train_epoch_end=True)
+    last = LastEveryEpoch(ckpt_dir)
     best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode=mode, save_top_k=1,
                            every_n_epochs=every, save_on_train_epoch_end=True, enable_version_counter=False)
     cbs = [*callbacks, last, best]
@@ -107,27 +142,21 @@ def run(cfg: RunConfig | None = None, resume: str | Path | None = None, callback
     tune_cpu_allocator()
     if resume is not None:
         run_dir = Path(resume)
-        ckpt = run_dir / "checkpoints" / "last.ckpt"
-        if not (run_dir / "config.yaml").is_file():
-            raise ConfigError(f"--resume {run_dir}: no config.yaml there; is it a run directory?")
-        if not ckpt.is_file():
-            raise ConfigError(f"--resume {run_dir}: no checkpoints/last.ckpt (the run stopped before its first epoch "
-                              "ended); start it afresh.")
-        cfg = load_config(run_dir / "config.yaml")
+        cfg, ckpt = resumable(run_dir)
     elif cfg is None:
         raise ValueError("run() needs a config or a run directory to resume")
     check_device_options(cfg)  # new runs and resumed ones alike: a run may move to another machine
+    # the policy as resolved when the run started (a resumed run ignores later edits to the file)
+    resolved = load_policy(cfg.policy if resume is None else run_dir / "policy.yaml")
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    dm = SimCLRDataModule(cfg.data, seed=cfg.seed, splits=splits)
+    dm.setup()  # bad data fails here, before a run directory exists
+    check_policy_fits(resolved, dm.channels)
     if resume is None:
-        resolved = load_policy(cfg.policy)  # fail on a bad policy before creating anything
         run_dir, ckpt = new_run_dir(cfg), None
         save_config(cfg, run_dir / "config.yaml")
         (run_dir / "policy.yaml").write_text(resolved.to_yaml())
         _write_status(run_dir, package_version=simclr.__version__, git_commit=git_commit(), torch=torch.__version__)
-
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    dm = SimCLRDataModule(cfg.data, seed=cfg.seed, splits=splits)
-    dm.setup()
-    # the policy as resolved when the run started (a resumed run ignores later edits to the file)
     policy = yaml.safe_load((run_dir / "policy.yaml").read_text())
     module = SimCLRModule(to_dict(cfg), dm.channels, dm.num_classes, policy,
                           image_size=int(dm.splits["train"].images.shape[-1]))  # fit() restores ckpt state
@@ -138,6 +167,12 @@ def run(cfg: RunConfig | None = None, resume: str | Path | None = None, callback
     log.info("run directory: %s", run_dir)
     try:
         trainer.fit(module, datamodule=dm, ckpt_path=ckpt)
+    except (SystemExit, SIGTERMException) as e:  # Lightning ends a Ctrl-C with sys.exit(1) after shutting down
+        _write_status(run_dir, status="interrupted", epoch=trainer.current_epoch)
+        if isinstance(e, SIGTERMException) or trainer.interrupted:
+            raise RunInterrupted(run_dir, trainer.current_epoch,
+                                 "SIGTERM" if isinstance(e, SIGTERMException) else "SIGINT") from None
+        raise
     except BaseException:
         _write_status(run_dir, status="interrupted", epoch=trainer.current_epoch)
         raise

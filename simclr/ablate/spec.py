@@ -10,10 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from simclr.augment import REGISTRY, load_policy, policy_from_dict
 from simclr.augment.policy import Policy
+from simclr.config.files import check_name, read_yaml
 from simclr.config.run import load_config
 from simclr.config.schema import ConfigError, build, suggest, to_dict
 
@@ -63,18 +62,17 @@ def load_spec(path: str | Path) -> AblationSpec:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: ablation spec not found.")
+    raw = read_yaml(path, "ablation spec")
     try:
-        raw = yaml.safe_load(path.read_text())
         spec = build(AblationSpec, raw)
         _validate(spec)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
     return spec
 
 
 def _validate(spec: AblationSpec) -> None:
+    check_name(spec.name, "name")
     load_config(spec.base_config, spec.overrides)  # the base run config must be valid as is
     for i, p in enumerate(spec.protocols):
         if p not in ("knn", "linear", "diagnostics"):
@@ -137,6 +135,8 @@ def generate_arms(spec: AblationSpec) -> list[Arm]:
     for name, path in a.named.items():
         arms.append(Arm(name, load_policy(path), "named"))
     names = [arm.name for arm in arms]
+    for arm in arms:  # an arm name becomes policies/<name>.yaml and runs/<name>-seedN
+        check_name(arm.name, f"arms.named.{arm.name}" if arm.kind == "named" else f"arms ({arm.kind} arm)")
     dupes = {n for n in names if names.count(n) > 1}
     if dupes:
         raise ConfigError(f"arms: duplicate arm names {sorted(dupes)}.")

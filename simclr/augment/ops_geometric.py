@@ -90,8 +90,9 @@ class CropParams:
     def __post_init__(self):
         check_interval("scale", self.scale)
         check_interval("ratio", self.ratio)
-        if self.scale[1] <= 0:
-            raise FieldError("scale", "max must be > 0 (a crop needs some area).")
+        if self.scale[0] <= 0:
+            raise FieldError("scale", f"min {self.scale[0]} must be > 0 (a zero-area crop has no pixels); "
+                             "e.g. [0.08, 1.0].")
 
 
 @register

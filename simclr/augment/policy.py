@@ -15,6 +15,7 @@ import yaml
 
 from simclr.augment import ops_geometric, ops_photometric  # noqa: F401  (registers the ops)
 from simclr.augment.registry import REGISTRY
+from simclr.config.files import read_yaml
 from simclr.config.schema import ConfigError, build, join, suggest, to_dict
 
 SHIPPED_DIR = Path(__file__).resolve().parents[2] / "augment_policies"
@@ -183,6 +184,9 @@ def resolve_path(name_or_path: str, relative_to: Path | None = None) -> Path:
     for c in candidates:
         if c.is_file():
             return c
+    if Path(name_or_path).is_dir():
+        raise ConfigError(f"policy '{name_or_path}': is a directory; give a policy YAML file or a shipped name "
+                          f"({', '.join(shipped())}).")
     raise ConfigError(f"policy '{name_or_path}' not found (looked at {', '.join(str(c) for c in candidates)}). "
                       f"Shipped policies: {', '.join(shipped())}.")
 
@@ -192,8 +196,4 @@ def load(path: str | Path, _seen: tuple[str, ...] = ()) -> Policy:
     source = str(path)
     if source in _seen:
         raise ConfigError(f"{source}: `extends` forms a cycle: {' -> '.join(_seen + (source,))}.")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{source}: not valid YAML: {e}") from None
-    return from_dict(raw, source, _seen)
+    return from_dict(read_yaml(path, "policy file"), source, _seen)

@@ -12,6 +12,7 @@ from typing import Literal
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from simclr.config.files import check_name, read_yaml
 from simclr.config.schema import ConfigError, FieldError, build, to_dict
 
 POSITIVE_INT = {"range": (1, None)}
@@ -114,6 +115,12 @@ class RunConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
+    def __post_init__(self):
+        try:
+            check_name(self.name, "name")
+        except ConfigError as e:
+            raise FieldError("name", str(e).split(": ", 1)[1]) from None
+
 
 def _merged(base, overrides: list[str] | tuple[str, ...], where: str) -> RunConfig:
     """omegaconf `base` + `dotted.key=value` overrides -> validated RunConfig; errors name `where`."""
@@ -128,21 +135,32 @@ def _merged(base, overrides: list[str] | tuple[str, ...], where: str) -> RunConf
     return build(RunConfig, raw)
 
 
+def _override_keys(overrides) -> list[str]:
+    return [item.split("=", 1)[0].strip() for item in overrides if "=" in item]
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
-    """YAML file + `dotted.key=value` overrides -> validated, frozen RunConfig."""
+    """YAML file + `dotted.key=value` overrides -> validated, frozen RunConfig.
+
+    An error about a key set on the command line names the override, not the file (the file is not at fault).
+    """
     base = OmegaConf.create({})
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"{p}: config file not found.")
+        raw = read_yaml(path, "config file")
+        if raw is not None and not isinstance(raw, dict):
+            raise ConfigError(f"{path}: a run config is a mapping of keys (name, data, model, ...), "
+                              f"got a {type(raw).__name__}.")
         try:
-            base = OmegaConf.load(p)
+            base = OmegaConf.create(raw or {})
         except OmegaConfBaseException as e:
-            raise ConfigError(f"{p}: {e}".split("\n")[0]) from None
+            raise ConfigError(f"{path}: {e}".split("\n")[0]) from None
     try:
         return _merged(base, overrides, str(path) if path else "overrides")
     except ConfigError as e:
-        raise ConfigError(f"{path}: {e}" if path and not str(e).startswith(str(path)) else str(e)) from None
+        msg, key = str(e), str(e).split(":", 1)[0]
+        if any(key == k or key.startswith(f"{k}.") or key.startswith(f"{k}[") for k in _override_keys(overrides)):
+            raise ConfigError(f"command-line override {msg}") from None
+        raise ConfigError(f"{path}: {msg}" if path and not msg.startswith(str(path)) else msg) from None
 
 
 def override_config(cfg: RunConfig, overrides: list[str] | tuple[str, ...]) -> RunConfig:

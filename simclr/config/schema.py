@@ -135,8 +135,8 @@ def coerce(value: Any, tp: Any, path: str, rng: tuple[Any, Any] | None = None) -
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{path}: expected a number, got {value!r}.")
         value = float(value)
-        if value != value:
-            raise ConfigError(f"{path}: NaN is not allowed.")
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ConfigError(f"{path}: {value} is not allowed; give a finite number.")
         _check_range(value, rng, path)
         return value
     if tp is str:

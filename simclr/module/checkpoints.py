@@ -1,0 +1,63 @@
+"""last.ckpt at the end of every epoch, written atomically, and the checks a resume makes before it starts.
+
+Lightning's `ModelCheckpoint(save_last=True, save_top_k=0)` writes last.ckpt only in an epoch where another
+checkpoint is saved, so a run stopped after epoch 1 of 4 could not be resumed. `LastEveryEpoch` saves every
+epoch, to a temporary file first: a kill -9 during the write leaves the previous last.ckpt intact.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
+
+from simclr.config.run import RunConfig, load_config
+from simclr.config.schema import ConfigError, to_dict
+
+
+class LastEveryEpoch(ModelCheckpoint):
+    """checkpoints/last.ckpt after every training epoch (a ModelCheckpoint, so Lightning runs it after
+    the metric-producing callbacks such as the kNN monitor)."""
+
+    def __init__(self, dirpath: Path):
+        super().__init__(dirpath=dirpath, filename="last", monitor=None, save_top_k=1, every_n_epochs=1,
+                         save_on_train_epoch_end=True, enable_version_counter=False)
+
+    def _save_checkpoint(self, trainer, filepath: str) -> None:
+        partial = f"{filepath}.partial"
+        super()._save_checkpoint(trainer, partial)
+        if trainer.is_global_zero:
+            os.replace(partial, filepath)
+        self._last_checkpoint_saved = filepath
+        trainer.strategy.barrier()
+
+
+def _flat(tree, prefix: str = "") -> dict:
+    if isinstance(tree, dict):
+        return {k: v for key, sub in tree.items() for k, v in _flat(sub, f"{prefix}{key}.").items()}
+    return {prefix.rstrip("."): list(tree) if isinstance(tree, tuple) else tree}
+
+
+def resumable(run_dir: Path) -> tuple[RunConfig, Path]:
+    """(config, last checkpoint) of a run that can be continued, or one ConfigError saying why not."""
+    config_file, ckpt = run_dir / "config.yaml", run_dir / "checkpoints" / "last.ckpt"
+    if not config_file.is_file():
+        raise ConfigError(f"--resume {run_dir}: no config.yaml there; is it a run directory?")
+    if not ckpt.is_file():
+        raise ConfigError(f"--resume {run_dir}: no checkpoints/last.ckpt (the run stopped before its first epoch "
+                          "ended); start it afresh.")
+    cfg = load_config(config_file)
+    try:
+        blob = torch.load(ckpt, map_location="cpu", weights_only=True)  # never unpickles arbitrary objects
+        saved = blob["hyper_parameters"]["config"]
+    except Exception as e:  # truncated zip, unsafe pickle, not a Lightning checkpoint
+        raise ConfigError(f"{ckpt}: cannot be resumed from; it is not a readable simclr checkpoint (truncated or "
+                          f"foreign?): {type(e).__name__}: {str(e).splitlines()[0][:160]}") from None
+    now, then = _flat(to_dict(cfg)), _flat(saved if isinstance(saved, dict) else {})
+    changed = [f"{k}: {then.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(now) | set(then))
+               if now.get(k) != then.get(k)]
+    if changed:
+        raise ConfigError(f"{config_file}: edited after the run started ({'; '.join(changed[:4])}); a resume "
+                          "continues the run as it was started. Restore the file, or start a new run.")
+    return cfg, ckpt
