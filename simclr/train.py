@@ -17,7 +17,7 @@ from typing import Sequence
 import pytorch_lightning as pl
 import torch
 import yaml
-from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
+from pytorch_lightning.callbacks import TQDMProgressBar
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
@@ -29,7 +29,7 @@ from simclr.config.schema import ConfigError, to_dict
 from simclr.data import SimCLRDataModule
 from simclr.evaluate.monitor import KNNMonitor
 from simclr.module import SimCLRModule
-from simclr.module.checkpoints import LastEveryEpoch, resumable
+from simclr.module.checkpoints import AtomicCheckpoint, LastEveryEpoch, resumable
 from simclr.utils import first_free, git_commit, tune_cpu_allocator
 
 log = logging.getLogger("simclr")
@@ -118,9 +118,9 @@ def build_trainer(cfg: RunConfig, run_dir: Path, callbacks: Sequence[pl.Callback
     monitor, mode, every = ("monitor/knn_top1", "max", t.knn_monitor_every) if knn else ("train/loss_epoch", "min", 1)
     ckpt_dir = run_dir / "checkpoints"
     last = LastEveryEpoch(ckpt_dir)
-    best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode=mode, save_top_k=1,
+    best = AtomicCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode=mode, save_top_k=1,
                            every_n_epochs=every, save_on_train_epoch_end=True, enable_version_counter=False)
-    cbs = [*callbacks, last, best]
+    cbs = [*callbacks, best, last]  # last after best: last.ckpt carries best's updated state
     if t.progress_bar:
         cbs.append(TQDMProgressBar(refresh_rate=max(1, t.log_every_n_steps // 2)))
     accelerator = _accelerator(cfg)

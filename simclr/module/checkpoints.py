@@ -16,13 +16,8 @@ from simclr.config.run import RunConfig, load_config
 from simclr.config.schema import ConfigError, to_dict
 
 
-class LastEveryEpoch(ModelCheckpoint):
-    """checkpoints/last.ckpt after every training epoch (a ModelCheckpoint, so Lightning runs it after
-    the metric-producing callbacks such as the kNN monitor)."""
-
-    def __init__(self, dirpath: Path):
-        super().__init__(dirpath=dirpath, filename="last", monitor=None, save_top_k=1, every_n_epochs=1,
-                         save_on_train_epoch_end=True, enable_version_counter=False)
+class AtomicCheckpoint(ModelCheckpoint):
+    """A ModelCheckpoint whose file is complete or absent: written to `<name>.partial`, then renamed."""
 
     def _save_checkpoint(self, trainer, filepath: str) -> None:
         partial = f"{filepath}.partial"
@@ -31,6 +26,16 @@ class LastEveryEpoch(ModelCheckpoint):
             os.replace(partial, filepath)
         self._last_checkpoint_saved = filepath
         trainer.strategy.barrier()
+
+
+class LastEveryEpoch(AtomicCheckpoint):
+    """checkpoints/last.ckpt after every training epoch (a ModelCheckpoint, so Lightning runs it after
+    the metric-producing callbacks such as the kNN monitor; list it after `best` so its file holds best's
+    updated state)."""
+
+    def __init__(self, dirpath: Path):
+        super().__init__(dirpath=dirpath, filename="last", monitor=None, save_top_k=1, every_n_epochs=1,
+                         save_on_train_epoch_end=True, enable_version_counter=False)
 
 
 def _flat(tree, prefix: str = "") -> dict:
