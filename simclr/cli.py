@@ -110,7 +110,7 @@ def cmd_ablate(args) -> int:
             raise ConfigError("simclr ablate report DIR: give the ablation directory.")
         report(Path(args.dir), metric=args.metric)
         return 0
-    run_ablation(args.spec, dry_run=args.dry_run)
+    run_ablation(args.spec, dry_run=args.dry_run, new_dir=args.new_dir)
     return 0
 
 
@@ -152,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("spec", help="ablation spec YAML, or the word `report`")
     p.add_argument("dir", nargs="?", help="with `report`: the ablation directory")
     p.add_argument("--dry-run", action="store_true", help="list arms and their resolved policies; run nothing")
+    p.add_argument("--new-dir", action="store_true",
+                   help="if the spec's directory ran a different spec, continue in a new NAME-N directory")
     p.add_argument("--metric", help="with `report`: the metric to plot, e.g. knn_k20/top1 (default: linear/top1)")
     p.set_defaults(func=cmd_ablate)
     return ap

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,7 @@ from simclr.augment import load_policy
 from simclr.config.files import inside, writable_dir
 from simclr.config.run import RunConfig, save_config
 from simclr.config.schema import ConfigError, to_dict
-from simclr.data import SimCLRDataModule
+from simclr.data import SimCLRDataModule, class_warnings
 from simclr.evaluate.monitor import KNNMonitor
 from simclr.module import SimCLRModule
 from simclr.module.checkpoints import AtomicCheckpoint, LastEveryEpoch, resumable
@@ -154,15 +155,22 @@ def run(cfg: RunConfig | None = None, resume: str | Path | None = None, callback
     check_policy_fits(resolved, dm.channels)
     if resume is None:
         run_dir, ckpt = new_run_dir(cfg), None
-        save_config(cfg, run_dir / "config.yaml")
-        (run_dir / "policy.yaml").write_text(resolved.to_yaml())
-        _write_status(run_dir, package_version=simclr.__version__, git_commit=git_commit(), torch=torch.__version__)
-    policy = yaml.safe_load((run_dir / "policy.yaml").read_text())
-    module = SimCLRModule(to_dict(cfg), dm.channels, dm.num_classes, policy,
-                          image_size=int(dm.splits["train"].images.shape[-1]))  # fit() restores ckpt state
-    monitor = KNNMonitor(dm.splits["train"], dm.splits["val"], cfg.trainer.knn_monitor_every, cfg.eval.monitor_k,
-                         cfg.eval.knn_temperature)
-    trainer = build_trainer(cfg, run_dir, [monitor, *callbacks])
+    try:
+        if resume is None:
+            save_config(cfg, run_dir / "config.yaml")
+            (run_dir / "policy.yaml").write_text(resolved.to_yaml())
+            _write_status(run_dir, package_version=simclr.__version__, git_commit=git_commit(),
+                          torch=torch.__version__, warnings=class_warnings(dm.splits))
+        policy = yaml.safe_load((run_dir / "policy.yaml").read_text())
+        module = SimCLRModule(to_dict(cfg), dm.channels, dm.num_classes, policy,
+                              image_size=int(dm.splits["train"].images.shape[-1]))  # fit() restores ckpt state
+        monitor = KNNMonitor(dm.splits["train"], dm.splits["val"], cfg.trainer.knn_monitor_every,
+                             cfg.eval.monitor_k, cfg.eval.knn_temperature)
+        trainer = build_trainer(cfg, run_dir, [monitor, *callbacks])
+    except BaseException:
+        if resume is None:  # a run that never started leaves no stub (it would push the next run to name-2)
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     _write_status(run_dir, status="running", started=time.strftime("%Y-%m-%dT%H:%M:%S"))
     log.info("run directory: %s", run_dir)
     try:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from simclr import train
 from simclr.ablate.spec import AblationSpec, Arm, generate_arms, load_spec
+from simclr.ablate.store import claim, resolved_record
+from simclr.config.files import inside, writable_dir
 from simclr.config.run import load_config
 from simclr.evaluate import evaluate_run
 from simclr.utils import first_free
@@ -58,7 +60,8 @@ def _train_arm(spec: AblationSpec, arm: Arm, seed: int, root: Path) -> Path:
     return run_dir
 
 
-def run_ablation(spec_path: str | Path, dry_run: bool = False) -> Path:
+def run_ablation(spec_path: str | Path, dry_run: bool = False, new_dir: bool = False) -> Path:
+    """new_dir: if the spec's directory ran a different spec, continue in `name-N` instead of refusing."""
     spec = load_spec(spec_path)
     arms = generate_arms(spec)
     root = ablation_dir(spec)
@@ -69,10 +72,13 @@ def run_ablation(spec_path: str | Path, dry_run: bool = False) -> Path:
             print(f"\n## {arm.name} ({arm.kind})")
             print(arm.policy.to_yaml(), end="")
         return root
-    (root / "policies").mkdir(parents=True, exist_ok=True)
-    (root / "spec.yaml").write_text(Path(spec_path).read_text())
-    for arm in arms:
-        (root / "policies" / f"{arm.name}.yaml").write_text(arm.policy.to_yaml())
+    writable_dir(root, "output_dir")
+    root = claim(root, resolved_record(spec, arms), Path(spec_path), new_dir)
+    (root / "policies").mkdir(exist_ok=True)
+    for arm in arms:  # the record matched, so an existing file already holds this very policy
+        policy_file = inside(root / "policies" / f"{arm.name}.yaml", root, f"arm '{arm.name}'")
+        if not policy_file.exists():
+            policy_file.write_text(arm.policy.to_yaml())
     manifest_path = root / "manifest.json"
     manifest = _manifest(manifest_path)
     started, done_here = time.time(), 0
@@ -84,7 +90,11 @@ def run_ablation(spec_path: str | Path, dry_run: bool = False) -> Path:
         remaining = len(jobs) - i + 1
         eta = f", ETA {_fmt((time.time() - started) / done_here * remaining)}" if done_here else ""
         print(f"[{i}/{len(jobs)}] {key}{eta}", flush=True)
-        run_dir = _train_arm(spec, arm, seed, root)
+        try:
+            run_dir = _train_arm(spec, arm, seed, root)
+        except train.RunInterrupted as e:  # the whole ablation resumes, not just this run
+            e.args = (f"{e.signal_name} during {key}; resume with: simclr ablate {spec_path}",)
+            raise
         first_of_seed = arm.name == arms[0].name  # baselines once per seed: they do not depend on the arm
         result = evaluate_run(run_dir, spec.protocols, baselines=first_of_seed, quiet=True)
         manifest["finished"][key] = {"arm": arm.name, "kind": arm.kind, "seed": seed, "meta": arm.meta,

@@ -1,6 +1,7 @@
 """Datasets as in-memory uint8 tensors; no augmentation here."""
-from simclr.data.datamodule import SimCLRDataModule, batch_loader, load_split, make_splits, per_class_indices
+from simclr.data.datamodule import (SimCLRDataModule, batch_loader, class_warnings, load_split, make_splits,
+                                   per_class_indices)
 from simclr.data.formats import DataError, ImageData
 
-__all__ = ["SimCLRDataModule", "batch_loader", "load_split", "make_splits", "per_class_indices", "DataError",
+__all__ = ["SimCLRDataModule", "batch_loader", "class_warnings", "load_split", "make_splits", "per_class_indices", "DataError",
            "ImageData"]

@@ -94,18 +94,29 @@ def _read_idx_array(path: Path) -> np.ndarray:
 def read_idx(root: Path, split: str) -> ImageData:
     """(Fashion-)MNIST IDX files, gzipped or not: train-images-idx3-ubyte[.gz] etc."""
     prefix = "train" if split == "train" else "t10k"
-    found = {}
+    found, paths = {}, {}
     for kind in ("images-idx3-ubyte", "labels-idx1-ubyte"):
         options = [root / f"{prefix}-{kind}{ext}" for ext in (".gz", "")]
         hit = [p for p in options if p.exists()]
         if not hit:
             raise DataError(f"{options[0]}: not found; expected IDX files {prefix}-images-idx3-ubyte[.gz] and "
                             f"{prefix}-labels-idx1-ubyte[.gz] in {root} (e.g. /usr/share/datasets/fashion-mnist).")
-        found[kind] = _read_idx_array(hit[0])
+        found[kind], paths[kind] = _read_idx_array(hit[0]), hit[0]
     images = torch.from_numpy(found["images-idx3-ubyte"].copy()).unsqueeze(1)
     labels = torch.from_numpy(found["labels-idx1-ubyte"].astype(np.int64))
     classes = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                "Ankle boot") if "fashion" in str(root).lower() else tuple(str(i) for i in range(10))
+    if images.ndim != 4 or labels.ndim != 1:
+        raise DataError(f"{paths['images-idx3-ubyte']}, {paths['labels-idx1-ubyte']}: expected 3-d images and "
+                        f"1-d labels, got {list(found['images-idx3-ubyte'].shape)} and "
+                        f"{list(found['labels-idx1-ubyte'].shape)}.")
+    if len(images) != len(labels):
+        raise DataError(f"{paths['images-idx3-ubyte']} has {len(images)} images but {paths['labels-idx1-ubyte']} "
+                        f"has {len(labels)} labels; the two files must come from the same release.")
+    bad = labels[(labels < 0) | (labels >= len(classes))]
+    if len(bad):
+        raise DataError(f"{paths['labels-idx1-ubyte']}: label {int(bad[0])} is out of range; valid labels are "
+                        f"0..{len(classes) - 1} ({len(bad)} bad).")
     return ImageData(images, labels, classes)
 
 
@@ -163,9 +174,11 @@ def _decode(blobs: list[bytes], size: int | None, where: list[str]) -> torch.Ten
     return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).contiguous()
 
 
-def _labelled(entries: list[tuple[str, str, bytes]], source: str) -> tuple[list[bytes], list[int], tuple[str, ...], list[str]]:
-    classes = tuple(sorted({c for c, _, _ in entries}))
-    if not classes:
+def _labelled(entries: list[tuple[str, str, bytes]], source: str, folders: set[str] = frozenset()
+              ) -> tuple[list[bytes], list[int], tuple[str, ...], list[str]]:
+    # an empty class folder still names a class: dropping it would shift every later label
+    classes = tuple(sorted({c for c, _, _ in entries} | set(folders)))
+    if not entries:
         raise DataError(f"{source}: no images found; expected <class>/<image>{IMAGE_EXTENSIONS[0]} files.")
     index = {c: i for i, c in enumerate(classes)}
     entries = sorted(entries, key=lambda e: (e[0], e[1]))
@@ -188,8 +201,34 @@ def _from_tar(path: Path, split: str | None) -> list[tuple[str, str, bytes]]:
     return entries
 
 
+def _split_root(path: Path, split: str | None) -> Path:
+    return path / split if split is not None and (path / split).is_dir() else path
+
+
+def _class_folders(path: Path, split: str | None) -> set[str]:
+    if path.is_file():
+        return set()
+    return {p.name for p in _split_root(path, split).iterdir() if p.is_dir() and not p.name.startswith(".")}
+
+
+def _tree_digest(path: Path, split: str | None) -> str:
+    """Size + mtime of every file under the tree: replacing or truncating one image changes the cache key."""
+    if path.is_file():
+        st = path.stat()
+        return f"{st.st_size}|{st.st_mtime_ns}"
+    h = hashlib.sha256()
+    root = _split_root(path, split)
+    for folder, dirs, files in sorted(os.walk(root)):
+        dirs.sort()
+        h.update(f"{folder}/".encode())
+        for name in sorted(files):
+            st = os.stat(os.path.join(folder, name))
+            h.update(f"{name}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
 def _from_dir(path: Path, split: str | None) -> list[tuple[str, str, bytes]]:
-    root = path / split if split is not None and (path / split).is_dir() else path
+    root = _split_root(path, split)
     entries = []
     for cls in sorted(p for p in root.iterdir() if p.is_dir()):
         for f in sorted(cls.iterdir()):
@@ -205,11 +244,11 @@ def cache_dir(override: str | None = None) -> Path:
 def read_imagefolder(path: Path, split: str | None, size: int | None, cache: Path) -> ImageData:
     """An ImageFolder tree (dir or .tar/.tar.gz), optionally with train/ and test/ splits.
 
-    Decoded once, then cached as a uint8 tensor file keyed by path + byte size + mtime + split + size.
+    Decoded once, then cached as a uint8 tensor file keyed by path + split + size + the size and mtime of
+    every file in the tree (of the archive itself for a .tar.gz).
     """
     _need(path, "an ImageFolder tree (<class>/<image>) or a .tar.gz of one")
-    stat = path.stat()
-    key = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{split}|{size}".encode()).hexdigest()[:20]
+    key = hashlib.sha256(f"{path.resolve()}|{_tree_digest(path, split)}|{split}|{size}".encode()).hexdigest()[:20]
     cached = cache / f"imagefolder-{key}.pt"
     if cached.exists():
         try:
@@ -220,7 +259,7 @@ def read_imagefolder(path: Path, split: str | None, size: int | None, cache: Pat
     entries = _from_tar(path, split) if path.is_file() else _from_dir(path, split)
     if split is not None and not entries:
         raise DataError(f"{path}: no images under a '{split}/' folder; expected <...>/{split}/<class>/<image>.")
-    blobs, labels, classes, names = _labelled(entries, str(path))
+    blobs, labels, classes, names = _labelled(entries, str(path), _class_folders(path, split))
     data = ImageData(_decode(blobs, size, names), torch.tensor(labels, dtype=torch.int64), classes)
     cache.mkdir(parents=True, exist_ok=True)
     tmp = cached.with_suffix(".tmp")

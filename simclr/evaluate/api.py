@@ -17,7 +17,7 @@ import simclr
 from simclr.augment import eval_preprocess
 from simclr.config.run import RunConfig, override_config
 from simclr.config.schema import ConfigError, to_dict
-from simclr.data import DataError, make_splits
+from simclr.data import DataError, class_warnings, make_splits
 from simclr.evaluate.checkpoint import LoadedRun, build_encoder, load_run
 from simclr.evaluate.diagnostics import (alignment, invariance_profile, positive_pair_features, rankme,
                                          uniformity)
@@ -141,7 +141,10 @@ def evaluate_run(target: str | Path, protocols: Sequence[str] = ("knn", "linear"
         "checkpoint": {"path": str(run.checkpoint), "sha256": run.checkpoint_sha256},
         "model": to_dict(run.cfg.model), "policy": run.policy.to_dict(),
         "package_version": simclr.__version__, "git_commit": git_commit(), "torch": torch.__version__,
+        "warnings": class_warnings(splits),
     }
+    for warning in settings["warnings"]:
+        log.warning("warning: %s (%s)", warning, cfg.data.path or cfg.data.name)
     csv_path = (run.run_dir or root) / "results.csv"
     out = write_records(eval_dir, csv_path, metrics, settings)
     if plot and "diagnostics" in metrics["simclr"]:

@@ -1,0 +1,70 @@
+"""An ablation directory remembers what it ran: `spec.resolved.yaml` holds the spec, the base run config
+and every arm's resolved policy. A rerun with anything different refuses with a diff (or, asked to, moves
+on to a fresh `name-N` directory), so results are never reported under a spec that did not produce them.
+"""
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+
+import yaml
+
+from simclr.ablate.spec import AblationSpec, Arm
+from simclr.config.files import parse_yaml
+from simclr.config.run import load_config
+from simclr.config.schema import ConfigError, build, to_dict
+
+RECORD = "spec.resolved.yaml"
+
+
+def resolved_record(spec: AblationSpec, arms: list[Arm]) -> str:
+    return yaml.safe_dump({"spec": to_dict(spec),
+                           "base_config": to_dict(load_config(spec.base_config, spec.overrides)),
+                           "arms": {a.name: a.policy.to_dict() for a in arms}}, sort_keys=True)
+
+
+def _recorded(root: Path) -> str | None:
+    """The record a directory holds; for a directory made before records existed, its spec.yaml's resolved
+    spec (arms and base config unknown, so only the spec itself can be compared)."""
+    if (root / RECORD).is_file():
+        return (root / RECORD).read_text()
+    if (root / "spec.yaml").is_file():
+        legacy = build(AblationSpec, parse_yaml((root / "spec.yaml").read_text(), str(root / "spec.yaml")))
+        return yaml.safe_dump({"spec": to_dict(legacy)}, sort_keys=True)
+    return None
+
+
+def _same(recorded: str, record: str) -> bool:
+    if recorded == record:
+        return True
+    old, new = yaml.safe_load(recorded), yaml.safe_load(record)
+    return set(old) == {"spec"} and old["spec"] == new["spec"]
+
+
+def claim(root: Path, record: str, spec_path: Path, new_dir: bool) -> Path:
+    """The directory this spec runs in: `root` if it is new or ran this very spec before; otherwise an error
+    with the diff, or (new_dir) the first `root-N` that is new or ran this spec."""
+    def fits(folder: Path) -> bool:
+        recorded = _recorded(folder) if folder.exists() else None
+        return recorded is None or _same(recorded, record)
+
+    if not fits(root):
+        if not new_dir:
+            diff = difflib.unified_diff(_recorded(root).splitlines(), record.splitlines(),
+                                        f"{root / RECORD} (ran before)", f"{spec_path} (now)", lineterm="", n=1)
+            lines = list(diff)
+            shown = "\n".join(lines[:40]) + (f"\n... ({len(lines) - 40} more diff lines)" if len(lines) > 40 else "")
+            raise ConfigError(f"{spec_path}: the ablation directory {root} holds results of a different spec; "
+                              "nothing was changed. Rerun with --new-dir to continue into a new directory, or give "
+                              f"the spec another `name`. What changed:\n{shown}")
+        n = 2
+        while not fits(root.with_name(f"{root.name}-{n}")):
+            n += 1
+        root = root.with_name(f"{root.name}-{n}")
+        print(f"{spec_path}: {root.with_name(root.name.rsplit('-', 1)[0])} ran a different spec; continuing in {root}")
+    root.mkdir(parents=True, exist_ok=True)
+    if not (root / RECORD).is_file():
+        (root / RECORD).write_text(record)
+    if not (root / "spec.yaml").is_file():
+        (root / "spec.yaml").write_text(spec_path.read_text())
+    return root
