@@ -156,3 +156,43 @@ def test_sampler_depends_on_seed_and_epoch_only_and_shards_ranks():
     ranks = [SeededBatchSampler(20, 2, seed=3, rank=r, world=2) for r in range(2)]
     seen = [i for r in ranks for b in r for i in b.tolist()]
     assert sorted(seen) == list(range(20))
+
+
+def _png(path, value, side=8):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((side, side, 3), value, dtype=np.uint8)).save(path)
+
+
+def test_cache_sees_one_replaced_file(tmp_path):
+    """The cache key covers every file: replacing one image inside a class folder (the root folder's own
+    size and mtime unchanged) is read afresh, not served stale."""
+    root, cache = tmp_path / "tree", tmp_path / "cache"
+    _png(root / "a" / "0.png", 10)
+    _png(root / "b" / "0.png", 20)
+    first = read_imagefolder(root, None, None, cache)
+    root_stat = root.stat().st_mtime_ns
+    _png(root / "b" / "0.png", 200)
+    assert root.stat().st_mtime_ns == root_stat  # what the old key looked at did not change
+    again = read_imagefolder(root, None, None, cache)
+    assert int(first.images[1].max()) == 20 and int(again.images[1].max()) == 200
+    (root / "a" / "0.png").write_bytes(b"truncated")
+    with pytest.raises(DataError, match="0.png: not a readable image"):
+        read_imagefolder(root, None, None, cache)
+
+
+def test_empty_train_class_folder_keeps_labels_aligned_and_is_warned(tmp_path):
+    from simclr.data import class_warnings
+    root = tmp_path / "tree"
+    for split, classes in {"train": {"cat": 0, "dog": 3, "emu": 3}, "test": {"cat": 1, "dog": 1, "emu": 1}}.items():
+        for cls, n in classes.items():
+            (root / split / cls).mkdir(parents=True)
+            for i in range(n):
+                _png(root / split / cls / f"{i}.png", {"cat": 1, "dog": 2, "emu": 3}[cls])
+    cfg = DataConfig(name="imagefolder", path=str(root), val_per_class=0, batch_size=2, cache_dir=str(tmp_path / "c"))
+    splits = make_splits(cfg, 0)
+    assert splits["train"].classes == splits["test"].classes == ("cat", "dog", "emu")
+    for split in ("train", "test"):  # label i really is class i in both splits (dog stays 1, not 0)
+        data = splits[split]
+        for img, label in zip(data.images, data.labels):
+            assert int(img.max()) == int(label) + 1
+    assert class_warnings(splits) == ["class 'cat' has no training images"]

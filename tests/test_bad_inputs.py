@@ -1,0 +1,196 @@
+"""Bad input -> exit code 2, one line naming the key or file, and nothing created or changed on disk.
+
+Each case is one row: an id, a setup that writes what the user would have on disk and returns the CLI
+arguments, and a fragment the error must contain. The next bad input found is one row to add.
+"""
+import gzip
+import pickle
+import shutil
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from simclr.cli import main
+from tests.conftest import TINY
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tiny(tmp, *extra):
+    return ["pretrain", *TINY, f"output_dir={tmp / 'runs'}", *extra]
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def idx_files(folder: Path, n_images: int, labels: list[int]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for prefix in ("train", "t10k"):
+        with gzip.open(folder / f"{prefix}-images-idx3-ubyte.gz", "wb") as fh:
+            fh.write(bytes([0, 0, 8, 3]) + struct.pack(">iii", n_images, 8, 8) + bytes(n_images * 64))
+        with gzip.open(folder / f"{prefix}-labels-idx1-ubyte.gz", "wb") as fh:
+            fh.write(bytes([0, 0, 8, 1]) + struct.pack(">i", len(labels)) + bytes(labels))
+    return folder
+
+
+def image_tree(root: Path, layout: dict[str, dict[str, int]], side=lambda split: 8) -> Path:
+    """layout: split -> class -> number of images (0 = an empty class folder)."""
+    rng = np.random.default_rng(0)
+    for split, classes in layout.items():
+        for cls, n in classes.items():
+            (root / split / cls).mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                s = side(split)
+                Image.fromarray(rng.integers(0, 255, (s, s, 3), dtype=np.uint8)).save(root / split / cls / f"{i}.png")
+    return root
+
+
+def policy(tmp, text: str) -> str:
+    return f"policy={write(tmp / 'p.yaml', text)}"
+
+
+def spec(tmp, arms: str, name="t") -> Path:
+    return write(tmp / "spec.yaml", f"name: {name}\nbase_config: {REPO / 'configs/digits_cpu.yaml'}\n"
+                                     f"output_dir: {tmp / 'abl'}\n{arms}\n")
+
+
+class Evil:  # a checkpoint that would run code if unpickled
+    def __reduce__(self):
+        return (print, ("unpickled!",))
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("finished")
+    assert main(["pretrain", *TINY, f"output_dir={out}", "trainer.max_epochs=1"]) == 0
+    return out / "tiny"
+
+
+def copy_run(tmp, run, edit=None):
+    dst = shutil.copytree(run, tmp / "run")
+    if edit:
+        edit(dst)
+    return ["pretrain", "--resume", str(dst)]
+
+
+def edit_config(run):
+    cfg = run / "config.yaml"
+    cfg.write_text(cfg.read_text().replace("lr: 0.5", "lr: 0.3"))
+
+
+def truncate(run):
+    ckpt = run / "checkpoints" / "last.ckpt"
+    ckpt.write_bytes(ckpt.read_bytes()[:1000])
+
+
+def malicious(run):
+    (run / "checkpoints" / "last.ckpt").write_bytes(pickle.dumps(Evil()))
+
+
+def prior_ablation(tmp):
+    """An ablation directory that ran a 1-arm spec; the user then edits the spec and reruns."""
+    from simclr.ablate.runner import ablation_dir
+    from simclr.ablate.spec import generate_arms, load_spec
+    from simclr.ablate.store import claim, resolved_record
+    first = spec(tmp, "arms:\n  named: {plain: augment_policies/digits.yaml}")
+    loaded = load_spec(first)
+    claim(ablation_dir(loaded), resolved_record(loaded, generate_arms(loaded)), first, new_dir=False)
+    return ["ablate", str(spec(tmp, "arms:\n  named: {plain: augment_policies/digits_rotation.yaml}"))]
+
+
+def victim_arm(tmp):
+    write(tmp / "victim.yaml", "precious\n")
+    return ["ablate", str(spec(tmp, "arms:\n  named: {'../../victim': augment_policies/digits.yaml}"))]
+
+
+CASES = [
+    # names that become paths
+    ("run name escapes output_dir", lambda t: tiny(t, "name=../x"), "command-line override name: '../x'"),
+    ("run name with separator", lambda t: tiny(t, "name=a/b"), "name: 'a/b' is not a valid name"),
+    ("arm name escapes the ablation", victim_arm, "arms.named.../../victim: '../../victim' is not a valid name"),
+    ("spec name escapes output_dir", lambda t: ["ablate", str(spec(t, "arms: {drop_one: true}", "../evil"))],
+     "name: '../evil' is not a valid name"),
+    # YAML files
+    ("config is a YAML list", lambda t: ["pretrain", "--config", str(write(t / "c.yaml", "- a\n- b\n"))],
+     "c.yaml: a run config is a mapping"),
+    ("config repeats a key", lambda t: ["pretrain", "--config", str(write(t / "c.yaml", "seed: 1\nseed: 2\n"))],
+     "c.yaml: line 2: key 'seed' appears twice"),
+    ("policy repeats a key", lambda t: tiny(t, policy(t, "ops: [horizontal_flip]\nops: [grayscale]")),
+     "p.yaml: line 2: key 'ops' appears twice"),
+    ("spec repeats an arm", lambda t: ["ablate", str(spec(t, "arms:\n  named:\n    a: digits\n    a: digits"))],
+     "key 'a' appears twice"),
+    ("policy path is a directory", lambda t: tiny(t, f"policy={t}"), "is a directory; give a policy YAML file"),
+    ("zero-area crop", lambda t: tiny(t, policy(t, "ops: [{random_resized_crop: {scale: [0, 1]}}]")),
+     "ops[0].scale: min 0.0 must be > 0"),
+    # config values
+    ("warm-up of inf epochs", lambda t: tiny(t, "optim.warmup_epochs=inf"), "optim.warmup_epochs: inf is not allowed"),
+    ("override blamed on the file", lambda t: ["pretrain", "--config", str(REPO / "configs/digits_cpu.yaml"),
+                                               f"output_dir={t / 'runs'}", "optim.lr=fast"],
+     "command-line override optim.lr: expected a number"),
+    ("output_dir under a file", lambda t: tiny(write(t / "file", "x"), f"output_dir={t / 'file' / 'runs'}"),
+     "output_dir: "),
+    ("colour policy on grayscale data", lambda t: tiny(t, "policy=simclr_cifar"),
+     "normalize.mean has 3 values but the images have 1 channel"),
+    # data
+    ("IDX label out of range", lambda t: tiny(t, "data.name=fashion_mnist", f"data.path={idx_files(t / 'idx', 20, [12] * 20)}"),
+     "train-labels-idx1-ubyte.gz: label 12 is out of range"),
+    ("IDX count mismatch", lambda t: tiny(t, "data.name=fashion_mnist", f"data.path={idx_files(t / 'idx', 20, [1] * 19)}"),
+     "has 20 images but"),
+    ("train_per_class beyond the data", lambda t: tiny(t, "data.train_per_class=500"),
+     "data.train_per_class: 500 requested but class"),
+    ("class only in test", lambda t: tiny(t, "data.name=imagefolder", "data.image_size=null", "data.val_per_class=0",
+                                          "data.test_per_class=null", "data.batch_size=2", "trainer.knn_monitor_every=0",
+                                          f"data.path={image_tree(t / 'img', {'train': {'a': 3}, 'test': {'a': 2, 'b': 2}})}",
+                                          f"data.cache_dir={t / 'cache'}"),
+     "only in test: ['b']"),
+    ("test images of another size", lambda t: tiny(t, "data.name=imagefolder", "data.image_size=null", "data.val_per_class=0",
+                                                   "data.test_per_class=null", "data.batch_size=2",
+                                                   f"data.path={image_tree(t / 'img', {'train': {'a': 3}, 'test': {'a': 2}}, lambda s: 8 if s == 'train' else 10)}",
+                                                   f"data.cache_dir={t / 'cache'}"),
+     "test images are (3, 10, 10)"),
+    # resume
+    ("resume after config.yaml was edited", "finished:edit_config", "config.yaml: edited after the run started (optim.lr"),
+    ("resume from a truncated last.ckpt", "finished:truncate", "last.ckpt: cannot be resumed from"),
+    ("resume from a malicious pickle", "finished:malicious", "last.ckpt: cannot be resumed from"),
+    # ablations
+    ("ablation rerun with another spec", prior_ablation, "holds results of a different spec"),
+]
+
+
+def _snapshot(root: Path) -> dict:
+    """Every path, and each file's size and mtime (a data cache may appear: it is not a result)."""
+    return {str(p.relative_to(root)): None if p.is_dir() else (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in root.rglob("*") if "cache" not in p.parts}
+
+
+@pytest.mark.parametrize("setup,fragment", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_is_one_line_naming_the_place_and_changes_nothing(setup, fragment, tmp_path, capsys, request):
+    if isinstance(setup, str):  # "finished:<edit>": a copy of a finished run, then the edit
+        edit = globals()[setup.split(":")[1]]
+        argv = copy_run(tmp_path, request.getfixturevalue("finished_run"), edit)
+    else:
+        argv = setup(tmp_path)
+    before = _snapshot(tmp_path.parent)
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert fragment in err, err
+    assert "Traceback" not in err and "unpickled!" not in err
+    if "different spec" not in fragment:  # that one prints the diff after its line, by design
+        assert err.strip().count("\n") == 0, err
+    assert _snapshot(tmp_path.parent) == before  # nothing created, changed or overwritten, inside or outside
+
+
+def test_two_runs_starting_with_one_name_at_once_get_their_own_directories(tmp_path, monkeypatch):
+    """The other run took `tiny` between our existence check and our mkdir."""
+    import simclr.train as train
+    from simclr.config.run import load_config
+    (tmp_path / "runs" / "tiny").mkdir(parents=True)
+    monkeypatch.setattr(train, "first_free", lambda path_for, start=1: path_for(start))  # a stale check
+    assert train.new_run_dir(load_config(None, [*TINY, f"output_dir={tmp_path / 'runs'}"])).name == "tiny-2"
