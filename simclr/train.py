@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -177,6 +178,7 @@ def run(cfg: RunConfig | None = None, resume: str | Path | None = None, callback
         trainer.fit(module, datamodule=dm, ckpt_path=ckpt)
     except (SystemExit, SIGTERMException) as e:  # Lightning ends a Ctrl-C with sys.exit(1) after shutting down
         _write_status(run_dir, status="interrupted", epoch=trainer.current_epoch)
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # Lightning leaves Ctrl-C ignored
         if isinstance(e, SIGTERMException) or trainer.interrupted:
             raise RunInterrupted(run_dir, trainer.current_epoch,
                                  "SIGTERM" if isinstance(e, SIGTERMException) else "SIGINT") from None
