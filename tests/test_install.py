@@ -5,6 +5,7 @@ Offline and fast: the wheel is built without build isolation, and the fresh venv
 torch & co. (--system-site-packages) but gets simclr only from the wheel.
 """
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -26,9 +27,13 @@ def installed(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("install")
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PIP_CONSTRAINT")}
     wheels = tmp / "wheels"
-    # build from the tree this test lives in; `pip wheel` writes nothing into the checkout but the wheel
+    # build from a copy of the tree this test lives in (setuptools leaves build/ and *.egg-info behind)
+    src = tmp / "src"
+    shutil.copytree(REPO / "simclr", src / "simclr", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, src / name)
     _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(wheels),
-          str(REPO)], tmp, env)
+          str(src)], tmp, env)
     wheel, = wheels.glob("simclr_augment-*.whl")
     venv = tmp / "venv"
     _run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], tmp, env)
