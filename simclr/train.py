@@ -1,14 +1,19 @@
 """`run(cfg)`: the one function that pretrains. The CLI and the ablation runner both call it.
 
 A run directory holds: config.yaml (resolved, frozen), policy.yaml (resolved), run.json (status,
-versions, timings), checkpoints/{last,best}.ckpt, csv/part-N/metrics.csv (one per training segment)
-and tb/ (TensorBoard). An existing
-directory is never overwritten: a new run gets the next free name (`name-2`, ...).
+versions, timings), checkpoints/{last,best}.ckpt and what the loggers write (`trainer.loggers`; by
+default csv/part-N/metrics.csv, one per training segment, and tb/ for TensorBoard; mlflow logs to
+`<output_dir>/mlruns` unless `trainer.logger_args.mlflow.tracking_uri` or MLFLOW_TRACKING_URI say
+otherwise). An existing directory is never overwritten: a new run gets the next free name (`name-2`, ...).
 """
 from __future__ import annotations
 
+import importlib
+import importlib.util
+import inspect
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,16 +22,16 @@ from typing import Sequence
 import pytorch_lightning as pl
 import torch
 import yaml
-from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
-from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
+from pytorch_lightning.loggers import Logger
 
 import simclr
 from simclr.augment import load_policy
-from simclr.config.run import RunConfig, load_config, save_config
+from simclr.config.run import LOGGERS, RunConfig, load_config, save_config
 from simclr.config.schema import ConfigError, to_dict
 from simclr.data import SimCLRDataModule
 from simclr.evaluate.monitor import KNNMonitor
-from simclr.module import SimCLRModule
+from simclr.module import SimCLRModule, Throughput
 from simclr.utils import first_free, git_commit, tune_cpu_allocator
 
 log = logging.getLogger("simclr")
@@ -77,6 +82,50 @@ def check_device_options(cfg: RunConfig) -> None:
         raise ConfigError(f"trainer.devices: {t.devices} requested, {torch.cuda.device_count()} CUDA devices visible.")
 
 
+OPTIONAL_PACKAGES = {"mlflow": "mlflow", "wandb": "wandb", "comet": "comet_ml", "neptune": "neptune"}
+
+
+def _logger_class(name: str, index: int) -> type[Logger]:
+    path = f"pytorch_lightning.loggers.{LOGGERS[name]}" if name in LOGGERS else name
+    where = f"trainer.loggers[{index}]"
+    package = OPTIONAL_PACKAGES.get(name)
+    if package and importlib.util.find_spec(package) is None:
+        raise ConfigError(f"{where}: '{name}' needs the {package} package; pip install {package}"
+                          f"{'-skinny' if name == 'mlflow' else ''}.")
+    module_name, _, cls_name = path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name), cls_name)
+    except (ImportError, AttributeError) as e:
+        raise ConfigError(f"{where}: cannot import logger class '{path}': {e}") from None
+    if not (isinstance(cls, type) and issubclass(cls, Logger)):
+        raise ConfigError(f"{where}: '{path}' is not a Lightning Logger class.")
+    return cls
+
+
+def check_loggers(cfg: RunConfig) -> None:
+    """Unknown logger classes, missing packages and misspelt arguments fail before a run directory exists."""
+    for i, name in enumerate(cfg.trainer.loggers):
+        params = inspect.signature(_logger_class(name, i).__init__).parameters
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            continue
+        for key in cfg.trainer.logger_args.get(name, {}):
+            if key not in params or key == "self":
+                valid = ", ".join(p for p in params if p != "self")
+                raise ConfigError(f"trainer.logger_args.{name}.{key}: not an argument of {name}; valid: {valid}.")
+
+
+def build_loggers(cfg: RunConfig, run_dir: Path) -> list[Logger]:
+    defaults = {
+        "csv": dict(save_dir=run_dir, name="csv", version=_next_part(run_dir / "csv")),
+        "tensorboard": dict(save_dir=run_dir, name="tb", version=""),
+        "mlflow": dict(experiment_name=cfg.name, run_name=run_dir.name, tracking_uri=os.environ.get(
+            "MLFLOW_TRACKING_URI", (Path(cfg.output_dir).resolve() / "mlruns").as_uri())),
+        "wandb": dict(save_dir=run_dir, name=run_dir.name),
+    }
+    return [_logger_class(name, i)(**{**defaults.get(name, {}), **cfg.trainer.logger_args.get(name, {})})
+            for i, name in enumerate(cfg.trainer.loggers)]
+
+
 def build_trainer(cfg: RunConfig, run_dir: Path, callbacks: Sequence[pl.Callback] = ()) -> pl.Trainer:
     t = cfg.trainer
     knn = bool(t.knn_monitor_every and cfg.data.val_per_class)
@@ -85,7 +134,7 @@ def build_trainer(cfg: RunConfig, run_dir: Path, callbacks: Sequence[pl.Callback
     last = ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, save_on_train_epoch_end=True)
     best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode=mode, save_top_k=1,
                            every_n_epochs=every, save_on_train_epoch_end=True, enable_version_counter=False)
-    cbs = [*callbacks, last, best]
+    cbs = [*callbacks, last, best, LearningRateMonitor(logging_interval="step"), Throughput()]
     if t.progress_bar:
         cbs.append(TQDMProgressBar(refresh_rate=max(1, t.log_every_n_steps // 2)))
     accelerator = _accelerator(cfg)
@@ -95,8 +144,7 @@ def build_trainer(cfg: RunConfig, run_dir: Path, callbacks: Sequence[pl.Callback
         log_every_n_steps=t.log_every_n_steps, enable_progress_bar=t.progress_bar,
         limit_train_batches=t.limit_train_batches, limit_val_batches=0, num_sanity_val_steps=0,
         use_distributed_sampler=False, callbacks=cbs, deterministic=accelerator == "cpu",
-        logger=[CSVLogger(run_dir, name="csv", version=_next_part(run_dir / "csv")),
-                TensorBoardLogger(run_dir, name="tb", version="")],
+        logger=build_loggers(cfg, run_dir),
         enable_model_summary=t.progress_bar,
     )
 
@@ -117,6 +165,7 @@ def run(cfg: RunConfig | None = None, resume: str | Path | None = None, callback
     elif cfg is None:
         raise ValueError("run() needs a config or a run directory to resume")
     check_device_options(cfg)  # new runs and resumed ones alike: a run may move to another machine
+    check_loggers(cfg)
     if resume is None:
         resolved = load_policy(cfg.policy)  # fail on a bad policy before creating anything
         run_dir, ckpt = new_run_dir(cfg), None
