@@ -101,6 +101,15 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- export
+def cmd_export(args) -> int:
+    from simclr.evaluate.export import export_run
+
+    out = export_run(args.run, args.format, args.out, force=args.force)
+    print(f"wrote {out} and {out.with_suffix('.json')} ({args.format}; how to load: docs/python.md)")
+    return 0
+
+
 # ---------------------------------------------------------------- ablate
 def cmd_ablate(args) -> int:
     from simclr.ablate import report, run_ablation
@@ -147,6 +156,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-baselines", action="store_true", help="skip raw-pixel and random-init baselines")
     p.add_argument("overrides", nargs="*", help="data.* / eval.* overrides, e.g. data.test_per_class=100")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("export", help="write a run's backbone weights for torchvision, timm or simclr")
+    p.add_argument("run", help="run directory or .ckpt file")
+    p.add_argument("--format", default="torchvision", choices=["torchvision", "timm", "state_dict"])
+    p.add_argument("--out", help="weights file (default: RUN/export/backbone-FORMAT.pth); a .json goes beside it")
+    p.add_argument("--force", action="store_true", help="replace existing files")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("ablate", help="run an augmentation ablation, or `ablate report DIR`")
     p.add_argument("spec", help="ablation spec YAML, or the word `report`")
