@@ -6,6 +6,7 @@ import logging
 import sys
 from pathlib import Path
 
+from simclr.config.run import EVAL_PROTOCOLS
 from simclr.config.schema import ConfigError, describe
 from simclr.data.formats import DataError
 
@@ -149,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="frozen-feature evaluation of a run or checkpoint")
     p.add_argument("target", help="run directory or .ckpt file")
-    p.add_argument("--protocol", default="knn,linear", help="comma list of knn, linear, diagnostics")
+    p.add_argument("--protocol", default="knn,linear", help=f"comma list of {', '.join(EVAL_PROTOCOLS)}")
     p.add_argument("--data", help="dataset path (default: the run's)")
     p.add_argument("--dataset", help="dataset name (default: the run's)")
     p.add_argument("--plot", action="store_true", help="write the invariance-profile PNG")

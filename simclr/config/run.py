@@ -15,6 +15,7 @@ from omegaconf.errors import OmegaConfBaseException
 from simclr.config.schema import ConfigError, FieldError, build, to_dict
 
 POSITIVE_INT = {"range": (1, None)}
+EVAL_PROTOCOLS = ("knn", "linear", "diagnostics")  # simclr evaluate --protocol, ablation `protocols`
 # trainer.loggers short names -> Lightning logger classes (any other Logger: its full class path)
 LOGGERS = {"csv": "CSVLogger", "tensorboard": "TensorBoardLogger", "mlflow": "MLFlowLogger", "wandb": "WandbLogger",
            "comet": "CometLogger", "neptune": "NeptuneLogger"}

@@ -15,7 +15,7 @@ import torch
 
 import simclr
 from simclr.augment import eval_preprocess
-from simclr.config.run import RunConfig, override_config
+from simclr.config.run import EVAL_PROTOCOLS as PROTOCOLS, RunConfig, override_config
 from simclr.config.schema import ConfigError, to_dict
 from simclr.data import DataError, make_splits
 from simclr.evaluate.checkpoint import LoadedRun, build_encoder, load_run
@@ -28,7 +28,6 @@ from simclr.evaluate.records import format_table, new_eval_dir, write_records
 from simclr.utils import git_commit
 
 log = logging.getLogger("simclr")
-PROTOCOLS = ("knn", "linear", "diagnostics")
 DIAGNOSTIC_IMAGES = 1000
 
 
