@@ -24,7 +24,7 @@ class Throughput(pl.Callback):
         if self._start is None:  # the window starts after the epoch's first batch
             self._start, self._images = now, 0
             return
-        self._images += batch[0].shape[0] * trainer.world_size   # (v1, v2, labels): images, not pairs
+        self._images += batch[0].shape[0] * trainer.world_size   # (v1, v2, labels): source images (2 views each)
         # a Python float every step (whichever step Lightning writes out is a window average); no device sync
         module.log("throughput/img_per_s", self._images / (now - self._start), prog_bar=True, on_step=True,
                    on_epoch=False, batch_size=1)
