@@ -6,6 +6,7 @@ import logging
 import sys
 from pathlib import Path
 
+from simclr.config.run import EVAL_PROTOCOLS
 from simclr.config.schema import ConfigError, describe
 from simclr.data.formats import DataError
 
@@ -101,6 +102,15 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- export
+def cmd_export(args) -> int:
+    from simclr.evaluate.export import export_run
+
+    out = export_run(args.run, args.format, args.out, force=args.force)
+    print(f"wrote {out} and {out.with_suffix('.json')} ({args.format}; how to load: docs/python.md)")
+    return 0
+
+
 # ---------------------------------------------------------------- ablate
 def cmd_ablate(args) -> int:
     from simclr.ablate import report, run_ablation
@@ -140,13 +150,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="frozen-feature evaluation of a run or checkpoint")
     p.add_argument("target", help="run directory or .ckpt file")
-    p.add_argument("--protocol", default="knn,linear", help="comma list of knn, linear, diagnostics")
+    p.add_argument("--protocol", default="knn,linear", help=f"comma list of {', '.join(EVAL_PROTOCOLS)}")
     p.add_argument("--data", help="dataset path (default: the run's)")
     p.add_argument("--dataset", help="dataset name (default: the run's)")
     p.add_argument("--plot", action="store_true", help="write the invariance-profile PNG")
     p.add_argument("--no-baselines", action="store_true", help="skip raw-pixel and random-init baselines")
     p.add_argument("overrides", nargs="*", help="data.* / eval.* overrides, e.g. data.test_per_class=100")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("export", help="write a run's backbone weights for torchvision, timm or simclr")
+    p.add_argument("run", help="run directory or .ckpt file")
+    p.add_argument("--format", default="torchvision", choices=["torchvision", "timm", "state_dict"])
+    p.add_argument("--out", help="weights file (default: RUN/export/backbone-FORMAT.pth); a .json goes beside it")
+    p.add_argument("--force", action="store_true", help="replace existing files")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("ablate", help="run an augmentation ablation, or `ablate report DIR`")
     p.add_argument("spec", help="ablation spec YAML, or the word `report`")

@@ -1,9 +1,10 @@
 """`run(cfg)`: the one function that pretrains. The CLI and the ablation runner both call it.
 
 A run directory holds: config.yaml (resolved, frozen), policy.yaml (resolved), run.json (status,
-versions, timings), checkpoints/{last,best}.ckpt, csv/part-N/metrics.csv (one per training segment)
-and tb/ (TensorBoard). An existing
-directory is never overwritten: a new run gets the next free name (`name-2`, ...).
+versions, timings), checkpoints/{last,best}.ckpt and what the loggers write (`trainer.loggers`; by
+default csv/part-N/metrics.csv, one per training segment, and tb/ for TensorBoard; mlflow logs to
+`<output_dir>/mlruns` unless `trainer.logger_args.mlflow.tracking_uri` or MLFLOW_TRACKING_URI say
+otherwise). An existing directory is never overwritten: a new run gets the next free name (`name-2`, ...).
 """
 from __future__ import annotations
 
@@ -19,8 +20,7 @@ from typing import Sequence
 import pytorch_lightning as pl
 import torch
 import yaml
-from pytorch_lightning.callbacks import TQDMProgressBar
-from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+from pytorch_lightning.callbacks import LearningRateMonitor, TQDMProgressBar
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 import simclr
@@ -30,8 +30,9 @@ from simclr.config.run import RunConfig, save_config
 from simclr.config.schema import ConfigError, to_dict
 from simclr.data import SimCLRDataModule, class_warnings
 from simclr.evaluate.monitor import KNNMonitor
-from simclr.module import SimCLRModule
+from simclr.module import SimCLRModule, Throughput
 from simclr.module.checkpoints import AtomicCheckpoint, LastEveryEpoch, resumable
+from simclr.module.loggers import build_loggers, check_loggers
 from simclr.utils import first_free, git_commit, tune_cpu_allocator
 
 log = logging.getLogger("simclr")
@@ -91,12 +92,6 @@ def _write_status(run_dir: Path, **fields) -> None:
     status_file.write_text(json.dumps(status, indent=2))
 
 
-def _next_part(folder: Path) -> str:
-    """Each training segment (start, then every resume) logs to its own csv/part-N: Lightning's
-    CSVLogger deletes an existing metrics.csv, and no result may be lost."""
-    return first_free(lambda n: folder / f"part-{n}").name
-
-
 def _accelerator(cfg: RunConfig) -> str:
     if cfg.trainer.accelerator == "auto":
         return "gpu" if torch.cuda.is_available() else "cpu"
@@ -122,7 +117,8 @@ def build_trainer(cfg: RunConfig, run_dir: Path, callbacks: Sequence[pl.Callback
     last = LastEveryEpoch(ckpt_dir)
     best = AtomicCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode=mode, save_top_k=1,
                            every_n_epochs=every, save_on_train_epoch_end=True, enable_version_counter=False)
-    cbs = [*callbacks, best, last]  # last after best: last.ckpt carries best's updated state
+    # last after best: last.ckpt carries best's updated state
+    cbs = [*callbacks, best, last, LearningRateMonitor(logging_interval="step"), Throughput()]
     if t.progress_bar:
         cbs.append(TQDMProgressBar(refresh_rate=max(1, t.log_every_n_steps // 2)))
     accelerator = _accelerator(cfg)
@@ -132,8 +128,7 @@ def build_trainer(cfg: RunConfig, run_dir: Path, callbacks: Sequence[pl.Callback
         log_every_n_steps=t.log_every_n_steps, enable_progress_bar=t.progress_bar,
         limit_train_batches=t.limit_train_batches, limit_val_batches=0, num_sanity_val_steps=0,
         use_distributed_sampler=False, callbacks=cbs, deterministic=accelerator == "cpu",
-        logger=[CSVLogger(run_dir, name="csv", version=_next_part(run_dir / "csv")),
-                TensorBoardLogger(run_dir, name="tb", version="")],
+        logger=build_loggers(cfg, run_dir),
         enable_model_summary=t.progress_bar,
     )
 
@@ -148,6 +143,7 @@ def run(cfg: RunConfig | None = None, resume: str | Path | None = None, callback
     elif cfg is None:
         raise ValueError("run() needs a config or a run directory to resume")
     check_device_options(cfg)  # new runs and resumed ones alike: a run may move to another machine
+    check_loggers(cfg)
     # the policy as resolved when the run started (a resumed run ignores later edits to the file)
     resolved = load_policy(cfg.policy if resume is None else run_dir / "policy.yaml")
     pl.seed_everything(cfg.seed, workers=True, verbose=False)

@@ -50,3 +50,15 @@ def test_gradient_matches_finite_differences():
     z2 = torch.randn(4, 3, generator=g, dtype=torch.float64, requires_grad=True)
     # nt_xent computes in float32 internally; check the float64 formula path via gradcheck on a wrapper
     assert torch.autograd.gradcheck(lambda a, b: nt_xent(a, b, 0.5).double(), (z1, z2), eps=1e-3, atol=1e-3)
+
+
+def test_fp32_under_bf16_autocast():
+    """Under bf16 autocast (what trainer.precision=bf16-mixed runs) the logits and the loss stay float32 and
+    match the NumPy reference as closely as without autocast; bf16 projections are only rounded inputs."""
+    g = torch.Generator().manual_seed(0)
+    z1, z2 = torch.randn(16, 32, generator=g), torch.randn(16, 32, generator=g)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, logits, _ = nt_xent(z1.bfloat16(), z2.bfloat16(), 0.1, return_logits=True)
+    assert logits.dtype == torch.float32 and loss.dtype == torch.float32
+    rounded = [z.bfloat16().float().numpy() for z in (z1, z2)]
+    assert abs(loss.item() - ntxent_numpy(*rounded, 0.1)) < 1e-5

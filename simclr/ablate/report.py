@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from simclr.utils import pyplot
+
 
 def collect(root: Path) -> tuple[dict, dict, dict]:
     """-> (values[arm][metric] = [per-seed values], arm info, baselines[encoder][metric] = [...])."""
@@ -67,9 +69,7 @@ def write_tables(root: Path, values: dict, info: dict, baselines: dict) -> list[
 
 
 def _plt():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     return plt
 
 

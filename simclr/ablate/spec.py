@@ -13,7 +13,7 @@ from typing import Any
 from simclr.augment import REGISTRY, load_policy, policy_from_dict
 from simclr.augment.policy import Policy
 from simclr.config.files import check_name, read_yaml
-from simclr.config.run import load_config
+from simclr.config.run import EVAL_PROTOCOLS, load_config
 from simclr.config.schema import ConfigError, build, suggest, to_dict
 
 
@@ -75,8 +75,8 @@ def _validate(spec: AblationSpec) -> None:
     check_name(spec.name, "name")
     load_config(spec.base_config, spec.overrides)  # the base run config must be valid as is
     for i, p in enumerate(spec.protocols):
-        if p not in ("knn", "linear", "diagnostics"):
-            raise ConfigError(f"protocols[{i}]: unknown '{p}'.{suggest(p, ('knn', 'linear', 'diagnostics'))}")
+        if p not in EVAL_PROTOCOLS:
+            raise ConfigError(f"protocols[{i}]: unknown '{p}'.{suggest(p, EVAL_PROTOCOLS)}")
     a = spec.arms
     if not (a.drop_one or a.pairwise or a.sweep or a.named):
         raise ConfigError("arms: no arms; set drop_one, pairwise, sweep or named.")

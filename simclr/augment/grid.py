@@ -8,17 +8,16 @@ import torch
 
 from simclr.augment.pipeline import TwoViewAugmenter
 from simclr.augment.policy import Policy
+from simclr.utils import pyplot, to_unit_float
 
 
 def policy_grid(policy: Policy, images: torch.Tensor, out: Path, views: int = 6, seed: int = 0) -> Path:
     """images: uint8 (N, C, H, W). Rows: images; columns: original, then `views` samples
     (alternating the policy's view 1 and view 2), before normalisation."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     aug = TwoViewAugmenter(policy, seed=seed)
-    cols = [images.float() / 255.0]
+    cols = [to_unit_float(images)]
     for k in range(views):
         cols.append(aug.view(images, k % 2, normalize=False))
     n = len(images)

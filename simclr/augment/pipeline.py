@@ -12,6 +12,7 @@ import torch
 
 from simclr.augment.policy import Policy, crop_size
 from simclr.augment.registry import REGISTRY, Op
+from simclr.utils import to_unit_float
 
 
 def stream_seed(seed: int, key: str) -> int:
@@ -77,14 +78,14 @@ class TwoViewAugmenter(torch.nn.Module):
         """One view. `normalize=False` stops before normalize (for looking at the images)."""
         if x_uint8.dtype != torch.uint8 or x_uint8.ndim != 4:
             raise ValueError(f"augmenter expects uint8 images (B, C, H, W), got {x_uint8.dtype} {tuple(x_uint8.shape)}")
-        x = _float if _float is not None else x_uint8.float().div_(255.0)
+        x = _float if _float is not None else to_unit_float(x_uint8)
         for op, gen in zip(self.views[index], self.generators(x.device)[index], strict=True):
             if normalize or op.name != "normalize":
                 x = op(x, gen)
         return x
 
     def forward(self, x_uint8: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = x_uint8.float().div_(255.0)  # converted once, shared: ops never modify their input in place
+        x = to_unit_float(x_uint8)  # converted once, shared: ops never modify their input in place
         v1, v2 = self.view(x_uint8, 0, _float=x), self.view(x_uint8, 1, _float=x)
         if v1.shape != v2.shape:
             raise ValueError(f"policy '{self.policy.name}' makes views of different shapes {tuple(v1.shape)} "
@@ -120,7 +121,7 @@ def eval_preprocess(policy: Policy):
 
     def preprocess(x: torch.Tensor) -> torch.Tensor:
         """uint8 (B, C, H, W), or float already in [0, 1] -> model input."""
-        x = x.float().div_(255.0) if x.dtype == torch.uint8 else x
+        x = to_unit_float(x)
         if size is not None and tuple(x.shape[-2:]) != (size, size):
             x = resize(x, (size, size), interpolation="bilinear", antialias=True)
         for op in norm:
@@ -138,4 +139,4 @@ def single_op(name: str, x_uint8: torch.Tensor, seed: int = 0, **params) -> torc
     op_cls = REGISTRY[name]
     op = op_cls(build(op_cls.Params, {"p": 1.0, **params}, name))
     gen = torch.Generator(device=x_uint8.device).manual_seed(stream_seed(seed, f"single/{name}"))
-    return op(x_uint8.float() / 255.0, gen)
+    return op(to_unit_float(x_uint8), gen)

@@ -8,6 +8,7 @@ trailing normalize), so an ablation arm is a small diff of its base.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from simclr.augment.registry import REGISTRY
 from simclr.config.files import read_yaml
 from simclr.config.schema import ConfigError, build, join, suggest, to_dict
 
-SHIPPED_DIR = Path(__file__).resolve().parents[2] / "augment_policies"
+SHIPPED_DIR = files("simclr") / "policies"  # package data: found in wheels and editable installs alike
 TOP_KEYS = ("name", "description", "extends", "ops", "views", "remove", "override", "add")
 
 
@@ -171,16 +172,17 @@ def _apply_diff(raw: dict, source: str, seen: tuple[str, ...]) -> tuple:
 
 
 def shipped() -> list[str]:
-    return sorted(p.stem for p in SHIPPED_DIR.glob("*.yaml"))
+    return sorted(p.name.removesuffix(".yaml") for p in SHIPPED_DIR.iterdir() if p.name.endswith(".yaml"))
 
 
 def resolve_path(name_or_path: str, relative_to: Path | None = None) -> Path:
-    """A policy file path, trying: as given, next to the extending file, then the shipped policies."""
+    """A policy file path, trying: as given, next to the extending file, then the shipped policies
+    (by name, `simclr_cifar`, or by file name, so the old `augment_policies/x.yaml` paths keep working)."""
     candidates = [Path(name_or_path)]
     if relative_to is not None:
         candidates.append(relative_to / name_or_path)
     stem = Path(name_or_path).name
-    candidates += [SHIPPED_DIR / stem, SHIPPED_DIR / f"{stem}.yaml"]
+    candidates += [Path(str(SHIPPED_DIR / stem)), Path(str(SHIPPED_DIR / f"{stem}.yaml"))]
     for c in candidates:
         if c.is_file():
             return c

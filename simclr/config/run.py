@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -16,6 +16,10 @@ from simclr.config.files import check_name, read_yaml
 from simclr.config.schema import ConfigError, FieldError, build, to_dict
 
 POSITIVE_INT = {"range": (1, None)}
+EVAL_PROTOCOLS = ("knn", "linear", "diagnostics")  # simclr evaluate --protocol, ablation `protocols`
+# trainer.loggers short names -> Lightning logger classes (any other Logger: its full class path)
+LOGGERS = {"csv": "CSVLogger", "tensorboard": "TensorBoardLogger", "mlflow": "MLFlowLogger", "wandb": "WandbLogger",
+           "comet": "CometLogger", "neptune": "NeptuneLogger"}
 NON_NEGATIVE = {"range": (0.0, None)}
 
 
@@ -86,8 +90,22 @@ class TrainerConfig:
     log_every_n_steps: int = field(default=10, metadata=POSITIVE_INT)
     progress_bar: bool = True
     limit_train_batches: int | None = field(default=None, metadata={"range": (1, None), "help": "for smoke runs"})
+    loggers: tuple[str, ...] = field(default=("csv", "tensorboard"), metadata={"help": "Lightning loggers: "
+                                     f"{', '.join(LOGGERS)} or a Logger class path (package.module.Class)"})
+    logger_args: dict[str, dict[str, Any]] = field(default_factory=dict, metadata={"help": "per logger, keyword "
+                                                   "arguments for its class, e.g. mlflow: {tracking_uri: ...}"})
 
     def __post_init__(self):
+        for i, name in enumerate(self.loggers):
+            if name not in LOGGERS and "." not in name:
+                raise FieldError(f"loggers[{i}]", f"'{name}' is not a logger; valid: {', '.join(LOGGERS)} or a "
+                                 "Logger class path such as pytorch_lightning.loggers.CSVLogger.")
+        if len(set(self.loggers)) != len(self.loggers):
+            raise FieldError("loggers", f"{list(self.loggers)} names a logger twice.")
+        for name in self.logger_args:
+            if name not in self.loggers:
+                raise FieldError(f"logger_args.{name}", f"'{name}' is not in trainer.loggers {list(self.loggers)}; "
+                                 "its arguments would be ignored.")
         if self.accumulate_grad_batches != 1:
             raise FieldError("accumulate_grad_batches",
                              f"{self.accumulate_grad_batches} would compute NT-Xent inside each micro-batch, so each "

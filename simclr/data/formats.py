@@ -137,7 +137,7 @@ def read_stl10(root: Path, split: str) -> ImageData:
     return ImageData(images, labels, classes)
 
 
-def read_digits(split: str, seed: int = 0) -> ImageData:
+def read_digits(split: str) -> ImageData:
     """scikit-learn's bundled 8x8 digits (1797 images), a fixed stratified 80/20 split."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split

@@ -15,7 +15,7 @@ import torch
 
 import simclr
 from simclr.augment import eval_preprocess
-from simclr.config.run import RunConfig, override_config
+from simclr.config.run import EVAL_PROTOCOLS as PROTOCOLS, RunConfig, override_config
 from simclr.config.schema import ConfigError, to_dict
 from simclr.data import DataError, class_warnings, make_splits
 from simclr.evaluate.checkpoint import LoadedRun, build_encoder, load_run
@@ -28,7 +28,6 @@ from simclr.evaluate.records import format_table, new_eval_dir, write_records
 from simclr.utils import git_commit
 
 log = logging.getLogger("simclr")
-PROTOCOLS = ("knn", "linear", "diagnostics")
 DIAGNOSTIC_IMAGES = 1000
 
 
@@ -81,15 +80,16 @@ def _cached_features(encoder, splits, pre, cache: Path | None, key: str) -> dict
     return out
 
 
-def _protocols(feats, splits, cfg: RunConfig, protocols, probe: ProbeSettings) -> dict:
+def _protocols(feats, splits, cfg: RunConfig, protocols, probe: ProbeSettings, device: str = "cpu") -> dict:
+    """`device`: where kNN searches (the encoder's; a GPU searches with torch, the CPU with faiss)."""
     labels = {s: d.labels.numpy() for s, d in splits.items()}
     keep = labels["train"] >= 0
     num_classes = len(splits["train"].classes)
     result: dict[str, dict] = {}
     if "knn" in protocols:
         for k in cfg.eval.knn_k:
-            r = knn_classify(feats["train"][keep], labels["train"][keep], feats["test"], labels["test"], k,
-                             cfg.eval.knn_temperature, num_classes)
+            r = knn_classify(feats["train"][keep].to(device), labels["train"][keep], feats["test"].to(device),
+                             labels["test"], k, cfg.eval.knn_temperature, num_classes)
             result[f"knn_k{k}"] = {"top1": r.top1, "top5": r.top5}
     if "linear" in protocols:
         r = linear_probe(feats["train"][keep], labels["train"][keep], feats["test"], labels["test"],
@@ -121,12 +121,13 @@ def evaluate_run(target: str | Path, protocols: Sequence[str] = ("knn", "linear"
     metrics: dict[str, dict] = {}
     for name, (encoder, key) in encoders.items():
         feats = _cached_features(encoder, splits, pre, cache, key)
-        metrics[name] = _protocols(feats, splits, cfg, protocols, probe)
+        metrics[name] = _protocols(feats, splits, cfg, protocols, probe, device)
         if "diagnostics" in protocols:
             metrics[name]["diagnostics"] = _diagnostics(encoder, feats, splits, run, cfg)
     if baselines:
         pixels = {s: pre(d.images).flatten(1) for s, d in splits.items()}
-        metrics["raw_pixels"] = _protocols(pixels, splits, cfg, [p for p in protocols if p != "diagnostics"], probe)
+        metrics["raw_pixels"] = _protocols(pixels, splits, cfg, [p for p in protocols if p != "diagnostics"], probe,
+                                           device)
 
     root = (run.run_dir / "eval") if run.run_dir else run.checkpoint.parent / f"eval-{run.checkpoint.stem}"
     eval_dir = new_eval_dir(root)

@@ -8,6 +8,7 @@ from simclr.augment import REGISTRY, eval_preprocess, single_op
 from simclr.augment.policy import Policy
 from simclr.data import ImageData
 from simclr.evaluate.features import frozen
+from simclr.utils import to_unit_float
 
 
 def alignment(z1: torch.Tensor, z2: torch.Tensor, alpha: float = 2.0) -> float:
@@ -49,7 +50,7 @@ def invariance_profile(encoder: torch.nn.Module, images: ImageData, policy: Poli
     device = next(encoder.parameters()).device
     out = {}
     with frozen(encoder):
-        clean = torch.cat([_features(encoder, images.images[s:s + batch_size].to(device).float() / 255.0, pre)
+        clean = torch.cat([_features(encoder, to_unit_float(images.images[s:s + batch_size].to(device)), pre)
                            for s in range(0, len(images), batch_size)])
         centre = clean.mean(dim=0, keepdim=True)
         for name in sorted(REGISTRY):

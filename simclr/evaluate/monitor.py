@@ -22,8 +22,8 @@ class KNNMonitor(pl.Callback):
         if not self.every or (trainer.current_epoch + 1) % self.every or not len(self.query):
             return
         pre = eval_preprocess(module.augment.policy)
-        bank = extract_features(module.encoder, self.bank, pre)
-        query = extract_features(module.encoder, self.query, pre)
+        bank = extract_features(module.encoder, self.bank, pre).to(module.device)  # kNN searches on this device
+        query = extract_features(module.encoder, self.query, pre).to(module.device)
         res = knn_classify(bank, self.bank.labels.numpy(), query, self.query.labels.numpy(), self.k,
                            self.temperature, num_classes=len(self.bank.classes))
         module.log("monitor/knn_top1", res.top1, prog_bar=True, on_epoch=True, sync_dist=False)

@@ -5,12 +5,12 @@ from pathlib import Path
 
 import numpy as np
 
+from simclr.utils import pyplot
+
 
 def plot_invariance(profiles: dict[str, dict[str, float]], out: Path, title: str = "") -> Path:
     """Grouped bars: per op, mean cos(f(x), f(op(x))) for each encoder (1.0 = fully invariant)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     ops = sorted(next(iter(profiles.values())))
     width = 0.8 / len(profiles)

@@ -23,16 +23,19 @@ def _gather(z: torch.Tensor) -> tuple[torch.Tensor, int]:
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5, gather: bool = True,
             return_logits: bool = False):
-    """z1, z2: (n, D) projections of two views of the same n images."""
+    """z1, z2: (n, D) projections of two views of the same n images. Computed in fp32 even under
+    autocast: bf16 logits / temperature lose the small similarity differences the loss is made of."""
     n = z1.shape[0]
-    z = F.normalize(torch.cat([z1, z2], dim=0).float(), dim=1)          # (2n, D)
-    keys, rank = _gather(z) if gather else (z, 0)                       # (2nW, D)
-    logits = z @ keys.T / temperature                                   # (2n, 2nW)
+    with torch.autocast(z1.device.type, enabled=False):                # autocast would run the matmul in bf16
+        z = F.normalize(torch.cat([z1, z2], dim=0).float(), dim=1)      # (2n, D)
+        keys, rank = _gather(z) if gather else (z, 0)                   # (2nW, D)
+        logits = z @ keys.T / temperature                               # (2n, 2nW) float32
     local = torch.arange(2 * n, device=z.device)
     offset = rank * 2 * n
     logits[local, local + offset] = float("-inf")                       # a view is not its own negative
     targets = (local + n) % (2 * n) + offset                            # the other view of the same image
-    loss = F.cross_entropy(logits, targets)
+    with torch.autocast(z1.device.type, enabled=False):
+        loss = F.cross_entropy(logits, targets)
     return (loss, logits, targets) if return_logits else loss
 
 

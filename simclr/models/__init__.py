@@ -1,5 +1,5 @@
 """Backbones (a registry) and the projection head."""
-from simclr.models.backbones import BACKBONES, Encoder, create_backbone
+from simclr.models.backbones import BACKBONES, Encoder
 from simclr.models.head import ProjectionHead
 
-__all__ = ["BACKBONES", "Encoder", "create_backbone", "ProjectionHead"]
+__all__ = ["BACKBONES", "Encoder", "ProjectionHead"]

@@ -59,7 +59,7 @@ def _small_cnn(in_channels=3, cifar_stem=True, width=32):
 
 
 class Encoder(nn.Module):
-    """Backbone wrapper with `features()` (what evaluation uses) and `feature_dim`."""
+    """Backbone wrapper: `forward` gives (B, feature_dim) features; `feature_dim` says how many."""
 
     def __init__(self, name: str, in_channels: int = 3, cifar_stem: bool = True, width: int = 64):
         super().__init__()
@@ -70,9 +70,3 @@ class Encoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)  # (B, feature_dim)
-
-    features = forward
-
-
-def create_backbone(name: str, **kwargs) -> Encoder:
-    return Encoder(name, **kwargs)

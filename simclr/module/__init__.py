@@ -1,4 +1,5 @@
-"""The LightningModule and its optimisers."""
+"""The LightningModule, its optimisers and the throughput callback."""
 from simclr.module.simclr_module import SimCLRModule
+from simclr.module.throughput import Throughput
 
-__all__ = ["SimCLRModule"]
+__all__ = ["SimCLRModule", "Throughput"]

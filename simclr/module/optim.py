@@ -65,13 +65,21 @@ def scaled_lr(cfg: OptimConfig, global_batch: int) -> float:
     return cfg.lr * factor
 
 
-def build_optimizer(cfg: OptimConfig, module: nn.Module, lr: float) -> torch.optim.Optimizer:
+def build_optimizer(cfg: OptimConfig, module: nn.Module, lr: float, probe: nn.Module | None = None,
+                    probe_lr: float | None = None) -> torch.optim.Optimizer:
+    """One optimizer, named parameter groups (what LearningRateMonitor shows): `ssl` (weights: decay and, for
+    LARS, adaptation), `ssl_no_decay` (biases, norm layers) and, given a `probe`, `probe`: the online linear
+    probe on detached features, plain SGD with momentum at `probe_lr` under LARS and SGD (AdamW steps it too)."""
     decay, no_decay = split_decay(module)
+    plain = {"exclude": True} if cfg.name == "lars" else {}  # LARS groups with exclude=True are plain SGD
+    groups = [{"name": "ssl", "params": decay, "weight_decay": cfg.weight_decay},
+              {"name": "ssl_no_decay", "params": no_decay, "weight_decay": 0.0, **plain}]
+    if probe is not None:
+        groups.append({"name": "probe", "params": list(probe.parameters()), "weight_decay": 0.0,
+                       "lr": probe_lr if probe_lr is not None else cfg.probe_lr, **plain})
     if cfg.name == "lars":
-        groups = [{"params": decay}, {"params": no_decay, "exclude": True, "weight_decay": 0.0}]
         return LARS(groups, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                     trust_coefficient=cfg.trust_coefficient)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if cfg.name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum)
     return torch.optim.AdamW(groups, lr=lr)

@@ -1,10 +1,12 @@
 """The SimCLR LightningModule: augment on device, encode, project, NT-Xent. Nothing else.
 
-Evaluation (the kNN monitor) is a callback in simclr.evaluate, attached by simclr.train.
+Lightning owns the loop: automatic optimisation of one optimizer with parameter groups (SSL weights,
+SSL biases/norms, online probe), a per-step warm-up + cosine schedule sized by
+`trainer.estimated_stepping_batches`. Learning rates and throughput are logged by callbacks
+(LearningRateMonitor, simclr.module.Throughput); evaluation (the kNN monitor) is a callback in
+simclr.evaluate. simclr.train attaches them all.
 """
 from __future__ import annotations
-
-import time
 
 import pytorch_lightning as pl
 import torch
@@ -35,8 +37,6 @@ class SimCLRModule(pl.LightningModule):
         pol = policy_from_dict(policy, "<checkpoint>") if policy is not None else load_policy(self.cfg.policy)
         self.augment = TwoViewAugmenter(pol, seed=self.cfg.seed, compile=self.cfg.trainer.compile_augment)
         self.criterion = NTXentLoss(self.cfg.loss.temperature, self.cfg.loss.gather)
-        self.automatic_optimization = False  # two optimizers: SSL and the probe's own
-        self._last_step_time: float | None = None
         object.__setattr__(self, "_compiled_encoder", None)  # not a submodule: checkpoints keep plain names
 
     # ------------------------------------------------------------------ device-side augmentation
@@ -77,46 +77,26 @@ class SimCLRModule(pl.LightningModule):
         ce = F.cross_entropy(probe_logits, probe_labels.clamp_min(0), reduction="none")
         probe_loss = (ce * labelled).sum() / labelled.sum().clamp_min(1)
 
-        opt, probe_opt = self.optimizers()
-        sched, probe_sched = self.lr_schedulers()
-        opt.zero_grad(set_to_none=True)
-        probe_opt.zero_grad(set_to_none=True)
-        self.manual_backward(loss + probe_loss)
-        opt.step()
-        probe_opt.step()
-        sched.step()
-        probe_sched.step()
-
         with torch.no_grad():
             pos_cos = F.cosine_similarity(z1.float(), z2.float(), dim=1).mean()
             top1 = (logits.argmax(dim=1) == targets).float().mean()
             probe_acc = ((probe_logits.argmax(1) == probe_labels) * labelled).sum() / labelled.sum().clamp_min(1)
-        now = time.perf_counter()
         log = dict(on_step=True, on_epoch=False, batch_size=n)
-        if self._last_step_time is not None:
-            self.log("img_per_s", n * self.trainer.world_size / (now - self._last_step_time), prog_bar=True, **log)
-        self._last_step_time = now
-        self.log("train/loss", loss, prog_bar=True, **log)
-        self.log("train/lr", opt.param_groups[0]["lr"], **log)
+        # on_step and on_epoch: logged as train/loss_step and train/loss_epoch (the epoch mean, all ranks)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=n, sync_dist=True)
         self.log("train/pos_cosine", pos_cos, **log)
         self.log("train/contrastive_top1", top1, **log)
         self.log("train/probe_acc", probe_acc, prog_bar=True, **log)
-        self.log("train/loss_epoch", loss, on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
-        return loss
-
-    def on_train_epoch_start(self) -> None:
-        self._last_step_time = None  # the first step of an epoch would include the monitor's time
+        return loss + probe_loss  # the probe's parameters see only probe_loss (detached features)
 
     def configure_optimizers(self):
         cfg = self.cfg.optim
-        steps_per_epoch = self.trainer.num_training_batches if self.trainer.num_training_batches != float("inf") \
-            else len(self.trainer.datamodule.train_dataloader())
-        total = max(1, int(steps_per_epoch * self.trainer.max_epochs))
-        warmup = int(steps_per_epoch * cfg.warmup_epochs)
+        total = max(1, int(self.trainer.estimated_stepping_batches))  # honours limit_train_batches, devices
+        warmup = int(total * cfg.warmup_epochs / self.trainer.max_epochs)
         global_batch = self.cfg.data.batch_size * self.trainer.world_size
-        ssl_params = nn.ModuleList([self.encoder, self.head])
-        opt = build_optimizer(cfg, ssl_params, scaled_lr(cfg, global_batch))
-        probe_opt = torch.optim.SGD(self.probe.parameters(), lr=cfg.probe_lr, momentum=0.9)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(total, warmup, cfg.min_lr_ratio))
-        probe_sched = torch.optim.lr_scheduler.LambdaLR(probe_opt, warmup_cosine(total, 0, 0.0))
-        return [opt, probe_opt], [sched, probe_sched]
+        opt = build_optimizer(cfg, nn.ModuleList([self.encoder, self.head]), scaled_lr(cfg, global_batch),
+                              probe=self.probe)
+        ssl = warmup_cosine(total, warmup, cfg.min_lr_ratio)
+        factors = [ssl if g["name"] != "probe" else warmup_cosine(total, 0, 0.0) for g in opt.param_groups]
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factors)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "name": "lr"}}

@@ -51,3 +51,17 @@ def first_free(path_for: Callable[[int], Path], start: int = 1) -> Path:
     while path_for(n).exists():
         n += 1
     return path_for(n)
+
+
+def to_unit_float(x):
+    """uint8 images -> float32 in [0, 1] (a new tensor); a float tensor is returned as it is."""
+    import torch
+    return x.float().div_(255.0) if x.dtype == torch.uint8 else x
+
+
+def pyplot():
+    """matplotlib.pyplot on the headless Agg backend (plots are written to files, never shown)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt

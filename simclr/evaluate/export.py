@@ -1,0 +1,76 @@
+"""Backbone weights out of a run, for torchvision, timm or simclr itself (`simclr export RUN`).
+
+The ResNets *are* torchvision ResNets with `fc = Identity()`, and timm's ResNets use the same parameter
+names, so both formats are the encoder's state dict without the `net.` prefix. Load them with:
+
+    model = torchvision.models.resnet18(weights=None)            # timm: timm.create_model("resnet18",
+    model.fc = torch.nn.Identity()                               #       num_classes=0, in_chans=C)
+    # CIFAR stem (cifar_stem: true) or 1-channel input: swap the first conv before loading
+    model.conv1 = torch.nn.Conv2d(C, 64, 3, 1, 1, bias=False); model.maxpool = torch.nn.Identity()
+    model.load_state_dict(torch.load("backbone.pth", weights_only=True))
+
+A JSON file next to the weights records the architecture, the input preprocessing (the policy's
+resize and normalize) and the checkpoint it came from.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from simclr.augment.policy import crop_size
+from simclr.config.schema import ConfigError, to_dict
+from simclr.evaluate.checkpoint import LoadedRun, build_encoder, load_run
+from simclr.models import Encoder
+
+FORMATS = ("torchvision", "timm", "state_dict")
+RESNETS = ("resnet18", "resnet34", "resnet50")
+
+
+def backbone_state(encoder: Encoder, fmt: str) -> dict[str, torch.Tensor]:
+    """The weights in `fmt`: torchvision/timm parameter names (ResNets only), or simclr's Encoder names."""
+    if fmt not in FORMATS:
+        raise ConfigError(f"--format: '{fmt}' is not one of {', '.join(FORMATS)}.")
+    state = {k: v.detach().clone() for k, v in encoder.state_dict().items()}
+    if fmt == "state_dict":
+        return state  # simclr.models.Encoder(...).load_state_dict(...)
+    if encoder.name not in RESNETS:
+        raise ConfigError(f"--format {fmt}: backbone '{encoder.name}' has no {fmt} counterpart; "
+                          "use --format state_dict (loads into simclr.models.Encoder).")
+    return {k.removeprefix("net."): v for k, v in state.items()}
+
+
+def _describe(run: LoadedRun, fmt: str, out: Path) -> dict:
+    m = run.cfg.model
+    view = run.policy.views[0]
+    norm = [to_dict(o.params) for o in view if o.name == "normalize"]
+    stem = ("3x3 stride-1 conv1, no max-pool: replace model.conv1 and model.maxpool before loading"
+            if m.cifar_stem else "standard 7x7 stem")
+    return {
+        "format": fmt, "weights": out.name, "backbone": m.backbone, "in_channels": run.in_channels,
+        "cifar_stem": m.cifar_stem if m.backbone in RESNETS else None, "stem": stem if m.backbone in RESNETS else None,
+        "width": m.width if m.backbone == "small_cnn" else None, "classifier": "none (fc = Identity): features out",
+        "preprocess": {"scale": "uint8 / 255", "resize_to": crop_size(view) or run.image_size,
+                       "normalize": norm[0] if norm else None},
+        "checkpoint": {"path": str(run.checkpoint), "sha256": run.checkpoint_sha256},
+    }
+
+
+def export_run(target: str | Path, fmt: str = "torchvision", out: str | Path | None = None,
+               force: bool = False) -> Path:
+    """Write the backbone of a run (or .ckpt) as `out` (default: <run>/export/backbone-<fmt>.pth) + `.json`."""
+    run = load_run(target)
+    state = backbone_state(build_encoder(run), fmt)
+    if out is None:
+        base = run.run_dir / "export" if run.run_dir else run.checkpoint.parent
+        out = base / f"backbone-{fmt}.pth"
+    out = Path(out)
+    meta = out.with_suffix(".json")
+    for path in (out, meta):
+        if path.exists() and not force:
+            raise FileExistsError(f"{path} exists; choose another --out or pass --force to replace it.")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, out)
+    meta.write_text(json.dumps(_describe(run, fmt, out), indent=2))
+    return out
