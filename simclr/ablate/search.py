@@ -58,8 +58,10 @@ def _storage(spec: SearchSpec) -> optuna.storages.RDBStorage:
     if url in _STORAGES:  # one engine per process, however many times the study is reopened
         return _STORAGES[url]
     engine = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else None  # wait on a busy file
-    _STORAGES[url] = optuna.storages.RDBStorage(url, engine_kwargs=engine, failed_trial_callback=_retry,
-                                                heartbeat_interval=spec.heartbeat_seconds)
+    with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna; they are how dead workers are found
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        _STORAGES[url] = optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_stale_trial_callback=_retry,
+                                                    heartbeat_interval=spec.heartbeat_seconds)
     return _STORAGES[url]
 
 
@@ -195,9 +197,9 @@ def run_trial(trial: optuna.Trial, spec: SearchSpec, root: Path) -> float:
             trial.set_user_attr("pruned_at_epoch", reporter.pruned_at)
             raise optuna.TrialPruned(f"pruned at epoch {reporter.pruned_at}")
         metrics = selection_metrics(run_dir)
-    except KeyboardInterrupt:
-        _retry(trial.study, trial)  # Ctrl-C: the next `simclr search` runs these parameters first
-        raise
+    except (KeyboardInterrupt, SystemExit) as e:  # Lightning turns Ctrl-C during fit into SystemExit(1)
+        _retry(trial.study, trial)  # the next `simclr search` runs these parameters first, resuming the run
+        raise KeyboardInterrupt from e  # Optuna records FAIL for this, and the CLI exits 130
     (run_dir / "search_metrics.json").write_text(json.dumps(metrics, indent=2))
     for key in ("knn_val_top1", "rankme", "rotation_acc"):
         trial.set_user_attr(key, metrics[key])
