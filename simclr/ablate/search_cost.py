@@ -18,7 +18,7 @@ CALIBRATION_STEPS = 6
 
 
 class StepTimer(pl.Callback):
-    """Wall time of each training step after the first (which pays for warm-up)."""
+    """Wall time of each training step; the first (which pays for warm-up) is not counted."""
 
     def __init__(self):
         self.times: list[float] = []
@@ -34,8 +34,8 @@ class StepTimer(pl.Callback):
 
     @property
     def seconds_per_step(self) -> float:
-        kept = self.times[1:] or self.times
-        return sum(kept) / len(kept)
+        kept = sorted(self.times[1:] or self.times)
+        return kept[len(kept) // 2]  # median: robust to a step that waited on another process
 
 
 def measure_step_seconds(spec: SearchSpec) -> tuple[float, int]:
