@@ -34,7 +34,7 @@ from simclr.augment import REGISTRY, load_policy, policy_from_dict
 from simclr.augment.policy import Policy
 from simclr.config.run import load_config
 from simclr.config.schema import ConfigError, FieldError, build, suggest, to_dict
-from simclr.evaluate.proxies import LABEL_FREE, OBJECTIVES
+from simclr.evaluate.proxies import LABEL_FREE
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 PROTOCOLS = ("knn", "linear", "diagnostics")
