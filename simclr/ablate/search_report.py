@@ -163,6 +163,10 @@ def write_outputs(spec: SearchSpec, study: optuna.Study, root: Path, run_final: 
     if len(labelled) > 3:
         knn = [t.user_attrs["knn_val_top1"] for t in labelled]
         corr = {k: spearman_ci([t.user_attrs[k] for t in labelled], knn) for k in LABEL_FREE}
+        for k in LABEL_FREE:  # would selecting by this label-free objective pick as good a policy?
+            pick = max(labelled, key=lambda t: t.user_attrs[k])
+            corr[k]["picks"] = {"trial": pick.number, "knn_val_top1": pick.user_attrs["knn_val_top1"],
+                                "best_knn_val_top1": max(knn)}
     summary = {"objective": spec.objective, "trials": {s.name: sum(t.state == s for t in trials) for s in TrialState},
                "best": {"trial": best.number, "value": best.value, "params": best.params,
                         "user_attrs": best.user_attrs, "policy": str(best_path)},
@@ -186,7 +190,10 @@ def summary_markdown(spec: SearchSpec, s: dict) -> str:
         lines += ["", f"fANOVA importances: {s['importances']}"]
     for k, c in s["spearman_vs_knn_val_top1"].items():
         ci = f" [{c['ci95'][0]:.2f}, {c['ci95'][1]:.2f}]" if c["ci95"] else ""
-        lines.append(f"Spearman({k}, knn_val_top1) over {c['n']} trials: {c['rho']:.2f}{ci}")
+        pick = c["picks"]
+        lines.append(f"Spearman({k}, knn_val_top1) over {c['n']} trials: {c['rho']:.2f}{ci}; selecting by {k} "
+                     f"picks trial {pick['trial']} (knn_val_top1 {pick['knn_val_top1']:.4f} vs best "
+                     f"{pick['best_knn_val_top1']:.4f})")
     final = s.get("final")
     if final:
         lines += ["", f"best vs base on test ({final['directory']}): per-seed paired differences best - base", "",
