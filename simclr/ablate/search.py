@@ -26,6 +26,7 @@ from pathlib import Path
 import optuna
 import pytorch_lightning as pl
 from optuna.trial import TrialState
+from sqlalchemy.exc import SQLAlchemyError
 
 from simclr import train
 from simclr.ablate.search_cost import Eta, announce_cost
@@ -60,8 +61,12 @@ def _storage(spec: SearchSpec) -> optuna.storages.RDBStorage:
     engine = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else None  # wait on a busy file
     with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna; they are how dead workers are found
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        _STORAGES[url] = optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_stale_trial_callback=_retry,
-                                                    heartbeat_interval=spec.heartbeat_seconds)
+        try:
+            _STORAGES[url] = optuna.storages.RDBStorage(
+                url, engine_kwargs=engine, heartbeat_stale_trial_callback=_retry,
+                heartbeat_interval=spec.heartbeat_seconds)
+        except (SQLAlchemyError, ImportError) as e:  # unreachable server, missing file, missing DB driver
+            raise ConfigError(f"storage {url}: cannot open it: {str(e).splitlines()[0]}") from None
     return _STORAGES[url]
 
 
@@ -223,6 +228,8 @@ def run_search(spec_path: str | Path, worker: bool = False, dry_run: bool = Fals
     if dry_run:
         return _dry_run(spec)
     if report_only:
+        if not (study_dir(spec) / "search.json").exists():
+            raise ConfigError(f"{study_dir(spec)}: no search here yet; run `simclr search {spec_path}` first.")
         return write_outputs(spec, open_study(spec), study_dir(spec), run_final=False)
     root = prepare(spec, spec_path)
     study = open_study(spec, create=True)

@@ -162,7 +162,18 @@ def _validate(spec: SearchSpec) -> None:
     base = base_policy(spec)
     for op, space in spec.space.items():
         _validate_op(op, space, f"space.{op}")
-    for end in ("low", "high"):  # every value in range must make a valid policy: check both corners
+    low = corner_values(spec, "low")
+    for op, space in spec.space.items():  # each end of each range, alone: errors name the spec key
+        for key, dim in space.params.items():
+            for end in ("low", "high"):
+                values = {**low, f"{op}.{key}": corner_values(spec, end)[f"{op}.{key}"]}
+                try:
+                    build_policy(spec, base, values, f"{spec.name}-check")
+                except ConfigError as e:
+                    reason = str(e).rsplit(": ", 2)
+                    raise ConfigError(f"space.{op}.params.{key}.{end}: {values[f'{op}.{key}']} makes an invalid "
+                                      f"{op}: {': '.join(reason[-2:])}") from None
+    for end in ("low", "high"):  # and both corners together (cross-parameter checks, e.g. hue * s)
         try:
             build_policy(spec, base, corner_values(spec, end), f"{spec.name}-{end}")
         except ConfigError as e:
