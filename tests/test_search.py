@@ -66,7 +66,10 @@ space:
     ("space: {rotation: {params: {p: {low: 0, high: 1, bound: lower}}}}", "space.rotation.params.p.bound"),
     ("space: {rotation: {params: {p: {low: 1, high: 0}}}}", "space.rotation.params.p.high: must be > low"),
     ("space: {rotation: {params: {p: {lo: 0, high: 1}}}}", "space.rotation.params.p.lo: unknown key. Did you mean 'low'"),
-    ("space: {rotation: {params: {p: {low: 0, high: 2}}}}", "at the high end of every range: "),
+    ("space: {rotation: {params: {p: {low: 0, high: 2}}}}", "space.rotation.params.p.high: 2.0 makes an invalid "
+                                                            "rotation: views[0].ops[3].p: 2.0 is out of range"),
+    ("space: {color_jitter: {params: {s: {low: 0, high: 2}, hue: {low: 0.1, high: 0.3}}}}",
+     "at the high end of every range: "),  # each end alone is valid; together hue * s = 0.6 > 0.5 turns
     ("space: {rotation: {}}", "space.rotation: nothing to search"),
     ("objective: knn_val_top\nspace: {rotation: {toggle: true}}", "objective: 'knn_val_top' is not allowed. Did you mean 'knn_val_top1'"),
     ("objective: rankme\npruner: {kind: median}\nspace: {rotation: {toggle: true}}", "pruner.kind: median prunes"),
@@ -79,6 +82,14 @@ def test_spec_errors_name_the_key(tmp_path, body, key):
     with pytest.raises(ConfigError) as err:
         load_search_spec(path)
     assert key in str(err.value) and str(path) in str(err.value)
+
+
+def test_report_and_bad_storage_are_one_line_errors(tmp_path, capsys):
+    assert main(["search", str(spec_file(tmp_path, SPACE)), "--report"]) == 2
+    assert "no search here yet" in capsys.readouterr().err
+    path = spec_file(tmp_path, SPACE, extra="storage: 'sqlite:////nonexistent-dir/x/study.db'\n")
+    assert main(["search", str(path), "--worker"]) == 2
+    assert "storage sqlite:////nonexistent-dir/x/study.db: cannot open it" in capsys.readouterr().err
 
 
 def test_trial_values_make_the_expected_policy(tmp_path):
