@@ -37,6 +37,7 @@ from simclr.config.schema import ConfigError, to_dict
 from simclr.evaluate.proxies import selection_metrics
 
 MAX_RETRIES = 2
+LOCK = ".trial.lock"
 ACTIVE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
 # fields that define a study: changing any of them mid-way would mix two searches in one storage
 IDENTITY = ("name", "base_config", "base_policy", "overrides", "objective", "space", "seed", "startup_trials",
@@ -101,30 +102,32 @@ def prepare(spec: SearchSpec, spec_path: Path) -> Path:
     storage may change; the space, objective and base may not)."""
     root = study_dir(spec)
     record = root / "search.json"
-    if record.exists():
-        before = json.loads(record.read_text())["identity"]
-        now = json.loads(json.dumps(_identity(spec)))
-        changed = [k for k in IDENTITY if before.get(k) != now.get(k)]
-        if changed:
-            raise ConfigError(f"{root}: holds a search with different {', '.join(changed)} than {spec_path}; a "
-                              "study cannot change its space mid-way. Use a new name or output_dir.")
-        return root
-    if root.exists() and any(root.iterdir()):
-        raise ConfigError(f"{root}: exists and is not a search directory (no search.json); refusing to mix. "
-                          "Use a new name or output_dir.")
-    (root / "policies").mkdir(parents=True, exist_ok=True)
-    (root / "spec.yaml").write_text(spec_path.read_text())
-    (root / "base_policy.yaml").write_text(base_policy(spec).to_yaml())
-    tmp = record.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"identity": _identity(spec), "storage": storage_url(spec)}, indent=2))
-    tmp.replace(record)
+    root.mkdir(parents=True, exist_ok=True)
+    with _locked(root):  # workers starting together: one creates, the others then find search.json
+        if record.exists():
+            before = json.loads(record.read_text())["identity"]
+            now = json.loads(json.dumps(_identity(spec)))
+            changed = [k for k in IDENTITY if before.get(k) != now.get(k)]
+            if changed:
+                raise ConfigError(f"{root}: holds a search with different {', '.join(changed)} than {spec_path}; "
+                                  "a study cannot change its space mid-way. Use a new name or output_dir.")
+            return root
+        if any(p.name != LOCK for p in root.iterdir()):
+            raise ConfigError(f"{root}: exists and is not a search directory (no search.json); refusing to mix. "
+                              "Use a new name or output_dir.")
+        (root / "policies").mkdir()
+        (root / "spec.yaml").write_text(spec_path.read_text())
+        (root / "base_policy.yaml").write_text(base_policy(spec).to_yaml())
+        tmp = record.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"identity": _identity(spec), "storage": storage_url(spec)}, indent=2))
+        tmp.replace(record)
     return root
 
 
 @contextmanager
 def _locked(root: Path):
     """Counting trials and creating the next one happen under a lock, so local workers never overshoot."""
-    with open(root / ".trial.lock", "a") as fh:
+    with open(root / LOCK, "a") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield fh
