@@ -155,20 +155,20 @@ def _study(spec_path):
 
 
 def test_search_end_to_end_with_pruning_outputs_and_final_comparison(tmp_path, monkeypatch, capsys):
-    path = spec_file(tmp_path, SPACE, trials=2, epochs=2, extra="final: {seeds: [1, 2], protocols: [knn]}\n")
+    path = spec_file(tmp_path, SPACE, trials=3, epochs=2, extra="final: {seeds: [1, 2], protocols: [knn]}\n")
     real = optuna.trial.Trial.should_prune
-    monkeypatch.setattr(optuna.trial.Trial, "should_prune", lambda self: self.number == 1 or real(self))
+    monkeypatch.setattr(optuna.trial.Trial, "should_prune", lambda self: self.number == 2 or real(self))
     assert main(["search", str(path)]) == 0
     out = capsys.readouterr().out
-    assert "cost: 2 trials x 2 epochs x 4 steps/epoch x" in out and "ETA" in out
+    assert "cost: 3 trials x 2 epochs x 4 steps/epoch x" in out and "ETA" in out
     spec, study = _study(path)
     root = tmp_path / "out" / "s"
     states = [t.state for t in study.trials]
-    assert states == [TrialState.COMPLETE, TrialState.PRUNED]
-    pruned = study.trials[1]
+    assert states == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.PRUNED]
+    pruned = study.trials[2]
     assert pruned.user_attrs["pruned_at_epoch"] == 1 and list(pruned.intermediate_values) == [1]
-    assert json.loads((root / "runs/trial-0001/run.json").read_text())["epoch"] == 1  # training stopped early
-    for t in study.trials[:1]:
+    assert json.loads((root / "runs/trial-0002/run.json").read_text())["epoch"] == 1  # training stopped early
+    for t in study.trials[:2]:
         run_dir = Path(t.user_attrs["run_dir"])
         assert run_dir == root / "runs" / f"trial-{t.number:04d}"
         # the objective (final encoder, val split) equals the kNN monitor's last value: two code paths, one number
@@ -181,15 +181,17 @@ def test_search_end_to_end_with_pruning_outputs_and_final_comparison(tmp_path, m
     assert main(["policy", "check", str(root / "best_policy.yaml")]) == 0
     for f in ("trials.csv", "history.png", "importances.png", "summary.md", "comparison.json"):
         assert (root / f).exists(), f
+    importances = json.loads((root / "summary.json").read_text())["importances"]
+    assert set(importances) == set(study.best_trial.params) and sum(importances.values()) == pytest.approx(1.0)
     comparison = json.loads((root / "comparison.json").read_text())["metrics"]["knn_k20/top1"]
     assert comparison["seeds"] == [1, 2]
     assert comparison["differences"] == pytest.approx(np.subtract(comparison["best"], comparison["base"]).tolist())
     # a second invocation continues: no new trial, no retraining of the final arms
     assert main(["search", str(path)]) == 0
-    assert len(_study(path)[1].trials) == 2
+    assert len(_study(path)[1].trials) == 3
     assert "best-seed2: finished earlier, skipped" in capsys.readouterr().out
     # the same directory with another space is refused, naming what changed
-    changed = spec_file(tmp_path, SPACE.replace("high: 180", "high: 90"), trials=2)
+    changed = spec_file(tmp_path, SPACE.replace("high: 180", "high: 90"), trials=3)
     assert main(["search", str(changed)]) == 2
     assert "different space" in capsys.readouterr().err
 
