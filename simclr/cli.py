@@ -124,6 +124,14 @@ def cmd_ablate(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- search
+def cmd_search(args) -> int:
+    from simclr.ablate.search import run_search
+
+    run_search(args.spec, worker=args.worker, dry_run=args.dry_run, report_only=args.report)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="simclr", description="SimCLR pretraining, augmentation ablations, evaluation.")
     ap.add_argument("-v", "--verbose", action="store_true")
@@ -173,6 +181,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="if the spec's directory ran a different spec, continue in a new NAME-N directory")
     p.add_argument("--metric", help="with `report`: the metric to plot, e.g. knn_k20/top1 (default: linear/top1)")
     p.set_defaults(func=cmd_ablate)
+
+    p = sub.add_parser("search", help="search an augmentation policy with Optuna (see docs/search.md)")
+    p.add_argument("spec", help="search spec YAML")
+    p.add_argument("--worker", action="store_true", help="only run trials (extra workers on the same storage)")
+    p.add_argument("--dry-run", action="store_true", help="print the space and base policy; run nothing")
+    p.add_argument("--report", action="store_true", help="rebuild the outputs from the storage; run nothing")
+    p.set_defaults(func=cmd_search)
     return ap
 
 

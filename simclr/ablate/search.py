@@ -1,0 +1,288 @@
+"""`simclr search SPEC`: augmentation-policy search with Optuna (TPE), one trial = one ordinary run.
+
+Runbook:
+    simclr search spec.yaml --dry-run          # the space, base policy, storage; runs nothing
+    simclr search spec.yaml                    # trials up to `trials`, then outputs + best-vs-base on test
+    simclr search spec.yaml --worker           # extra workers (same machine, or jobs sharing `storage`)
+    simclr search spec.yaml --report           # outputs again from the storage alone
+
+Each trial trains through `train.run` (its own run directory `runs/trial-NNNN`, its policy in
+`policies/trial-NNNN.yaml`) and is scored by `evaluate.proxies.selection_metrics` (validation split
+carved from train and label-free proxies; never test). All objectives are stored on every trial
+(user_attrs). The kNN monitor's values are reported to the trial each monitor epoch, so a median
+pruner can stop weak trials early. Resumable: storage is the record; a worker interrupted (Ctrl-C)
+or killed (heartbeat older than 2x `heartbeat_seconds`) leaves a FAIL trial whose parameters are
+re-enqueued once and whose run directory is resumed from its last checkpoint. Nothing is overwritten.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import time
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+
+import optuna
+import pytorch_lightning as pl
+from optuna.trial import TrialState
+from sqlalchemy.exc import SQLAlchemyError
+
+from simclr import train
+from simclr.ablate.search_cost import Eta, announce_cost
+from simclr.ablate.search_report import write_outputs
+from simclr.ablate.search_spec import SearchSpec, base_policy, build_policy, load_search_spec
+from simclr.config.run import load_config
+from simclr.config.schema import ConfigError, to_dict
+from simclr.evaluate.proxies import selection_metrics
+
+MAX_RETRIES = 2
+LOCK = ".trial.lock"
+ACTIVE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
+# fields that define a study: changing any of them mid-way would mix two searches in one storage
+IDENTITY = ("name", "base_config", "base_policy", "overrides", "objective", "space", "seed", "startup_trials",
+            "pruner")
+
+
+def study_dir(spec: SearchSpec) -> Path:
+    return Path(spec.output_dir) / spec.name
+
+
+def storage_url(spec: SearchSpec) -> str:
+    return spec.storage or f"sqlite:///{(study_dir(spec) / 'study.db').resolve()}"
+
+
+_STORAGES: dict[str, optuna.storages.RDBStorage] = {}
+
+
+def _storage(spec: SearchSpec) -> optuna.storages.RDBStorage:
+    url = storage_url(spec)
+    if url in _STORAGES:  # one engine per process, however many times the study is reopened
+        return _STORAGES[url]
+    engine = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else None  # wait on a busy file
+    with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna; they are how dead workers are found
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        try:
+            _STORAGES[url] = optuna.storages.RDBStorage(
+                url, engine_kwargs=engine, heartbeat_stale_trial_callback=_retry,
+                heartbeat_interval=spec.heartbeat_seconds)
+        except (SQLAlchemyError, ImportError) as e:  # unreachable server, missing file, missing DB driver
+            raise ConfigError(f"storage {url}: cannot open it: {str(e).splitlines()[0]}") from None
+    return _STORAGES[url]
+
+
+def _retry(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    """A trial whose worker died: run its parameters again (once), resuming its run directory."""
+    retries = trial.user_attrs.get("retries", 0) + 1
+    if retries <= MAX_RETRIES:
+        study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number, "retries": retries})
+
+
+def open_study(spec: SearchSpec, sampler_seed: int | None = None, create: bool = False) -> optuna.Study:
+    sampler = optuna.samplers.TPESampler(seed=sampler_seed, n_startup_trials=spec.startup_trials)
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=spec.pruner.startup_trials,
+                                         n_warmup_steps=spec.pruner.warmup_epochs) if spec.prunes \
+        else optuna.pruners.NopPruner()
+    if create:
+        return optuna.create_study(storage=_storage(spec), study_name=spec.name, direction="maximize",
+                                   sampler=sampler, pruner=pruner, load_if_exists=True)
+    try:
+        return optuna.load_study(study_name=spec.name, storage=_storage(spec), sampler=sampler, pruner=pruner)
+    except KeyError:
+        raise ConfigError(f"storage {storage_url(spec)}: no study named '{spec.name}'; run `simclr search SPEC` "
+                          "first.") from None
+
+
+def _identity(spec: SearchSpec) -> dict:
+    return {k: to_dict(getattr(spec, k)) for k in IDENTITY}
+
+
+def prepare(spec: SearchSpec, spec_path: Path) -> Path:
+    """Create the study directory, or continue it only if it holds this same search (trials, final and
+    storage may change; the space, objective and base may not)."""
+    root = study_dir(spec)
+    record = root / "search.json"
+    root.mkdir(parents=True, exist_ok=True)
+    with _locked(root):  # workers starting together: one creates, the others then find search.json
+        if record.exists():
+            before = json.loads(record.read_text())["identity"]
+            now = json.loads(json.dumps(_identity(spec)))
+            changed = [k for k in IDENTITY if before.get(k) != now.get(k)]
+            if changed:
+                raise ConfigError(f"{root}: holds a search with different {', '.join(changed)} than {spec_path}; "
+                                  "a study cannot change its space mid-way. Use a new name or output_dir.")
+            return root
+        if any(p.name != LOCK for p in root.iterdir()):
+            raise ConfigError(f"{root}: exists and is not a search directory (no search.json); refusing to mix. "
+                              "Use a new name or output_dir.")
+        (root / "policies").mkdir()
+        (root / "spec.yaml").write_text(spec_path.read_text())
+        (root / "base_policy.yaml").write_text(base_policy(spec).to_yaml())
+        tmp = record.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"identity": _identity(spec), "storage": storage_url(spec)}, indent=2))
+        tmp.replace(record)
+    return root
+
+
+@contextmanager
+def _locked(root: Path):
+    """Counting trials and creating the next one happen under a lock, so local workers never overshoot."""
+    with open(root / LOCK, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield fh
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+class ReportToTrial(pl.Callback):
+    """Hands the kNN monitor's value (logged the same epoch) to the Optuna trial; stops training if pruned."""
+
+    def __init__(self, trial: optuna.Trial, every: int, prune: bool):
+        self.trial, self.every, self.prune, self.pruned_at = trial, every, prune, None
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        epoch = trainer.current_epoch + 1
+        value = trainer.callback_metrics.get("monitor/knn_top1")
+        if not self.every or epoch % self.every or value is None:
+            return
+        self.trial.report(float(value), step=epoch)
+        if self.prune and self.trial.should_prune():
+            self.pruned_at = epoch
+            trainer.should_stop = True
+
+
+def suggest(trial: optuna.Trial, spec: SearchSpec) -> dict:
+    values = {}
+    for op, space in spec.space.items():
+        if space.toggle:
+            values[f"{op}.on"] = trial.suggest_categorical(f"{op}.on", [True, False])
+        for key, dim in space.params.items():
+            name = f"{op}.{key}"
+            if dim.choices is not None:
+                values[name] = trial.suggest_categorical(name, list(dim.choices))
+            else:
+                values[name] = trial.suggest_float(name, dim.low, dim.high, log=dim.log, step=dim.step)
+    return values
+
+
+def _train_trial(spec: SearchSpec, trial: optuna.Trial, root: Path, policy_path: Path, reporter) -> Path:
+    """Train the trial's run, or resume the run of the trial it retries."""
+    retry_of = trial.user_attrs.get("retry_of")
+    if retry_of is not None:
+        old = trial.study.trials[retry_of].user_attrs.get("run_dir")
+        if old and (Path(old) / "checkpoints" / "last.ckpt").exists():
+            trial.set_user_attr("run_dir", old)
+            status = json.loads((Path(old) / "run.json").read_text()).get("status")
+            print(f"    trial {trial.number} retries trial {retry_of}: resuming {old}", flush=True)
+            return Path(old) if status == "finished" else train.run(resume=old, callbacks=[reporter]).run_dir
+    name = f"trial-{trial.number:04d}"
+    run_dir = root / "runs" / name
+    if run_dir.exists():
+        raise ConfigError(f"{run_dir}: exists but storage has no such trial yet; the storage and the study "
+                          "directory disagree. Use a new name or output_dir.")
+    trial.set_user_attr("run_dir", str(run_dir))
+    cfg = load_config(spec.base_config, [*spec.overrides, f"seed={spec.seed}", f"name={name}",
+                                         f"output_dir={root / 'runs'}", f"policy={policy_path}"])
+    return train.run(cfg, callbacks=[reporter]).run_dir
+
+
+def run_trial(trial: optuna.Trial, spec: SearchSpec, root: Path) -> float:
+    started = time.time()
+    values = suggest(trial, spec)
+    name = f"trial-{trial.number:04d}"
+    policy = build_policy(spec, base_policy(spec), values, name)
+    policy_path = root / "policies" / f"{name}.yaml"
+    with open(policy_path, "x") as fh:  # "x": never overwrite another trial's policy
+        fh.write(policy.to_yaml())
+    trial.set_user_attr("policy_file", str(policy_path))
+    cfg = load_config(spec.base_config, spec.overrides)
+    reporter = ReportToTrial(trial, cfg.trainer.knn_monitor_every, spec.prunes)
+    try:
+        run_dir = _train_trial(spec, trial, root, policy_path, reporter)
+        trial.set_user_attr("train_seconds", time.time() - started)
+        if reporter.pruned_at is not None:
+            trial.set_user_attr("pruned_at_epoch", reporter.pruned_at)
+            raise optuna.TrialPruned(f"pruned at epoch {reporter.pruned_at}")
+        metrics = selection_metrics(run_dir)
+    except (KeyboardInterrupt, SystemExit) as e:  # Lightning turns Ctrl-C during fit into SystemExit(1)
+        _retry(trial.study, trial)  # the next `simclr search` runs these parameters first, resuming the run
+        raise KeyboardInterrupt from e  # Optuna records FAIL for this, and the CLI exits 130
+    (run_dir / "search_metrics.json").write_text(json.dumps(metrics, indent=2))
+    for key in ("knn_val_top1", "rankme", "rotation_acc"):
+        trial.set_user_attr(key, metrics[key])
+    trial.set_user_attr("seconds", time.time() - started)
+    value = metrics[spec.objective]
+    if value is None:
+        raise ConfigError(f"objective {spec.objective}: no labelled validation split in this data; use a "
+                          "label-free objective.")
+    return float(value)
+
+
+def _counts(study: optuna.Study) -> dict[TrialState, int]:
+    trials = study.get_trials(deepcopy=False)
+    return {s: sum(t.state == s for t in trials) for s in TrialState} | {"all": len(trials)}
+
+
+def run_search(spec_path: str | Path, worker: bool = False, dry_run: bool = False, report_only: bool = False) -> Path:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    spec_path = Path(spec_path)
+    spec = load_search_spec(spec_path)
+    if dry_run:
+        return _dry_run(spec)
+    if report_only:
+        if not (study_dir(spec) / "search.json").exists():
+            raise ConfigError(f"{study_dir(spec)}: no search here yet; run `simclr search {spec_path}` first.")
+        return write_outputs(spec, open_study(spec), study_dir(spec), run_final=False)
+    root = prepare(spec, spec_path)
+    study = open_study(spec, create=True)
+    eta = Eta(spec, study)
+    announce_cost(spec, study, root, storage_url(spec))
+    ran: list[int] = []
+    while True:
+        with _locked(root) as lock:
+            with warnings.catch_warnings():  # experimental in Optuna, but the documented way to find dead workers
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(study)
+            counts = _counts(study)
+            todo = counts[TrialState.WAITING] or sum(counts[s] for s in ACTIVE) < spec.trials
+            if todo:
+                seed = spec.seed * 1_000_003 + counts["all"]  # distinct per trial, reproducible for one worker
+                study = open_study(spec, sampler_seed=seed)
+
+                def objective(trial, _lock=lock):
+                    fcntl.flock(_lock, fcntl.LOCK_UN)  # the trial exists now: other workers may go on
+                    ran.append(trial.number)
+                    return run_trial(trial, spec, root)
+
+                study.optimize(objective, n_trials=1)  # creates the trial under the lock, then releases it
+        if todo:
+            eta.trial_done(study, ran[-1])
+            continue
+        running = counts[TrialState.RUNNING]
+        if worker or not running:
+            break
+        print(f"    waiting for {running} trial(s) running in other workers ...", flush=True)
+        time.sleep(min(10, spec.heartbeat_seconds))
+    if worker:
+        print(f"worker done: study '{spec.name}' has its {spec.trials} trials taken.")
+        return root
+    return write_outputs(spec, study, root, run_final=spec.final.enabled)
+
+
+def _dry_run(spec: SearchSpec) -> Path:
+    print(f"search '{spec.name}': {spec.trials} trials, objective {spec.objective} (maximised), "
+          f"{'median pruning on the kNN monitor' if spec.prunes else 'no pruning'}")
+    print(f"storage: {storage_url(spec)}\nspace:")
+    for op, space in spec.space.items():
+        if space.toggle:
+            print(f"  {op}.on: true | false")
+        for key, dim in space.params.items():
+            rng = f"{list(dim.choices)}" if dim.choices is not None else f"[{dim.low:g}, {dim.high:g}]" + \
+                (" log" if dim.log else "") + (f" step {dim.step:g}" if dim.step else "")
+            print(f"  {op}.{key}: {rng}" + (f" ({dim.bound} end)" if dim.bound else ""))
+        if space.fixed:
+            print(f"  {op} fixed: {space.fixed}")
+    print("\n## base policy")
+    print(base_policy(spec).to_yaml(), end="")
+    return study_dir(spec)

@@ -1,0 +1,250 @@
+"""Policy search: spec errors name the key, trial values -> policy, the label-free rotation proxy, paired
+statistics against scipy, and small end-to-end studies (pruning, resume after Ctrl-C, 2 concurrent workers)."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+import torch
+from optuna.trial import TrialState
+from scipy.stats import spearmanr, ttest_rel
+
+import simclr.ablate.search as search
+from simclr.ablate.search_report import paired_stats, spearman_ci
+from simclr.ablate.search_spec import build_policy, base_policy, load_search_spec
+from simclr.augment import eval_preprocess, load_policy
+from simclr.cli import main
+from simclr.config.schema import ConfigError
+from simclr.data.formats import ImageData, read_digits
+from simclr.evaluate.proxies import rotation_prediction
+
+from conftest import TINY
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_OVERRIDES = [o for o in TINY if not o.startswith(("name=", "seed=", "policy="))]
+
+
+def spec_file(tmp_path, body, trials=3, epochs=2, extra=""):
+    overrides = [o for o in TINY_OVERRIDES if not o.startswith("trainer.max_epochs")] + [f"trainer.max_epochs={epochs}"]
+    path = tmp_path / "search.yaml"
+    path.write_text(textwrap.dedent(f"""
+        name: s
+        base_config: {ROOT / 'configs/digits_cpu.yaml'}
+        overrides: {json.dumps(overrides)}
+        trials: {trials}
+        startup_trials: 2
+        heartbeat_seconds: 30
+        output_dir: {tmp_path / 'out'}
+        """) + textwrap.dedent(extra) + textwrap.dedent(body))
+    return path
+
+
+SPACE = """
+space:
+  rotation:
+    toggle: true
+    fixed: {p: 1.0}
+    params:
+      degrees: {low: 0, high: 180, bound: symmetric}
+  random_resized_crop:
+    params:
+      scale: {low: 0.2, high: 0.9, bound: lower}
+"""
+
+
+@pytest.mark.parametrize("body,key", [
+    ("space: {rotaton: {toggle: true}}", "space.rotaton: unknown op 'rotaton'. Did you mean 'rotation'"),
+    ("space: {rotation: {params: {degree: {low: 0, high: 9, bound: symmetric}}}}",
+     "space.rotation.params.degree: not a parameter of rotation. Did you mean 'degrees'"),
+    ("space: {rotation: {params: {degrees: {low: 0, high: 9}}}}", "space.rotation.params.degrees: rotation.degrees "
+                                                                   "is a [min, max] pair"),
+    ("space: {rotation: {params: {p: {low: 0, high: 1, bound: lower}}}}", "space.rotation.params.p.bound"),
+    ("space: {rotation: {params: {p: {low: 1, high: 0}}}}", "space.rotation.params.p.high: must be > low"),
+    ("space: {rotation: {params: {p: {lo: 0, high: 1}}}}", "space.rotation.params.p.lo: unknown key. Did you mean 'low'"),
+    ("space: {rotation: {params: {p: {low: 0, high: 2}}}}", "space.rotation.params.p.high: 2.0 makes an invalid "
+                                                            "rotation: views[0].ops[3].p: 2.0 is out of range"),
+    ("space: {color_jitter: {params: {s: {low: 0, high: 2}, hue: {low: 0.1, high: 0.3}}}}",
+     "at the high end of every range: "),  # each end alone is valid; together hue * s = 0.6 > 0.5 turns
+    ("space: {rotation: {}}", "space.rotation: nothing to search"),
+    ("objective: knn_val_top\nspace: {rotation: {toggle: true}}", "objective: 'knn_val_top' is not allowed. Did you mean 'knn_val_top1'"),
+    ("objective: rankme\npruner: {kind: median}\nspace: {rotation: {toggle: true}}", "pruner.kind: median prunes"),
+    ("final: {seeds: [0, 1]}\nspace: {rotation: {toggle: true}}", "final.seeds: contains the search seed 0"),
+    ("storage: 'not a url'\nspace: {rotation: {toggle: true}}", "storage: 'not a url' is not an SQLAlchemy URL"),
+    ("name: ../x\nspace: {rotation: {toggle: true}}", "name: '../x' becomes a directory"),
+])
+def test_spec_errors_name_the_key(tmp_path, body, key):
+    path = spec_file(tmp_path, body)
+    with pytest.raises(ConfigError) as err:
+        load_search_spec(path)
+    assert key in str(err.value) and str(path) in str(err.value)
+
+
+def test_report_and_bad_storage_are_one_line_errors(tmp_path, capsys):
+    assert main(["search", str(spec_file(tmp_path, SPACE)), "--report"]) == 2
+    assert "no search here yet" in capsys.readouterr().err
+    path = spec_file(tmp_path, SPACE, extra="storage: 'sqlite:////nonexistent-dir/x/study.db'\n")
+    assert main(["search", str(path), "--worker"]) == 2
+    assert "storage sqlite:////nonexistent-dir/x/study.db: cannot open it" in capsys.readouterr().err
+
+
+def test_trial_values_make_the_expected_policy(tmp_path):
+    spec = load_search_spec(spec_file(tmp_path, SPACE))
+    base = base_policy(spec)
+    assert base.name == "digits"
+    on = build_policy(spec, base, {"rotation.on": True, "rotation.degrees": 40.0, "random_resized_crop.scale": 0.3},
+                      "t")
+    names = [o.name for o in on.views[0]]
+    assert names == ["random_resized_crop", "color_jitter", "gaussian_noise", "rotation", "normalize"]
+    ops = {o.name: o.params for o in on.views[0]}
+    assert ops["rotation"].degrees == (-40.0, 40.0) and ops["rotation"].p == 1.0
+    assert ops["random_resized_crop"].scale == (0.3, 1.0)           # lower end searched, base max kept
+    assert ops["random_resized_crop"].size == 16                    # everything else from the base
+    assert on.views[0] == on.views[1]
+    off = build_policy(spec, base, {"rotation.on": False, "rotation.degrees": 40.0, "random_resized_crop.scale": 0.5},
+                       "t")
+    assert [o.name for o in off.views[0]] == ["random_resized_crop", "color_jitter", "gaussian_noise", "normalize"]
+    assert off.views == base.views  # scale 0.5 is the base value: the base policy itself
+    (tmp_path / "p.yaml").write_text(off.to_yaml())
+    assert load_policy(tmp_path / "p.yaml").views == off.views  # the written YAML reads back as the same policy
+
+
+class Flatten(torch.nn.Module):
+    """Raw pixels as features; `orbit=True` sums over the four 90-degree rotations (exactly rotation-invariant)."""
+
+    def __init__(self, orbit=False):
+        super().__init__()
+        self.dummy, self.orbit = torch.nn.Parameter(torch.zeros(1)), orbit
+
+    def forward(self, x):
+        if self.orbit:
+            x = sum(torch.rot90(x, k, dims=(-2, -1)) for k in range(4))
+        return x.flatten(1) + 0 * self.dummy
+
+
+def test_rotation_proxy_separates_orientation_aware_from_invariant_features():
+    digits = read_digits("train")
+    data = ImageData(digits.images[:200], digits.labels[:200], digits.classes)
+    pre = eval_preprocess(load_policy("digits"))
+    assert rotation_prediction(Flatten(), data, pre) > 0.6  # raw pixels keep orientation (chance: 0.25)
+    # identical features for all four rotations: the probe gives one answer per image, right once in four
+    assert rotation_prediction(Flatten(orbit=True), data, pre) == pytest.approx(0.25, abs=1e-9)
+
+
+def test_paired_stats_match_scipy():
+    rng = np.random.default_rng(0)
+    base, other = rng.normal(0.5, 0.05, 5), rng.normal(0.52, 0.05, 5)
+    got = paired_stats(base.tolist(), other.tolist())
+    ref = ttest_rel(other, base).confidence_interval(0.95)
+    assert got["mean"] == pytest.approx(float(np.mean(other - base)))
+    assert got["ci95"] == pytest.approx([ref.low, ref.high])
+    assert got["positive"] + got["negative"] == 5
+    assert got["sign_agreement"] == max(got["positive"], got["negative"]) / 5
+    x, y = rng.normal(size=20), rng.normal(size=20)
+    r = spearman_ci(x, y)
+    assert r["rho"] == pytest.approx(spearmanr(x, y).statistic) and r["ci95"][0] < r["rho"] < r["ci95"][1]
+
+
+def _study(spec_path):
+    spec = load_search_spec(spec_path)
+    return spec, optuna.load_study(study_name=spec.name, storage=search.storage_url(spec))
+
+
+def test_search_end_to_end_with_pruning_outputs_and_final_comparison(tmp_path, monkeypatch, capsys):
+    path = spec_file(tmp_path, SPACE, trials=3, epochs=2, extra="final: {seeds: [1, 2], protocols: [knn]}\n")
+    real = optuna.trial.Trial.should_prune
+    monkeypatch.setattr(optuna.trial.Trial, "should_prune", lambda self: self.number == 2 or real(self))
+    assert main(["search", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "cost: 3 trials x 2 epochs x 4 steps/epoch x" in out and "ETA" in out
+    spec, study = _study(path)
+    root = tmp_path / "out" / "s"
+    states = [t.state for t in study.trials]
+    assert states == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.PRUNED]
+    pruned = study.trials[2]
+    assert pruned.user_attrs["pruned_at_epoch"] == 1 and list(pruned.intermediate_values) == [1]
+    assert json.loads((root / "runs/trial-0002/run.json").read_text())["epoch"] == 1  # training stopped early
+    for t in study.trials[:2]:
+        run_dir = Path(t.user_attrs["run_dir"])
+        assert run_dir == root / "runs" / f"trial-{t.number:04d}"
+        # the objective (final encoder, val split) equals the kNN monitor's last value: two code paths, one number
+        assert t.value == pytest.approx(t.intermediate_values[2], abs=1e-6)
+        assert {"knn_val_top1", "rankme", "rotation_acc"} <= set(t.user_attrs)
+        trained = load_policy(run_dir / "policy.yaml")
+        assert trained.views == build_policy(spec, base_policy(spec), t.params, "x").views
+    best = load_policy(root / "best_policy.yaml")  # what `simclr policy check` runs
+    assert best.views == load_policy(study.best_trial.user_attrs["policy_file"]).views
+    assert main(["policy", "check", str(root / "best_policy.yaml")]) == 0
+    for f in ("trials.csv", "history.png", "importances.png", "summary.md", "comparison.json"):
+        assert (root / f).exists(), f
+    importances = json.loads((root / "summary.json").read_text())["importances"]
+    assert set(importances) == set(study.best_trial.params) and sum(importances.values()) == pytest.approx(1.0)
+    comparison = json.loads((root / "comparison.json").read_text())["metrics"]["knn_k20/top1"]
+    assert comparison["seeds"] == [1, 2]
+    assert comparison["differences"] == pytest.approx(np.subtract(comparison["best"], comparison["base"]).tolist())
+    # a second invocation continues: no new trial, no retraining of the final arms
+    assert main(["search", str(path)]) == 0
+    assert len(_study(path)[1].trials) == 3
+    assert "best-seed2: finished earlier, skipped" in capsys.readouterr().out
+    # the same directory with another space is refused, naming what changed
+    changed = spec_file(tmp_path, SPACE.replace("high: 180", "high: 90"), trials=3)
+    assert main(["search", str(changed)]) == 2
+    assert "different space" in capsys.readouterr().err
+
+
+def test_interrupted_trial_is_retried_and_resumes_its_run(tmp_path, monkeypatch):
+    path = spec_file(tmp_path, SPACE, trials=2, epochs=2, extra="final: {enabled: false}\n")
+    real_run = search.train.run
+
+    class StopAfterFirstEpoch(search.pl.Callback):
+        def on_train_epoch_end(self, trainer, module):
+            trainer.should_stop = True
+
+    def interrupting(cfg=None, resume=None, callbacks=()):
+        # trial 1 is cut after its first epoch (checkpoint written), then Ctrl-C arrives
+        if cfg is not None and cfg.name == "trial-0001":
+            real_run(cfg, callbacks=[*callbacks, StopAfterFirstEpoch()])
+            raise KeyboardInterrupt
+        return real_run(cfg, resume=resume, callbacks=callbacks)
+
+    monkeypatch.setattr(search.train, "run", interrupting)
+    assert main(["search", str(path)]) == 130
+    _, study = _study(path)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.WAITING]
+    assert study.trials[2].user_attrs["retry_of"] == 1
+    monkeypatch.setattr(search.train, "run", real_run)
+    assert main(["search", str(path)]) == 0
+    _, study = _study(path)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
+    retry = study.trials[2]
+    assert retry.params == study.trials[1].params
+    root = tmp_path / "out" / "s"
+    assert retry.user_attrs["run_dir"] == str(root / "runs/trial-0001")  # resumed, not restarted
+    assert sorted(p.name for p in (root / "runs").iterdir()) == ["trial-0000", "trial-0001"]
+    assert sorted((root / "runs/trial-0001/csv").iterdir())[-1].name == "part-2"  # a second training segment
+
+
+def test_two_concurrent_workers_share_one_sqlite_study(tmp_path):
+    path = spec_file(tmp_path, SPACE, trials=3, epochs=1, extra="final: {enabled: false}\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "simclr.cli", "search", str(path), "--worker"]
+    workers = [subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True) for _ in range(2)]
+    outputs = [w.communicate(timeout=600)[0] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], outputs
+    _, study = _study(path)
+    trials = study.trials
+    assert [t.number for t in trials] == [0, 1, 2] and all(t.state == TrialState.COMPLETE for t in trials)
+    root = tmp_path / "out" / "s"
+    run_dirs = [t.user_attrs["run_dir"] for t in trials]
+    assert len(set(run_dirs)) == 3
+    assert sorted(p.name for p in (root / "runs").iterdir()) == [f"trial-{n:04d}" for n in range(3)]
+    assert sorted(p.name for p in (root / "policies").iterdir()) == [f"trial-{n:04d}.yaml" for n in range(3)]
+    for t in trials:
+        assert json.loads((Path(t.user_attrs["run_dir"]) / "search_metrics.json").read_text())["knn_val_top1"] == t.value
+    # the two workers sampled different startup parameters (per-trial sampler seeds)
+    assert len({json.dumps(t.params, sort_keys=True) for t in trials}) == 3
