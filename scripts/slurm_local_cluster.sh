@@ -7,7 +7,8 @@
 #
 # munged runs with a freshly generated key; slurmctld and slurmd run on this host name with
 # proctrack/linuxproc + task/none (no cgroups needed, so it also works in containers) and cons_tres
-# scheduling of CPUS (default 2) CPUs. It waits until `sbatch` is answered and prints `sinfo`.
+# scheduling of CPUS (default 2) CPUs; KillWait=2 (scancel takes effect within 2 s). It waits until
+# `sbatch` is answered and prints `sinfo`.
 # Idempotent: a cluster that already answers is left running as it is.
 set -euo pipefail
 
@@ -76,7 +77,7 @@ SlurmctldLogFile=/var/log/slurm/slurmctld.log
 SlurmdLogFile=/var/log/slurm/slurmd.log
 SchedulerParameters=sched_interval=2
 MessageTimeout=20
-KillWait=5
+KillWait=2
 MinJobAge=300
 NodeName=$HOST CPUs=$CPUS State=UNKNOWN
 PartitionName=debug Nodes=$HOST Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO

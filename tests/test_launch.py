@@ -104,7 +104,9 @@ def test_slurm_two_arm_ablation_finishes_with_both_results(tmp_path, slurm, caps
 
 
 def test_slurm_preempted_and_cancelled_arm_resumes_from_its_checkpoint(tmp_path, slurm, capsys):
-    spec = spec_file(tmp_path, ["trainer.max_epochs=10", "data.train_per_class=100", "data.batch_size=100"],
+    # 32 px and 8 epochs: after the cancel, the epochs left take longer than the cluster's KillWait (2 s)
+    spec = spec_file(tmp_path, ["trainer.max_epochs=8", "data.image_size=32", "data.train_per_class=100",
+                                "data.batch_size=100"],
                      arms=("plain",))
     root, key = tmp_path / "t", "plain-seed0"
     ckpt = root / "runs" / key / "checkpoints" / "last.ckpt"
@@ -133,7 +135,7 @@ def test_slurm_preempted_and_cancelled_arm_resumes_from_its_checkpoint(tmp_path,
     assert last_job(root, key) != job
     parts = epochs_by_part(root / "runs" / key)
     assert len(parts) == 3, parts  # start, after the requeue, after the resubmission
-    assert [e for part in parts for e in part] == list(range(10))  # each segment starts where the last stopped
+    assert [e for part in parts for e in part] == list(range(8))  # each segment starts where the last stopped
     assert json.loads((root / "runs" / key / "run.json").read_text())["status"] == "finished"
 
 

@@ -174,8 +174,8 @@ def _run_inline(root: Path, tasks: list[ArmTask], todo: list[ArmTask]) -> None:
         done_here += 1
 
 
-def _wait(root: Path, keys: list[str], poll_s: float = 5.0) -> None:
-    last = None
+def _wait(root: Path, keys: list[str], max_poll_s: float = 30.0) -> None:
+    last, poll_s = None, 1.0
     while True:
         states = status.arm_states(root, keys)
         active = [s for s in states if s.state in ("queued", "running")]
@@ -186,6 +186,7 @@ def _wait(root: Path, keys: list[str], poll_s: float = 5.0) -> None:
         if not active:
             return
         time.sleep(poll_s)
+        poll_s = min(max_poll_s, poll_s * 1.3)  # quick for short jobs, a light touch on squeue for long ones
 
 
 def run_ablation(spec_path: str | Path, dry_run: bool = False, launcher: str = "inline", jobs: int = 1,
