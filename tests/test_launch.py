@@ -181,9 +181,13 @@ def test_a_failed_arm_is_reported_and_does_not_hide_the_others(tmp_path, monkeyp
     (["--jobs", "2"], "--jobs 2: runs arms at once only with --launcher local"),
     (["--launcher", "slurm", "--time", "0"], "--time: 0 is out of range"),
     (["--launcher", "slurm", "--slurm-arg", "account"], "--slurm-arg: 'account' is not KEY=VALUE"),
+    (["--launcher", "local", "trainer.devices=2"], "trainer.devices=2, trainer.num_nodes=1: --launcher local runs"),
+    (["--launcher", "slurm", "trainer.accelerator=gpu"], "--gpus-per-arm: the arms train with trainer.accelerator=gpu"),
 ])
 def test_launcher_options_are_checked(tmp_path, capsys, args, message):
-    spec = spec_file(tmp_path, ["trainer.max_epochs=1"])
+    overrides = [a for a in args if "=" in a and not a.startswith("-") and "account" not in a]
+    args = [a for a in args if a not in overrides]
+    spec = spec_file(tmp_path, ["trainer.max_epochs=1", *overrides])
     assert main(["ablate", str(spec), *args]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "t" / "runs").exists()

@@ -82,6 +82,24 @@ def _write_plan(spec_path, arms, root: Path, tasks: list[ArmTask]) -> None:
     tmp.replace(root / "plan.json")
 
 
+def _check_devices(spec, launcher: str) -> None:
+    t = load_config(spec.base_config, spec.overrides).trainer
+    if t.devices > 1 or t.num_nodes > 1:
+        raise ConfigError(f"trainer.devices={t.devices}, trainer.num_nodes={t.num_nodes}: --launcher {launcher} runs "
+                          "each arm as one process on one device; give the arms 1 device and run more arms at once.")
+
+
+def _gpus_for_local(spec, jobs: int) -> int:
+    """GPUs on this machine the local jobs share out, one per running arm (0: the arms train on CPU)."""
+    import torch
+    if load_config(spec.base_config, spec.overrides).trainer.accelerator in ("cpu", "mps"):
+        return 0
+    n = torch.cuda.device_count()
+    if n and jobs > n:
+        raise ConfigError(f"--jobs: {jobs} arms at once but {n} CUDA device(s); give --jobs {n} or fewer.")
+    return n
+
+
 def _check_slurm(opts: SlurmOptions, spec) -> None:
     for name, value, low in (("--time", opts.time_min, 1), ("--cpus-per-arm", opts.cpus_per_arm, 1),
                              ("--gpus-per-arm", opts.gpus_per_arm, 0), ("--array-parallelism", opts.array_parallelism, 1)):
@@ -131,15 +149,18 @@ def _record_submission(root: Path, task: ArmTask, launcher: str, job_id: str, fo
         "stdout": str(paths.stdout), "stderr": str(paths.stderr), "result": str(paths.result_pickle)})
 
 
-def _run_local(root: Path, todo: list[ArmTask], jobs: int) -> None:
-    """At most `jobs` arms at once, each in its own submitit process with its own logs."""
+def _run_local(root: Path, todo: list[ArmTask], jobs: int, gpus: int) -> None:
+    """At most `jobs` arms at once, each in its own submitit process with its own logs (and its own GPU)."""
     folder = root / "jobs" / "local"
     ex = submitit.LocalExecutor(folder=folder, python=shlex.quote(sys.executable))
     ex.update_parameters(timeout_min=60 * 24 * 365)
-    waiting, running = list(todo), {}
+    waiting, running, gpu_of = list(todo), {}, {}
     while waiting or running:
         while waiting and len(running) < jobs:
             task = waiting.pop(0)
+            if gpus:
+                gpu_of[task.key] = min(set(range(gpus)) - {gpu_of[k] for k in running})
+                ex.update_parameters(gpus_per_node=1, visible_gpus=(gpu_of[task.key],))
             job = ex.submit(ArmJob(task))
             _record_submission(root, task, "local", job.job_id, folder)
             running[task.key] = job
@@ -207,8 +228,11 @@ def run_ablation(spec_path: str | Path, dry_run: bool = False, launcher: str = "
             print(arm.policy.to_yaml(), end="")
         return False
     slurm = slurm or SlurmOptions()
+    if launcher != "inline":
+        _check_devices(spec, launcher)
     if launcher == "slurm":
         _check_slurm(slurm, spec)
+    gpus = _gpus_for_local(spec, jobs) if launcher == "local" else 0
     _write_plan(spec_path, arms, root, tasks)
     keys = [t.key for t in tasks]
     states = {s.key: s for s in status.arm_states(root, keys)}
@@ -222,7 +246,7 @@ def run_ablation(spec_path: str | Path, dry_run: bool = False, launcher: str = "
     if todo and launcher == "inline":
         _run_inline(root, tasks, todo)
     elif todo and launcher == "local":
-        _run_local(root, todo, jobs)
+        _run_local(root, todo, jobs, gpus)
     elif todo:
         _submit_slurm(root, spec, todo, slurm)
     if launcher == "slurm" and wait or launcher == "local":
