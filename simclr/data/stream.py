@@ -1,0 +1,156 @@
+"""Streamed images for datasets larger than memory: decoded and resized in DataLoader workers, one batch at a time.
+
+Sources: an ImageFolder tree (`<class>/<image>`, optionally under `train/` and `test/`) or uncompressed tar
+shards (one `.tar`, or a folder of `*.tar`, with members `[<split>/]<class>/<image>`). What is held in memory
+is an index: (file, byte offset, byte size, label) per image, 28 bytes; pixels exist only for the batches in
+flight. The index is sorted by (class, name) exactly like `formats.read_imagefolder`, so image i of the
+streamed path is image i of the in-memory path, decoded by the same code (`formats._decode`).
+
+Why not WebDataset: its shards are read front to back through a shuffle buffer, so the order is not a
+permutation drawn from (seed, epoch) and a run cannot continue mid-epoch without replaying the epoch. Reading
+tar members at their byte offsets gives both: the order is the project's `SeededBatchSampler` (one
+permutation per (seed, epoch), strided across DDP ranks), and resuming skips the served batches' indices.
+Compressed archives (.tar.gz) cannot be read at an offset; unpack them once (`tar -xzf`) or repack as .tar.
+"""
+from __future__ import annotations
+
+import tarfile
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from simclr.data.datamodule import SeededBatchSampler
+from simclr.data.formats import IMAGE_EXTENSIONS, DataError, _decode
+
+
+class StreamIndex:
+    """Where each image's bytes are: files[file_of[i]] at offset[i], size[i] bytes (-1: the whole file)."""
+
+    def __init__(self, files: list[str], entries: list[tuple[str, str, int, int, int]], source: str):
+        # entries: (class, name within its tree or shard, file number, offset, size)
+        classes = tuple(sorted({e[0] for e in entries}))
+        if not classes:
+            raise DataError(f"{source}: no images found; expected <class>/<image>{IMAGE_EXTENSIONS[0]} files "
+                            "or .tar shards of them.")
+        entries.sort(key=lambda e: (e[0], e[1]))
+        label = {c: i for i, c in enumerate(classes)}
+        self.files, self.classes = tuple(files), classes
+        self.names = [f"{Path(files[e[2]]).name}:{e[1]}" if e[4] >= 0 else e[1] for e in entries]  # for errors
+        self.file_of = torch.tensor([e[2] for e in entries], dtype=torch.int32)
+        self.offset = torch.tensor([e[3] for e in entries], dtype=torch.int64)
+        self.size = torch.tensor([e[4] for e in entries], dtype=torch.int64)
+        self.labels = torch.tensor([label[e[0]] for e in entries], dtype=torch.int64)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def _wanted(parts: tuple[str, ...], split: str | None) -> bool:
+    if len(parts) < 2 or not parts[-1].lower().endswith(IMAGE_EXTENSIONS):
+        return False
+    return split is None or (len(parts) >= 3 and parts[-3] == split)
+
+
+def index_images(path: str | Path, split: str | None = None) -> StreamIndex:
+    """Index an ImageFolder tree or tar shards without reading any pixels."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise DataError(f"data.path: {path} does not exist.")
+    if path.name.endswith((".tar.gz", ".tgz", ".gz")):
+        raise DataError(f"data.path: {path} is compressed and cannot be streamed (no reads at an offset); "
+                        f"unpack it once (`tar -xzf {path.name}`) and point data.path at the folder, or repack "
+                        "it as uncompressed .tar shards.")
+    shards = [path] if path.is_file() else sorted(path.glob("*.tar"))
+    files, entries = [], []
+    if shards:
+        for shard in shards:
+            try:
+                with tarfile.open(shard, "r:") as tar:
+                    for m in tar:
+                        parts = Path(m.name).parts
+                        if m.isfile() and _wanted(parts, split):
+                            entries.append((parts[-2], m.name, len(files), m.offset_data, m.size))
+            except (tarfile.TarError, OSError) as e:
+                raise DataError(f"{shard}: cannot read as an uncompressed tar shard ({e}).") from None
+            files.append(str(shard))
+    else:
+        root = path / split if split is not None and (path / split).is_dir() else path
+        for f in sorted(root.glob("*/*")):
+            if f.suffix.lower() in IMAGE_EXTENSIONS:
+                entries.append((f.parent.name, str(f), len(files), 0, -1))
+                files.append(str(f))
+    if split is not None and not entries:
+        raise DataError(f"{path}: no images under a '{split}/' folder; expected <...>/{split}/<class>/<image>.")
+    return StreamIndex(files, entries, str(path))
+
+
+class StreamedImages(Dataset):
+    """dataset[batch of indices] -> (uint8 (B, C, size, size), labels), decoded in the worker that asks."""
+
+    def __init__(self, index: StreamIndex, image_size: int | None):
+        self.index, self.image_size = index, image_size
+        self._handles: dict[int, object] = {}  # per worker process: open shards, reused
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def _read(self, i: int) -> bytes:
+        f, offset, size = int(self.index.file_of[i]), int(self.index.offset[i]), int(self.index.size[i])
+        if size < 0:
+            return Path(self.index.files[f]).read_bytes()
+        if f not in self._handles:
+            self._handles[f] = open(self.index.files[f], "rb")  # noqa: SIM115 - kept open for the worker's life
+        fh = self._handles[f]
+        fh.seek(offset)
+        return fh.read(size)
+
+    def __getitem__(self, ids: torch.Tensor):
+        ids = [int(i) for i in ids]
+        images = _decode([self._read(i) for i in ids], self.image_size, [self.index.names[i] for i in ids])
+        return images, self.index.labels[ids]
+
+    def __getstate__(self):  # open files do not travel to worker processes
+        return {**self.__dict__, "_handles": {}}
+
+
+class ResumableBatchSampler(SeededBatchSampler):
+    """SeededBatchSampler that can start an epoch at batch `start` (indices skipped, nothing decoded)."""
+
+    start = 0
+
+    def __iter__(self):
+        start, self.start = self.start, 0
+        for b, batch in enumerate(super().__iter__()):
+            if b >= start:
+                yield batch
+
+
+class StreamLoader(DataLoader):
+    """A DataLoader whose position in the epoch is a state: `state_dict()` after k batches, then
+    `load_state_dict()` in a new process, and the rest of the epoch comes out exactly as it would have."""
+
+    def __init__(self, dataset: StreamedImages, sampler: ResumableBatchSampler, num_workers: int = 0, **kw):
+        super().__init__(dataset, sampler=sampler, batch_size=None, num_workers=num_workers,
+                         persistent_workers=num_workers > 0, **kw)
+        self.served = 0
+
+    def __iter__(self):
+        self.served = self.sampler.start
+        for batch in super().__iter__():
+            self.served += 1
+            yield batch
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.sampler.epoch, "batches_served": self.served}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sampler.set_epoch(state["epoch"])
+        self.sampler.start = state["batches_served"]
+
+
+def stream_loader(index: StreamIndex, image_size: int | None, batch_size: int, seed: int = 0, shuffle: bool = True,
+                  drop_last: bool = True, rank: int = 0, world: int = 1, num_workers: int = 0,
+                  pin_memory: bool = False) -> StreamLoader:
+    sampler = ResumableBatchSampler(len(index), batch_size, seed, shuffle, drop_last, rank, world)
+    return StreamLoader(StreamedImages(index, image_size), sampler, num_workers=num_workers, pin_memory=pin_memory)
