@@ -15,16 +15,16 @@ from simclr.data.stream import index_images, stream_loader
 
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory):
-    """96 digits as PNG + JPEG files in <split>/<class>/ folders, and the same files as two tar shards."""
+    """96 train + 30 test digits as PNG + JPEG files in <split>/<class>/ folders, and the same as two tar shards."""
     root = tmp_path_factory.mktemp("tree")
     data = read_digits("train")
     shards = [tarfile.open(root / f"shard-{i}.tar", "w") for i in range(2)]
-    for i in range(96):
+    for i in range(126):
         img = Image.fromarray(np.asarray(data.images[i, 0])).resize((12, 12))
         fmt = "png" if i % 2 else "jpeg"
         buf = io.BytesIO()
         img.save(buf, format=fmt)
-        name = f"train/{int(data.labels[i])}/{i:03d}.{'png' if fmt == 'png' else 'jpg'}"
+        name = f"{'train' if i < 96 else 'test'}/{int(data.labels[i])}/{i:03d}.{'png' if fmt == 'png' else 'jpg'}"
         (root / "dir" / name).parent.mkdir(parents=True, exist_ok=True)
         (root / "dir" / name).write_bytes(buf.getvalue())
         info = tarfile.TarInfo(name)
@@ -97,3 +97,36 @@ def test_compressed_archives_are_refused_with_the_fix(tmp_path):
     archive.write_bytes(b"")
     with pytest.raises(DataError, match="unpack it once"):
         index_images(archive)
+
+
+def test_a_streamed_pretraining_run_equals_the_in_memory_run(tree, tmp_path, tiny_overrides):
+    from simclr import train
+    from simclr.config.run import load_config
+
+    results = {}
+    for loader in ("memory", "stream"):
+        cfg = load_config(None, [*tiny_overrides, "data.name=imagefolder", f"data.path={tree / 'dir'}",
+                                 "data.image_size=16", "data.val_per_class=2",
+                                 "data.batch_size=16", "trainer.knn_monitor_every=0", "policy=simclr_cifar",
+                                 f"data.loader={loader}", "data.num_workers=2", f"name={loader}"])
+        results[loader] = train.run(cfg)
+    weights = [torch.load(r.last_checkpoint, weights_only=False)["state_dict"] for r in results.values()]
+    assert weights[0].keys() == weights[1].keys()
+    tensors = [k for k, v in weights[0].items() if isinstance(v, torch.Tensor)]
+    assert any("encoder" in k for k in tensors)
+    for key in tensors:
+        assert torch.equal(weights[0][key], weights[1][key]), key
+    assert results["memory"].metrics["train/loss_epoch"] == results["stream"].metrics["train/loss_epoch"]
+
+
+@pytest.mark.parametrize("override,message", [
+    ("data.name=digits", "data.loader: 'stream' reads ImageFolder trees and .tar shards"),
+    ("data.image_size=null", "data.image_size: required with loader=stream"),
+])
+def test_stream_config_errors_name_the_key(tree, override, message):
+    from simclr.config.run import load_config
+    from simclr.config.schema import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, ["data.name=imagefolder", f"data.path={tree / 'dir'}", "data.image_size=16",
+                           "data.loader=stream", override])

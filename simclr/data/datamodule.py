@@ -63,19 +63,29 @@ def per_class_indices(labels: torch.Tensor, n: int, seed: int, exclude: torch.Te
     return torch.sort(torch.cat(picked)).values if picked else torch.empty(0, dtype=torch.int64)
 
 
-def make_splits(cfg: DataConfig, seed: int) -> dict[str, ImageData]:
-    """train (for SSL), val (held out from train: kNN monitor, probe weight decay), test."""
-    full = load_split(cfg, cfg.train_split)
-    val_idx = per_class_indices(full.labels, cfg.val_per_class, seed + 1) if cfg.val_per_class else \
+def split_indices(labels: torch.Tensor, cfg: DataConfig, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train, val) indices: val held out per class (seed + 1), train a per-class subset (seed) or the rest."""
+    val_idx = per_class_indices(labels, cfg.val_per_class, seed + 1) if cfg.val_per_class else \
         torch.empty(0, dtype=torch.int64)
     if cfg.train_per_class:
-        train_idx = per_class_indices(full.labels, cfg.train_per_class, seed, exclude=val_idx)
-        unlabeled = torch.nonzero(full.labels < 0).squeeze(1)
+        train_idx = per_class_indices(labels, cfg.train_per_class, seed, exclude=val_idx)
+        unlabeled = torch.nonzero(labels < 0).squeeze(1)
         train_idx = torch.sort(torch.cat([train_idx, unlabeled])).values
     else:
-        keep = torch.ones(len(full), dtype=torch.bool)
+        keep = torch.ones(len(labels), dtype=torch.bool)
         keep[val_idx] = False
         train_idx = torch.nonzero(keep).squeeze(1)
+    return train_idx, val_idx
+
+
+def make_splits(cfg: DataConfig, seed: int) -> dict[str, ImageData]:
+    """train (for SSL), val (held out from train: kNN monitor, probe weight decay), test.
+    With data.loader=stream, "train" is the in-memory evaluation subset (see simclr.data.stream)."""
+    if cfg.loader == "stream":
+        from simclr.data.stream import stream_splits
+        return stream_splits(cfg, seed)[0]
+    full = load_split(cfg, cfg.train_split)
+    train_idx, val_idx = split_indices(full.labels, cfg, seed)
     test = load_split(cfg, "test")
     if cfg.test_per_class:
         test = test.subset(per_class_indices(test.labels, cfg.test_per_class, seed + 2))
@@ -141,9 +151,13 @@ class SimCLRDataModule(pl.LightningDataModule):
         super().__init__()
         self.cfg, self.seed = cfg, seed
         self.splits = splits
+        self.stream = None  # with data.loader=stream: (StreamIndex, the training images' ids in it)
 
     def setup(self, stage: str | None = None) -> None:
-        if self.splits is None:
+        if self.splits is None and self.cfg.loader == "stream":
+            from simclr.data.stream import stream_splits
+            self.splits, self.stream = stream_splits(self.cfg, self.seed)
+        elif self.splits is None:
             self.splits = make_splits(self.cfg, self.seed)
 
     @property
@@ -160,5 +174,11 @@ class SimCLRDataModule(pl.LightningDataModule):
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         pin = trainer is not None and trainer.accelerator.__class__.__name__ == "CUDAAccelerator"
+        if self.cfg.loader == "stream":
+            from simclr.data.stream import stream_loader
+            index, ids = self.stream
+            return stream_loader(index, self.cfg.image_size, self.cfg.batch_size, self.seed, shuffle=True,
+                                 drop_last=True, rank=rank, world=world, num_workers=self.cfg.num_workers,
+                                 pin_memory=pin, ids=ids)
         return batch_loader(self.splits["train"], self.cfg.batch_size, self.seed, shuffle=True, drop_last=True,
                             rank=rank, world=world, pin_memory=pin)

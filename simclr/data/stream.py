@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from simclr.data.datamodule import SeededBatchSampler
-from simclr.data.formats import IMAGE_EXTENSIONS, DataError, _decode
+from simclr.data.datamodule import SeededBatchSampler, per_class_indices, split_indices
+from simclr.data.formats import IMAGE_EXTENSIONS, DataError, ImageData, _decode
 
 
 class StreamIndex:
@@ -86,14 +86,16 @@ def index_images(path: str | Path, split: str | None = None) -> StreamIndex:
 
 
 class StreamedImages(Dataset):
-    """dataset[batch of indices] -> (uint8 (B, C, size, size), labels), decoded in the worker that asks."""
+    """dataset[batch of positions] -> (uint8 (B, C, size, size), labels), decoded in the worker that asks.
+    Position p is image ids[p] of the index (all images when ids is None)."""
 
-    def __init__(self, index: StreamIndex, image_size: int | None):
+    def __init__(self, index: StreamIndex, image_size: int | None, ids: torch.Tensor | None = None):
         self.index, self.image_size = index, image_size
+        self.ids = torch.arange(len(index)) if ids is None else ids
         self._handles: dict[int, object] = {}  # per worker process: open shards, reused
 
     def __len__(self) -> int:
-        return len(self.index)
+        return len(self.ids)
 
     def _read(self, i: int) -> bytes:
         f, offset, size = int(self.index.file_of[i]), int(self.index.offset[i]), int(self.index.size[i])
@@ -105,8 +107,8 @@ class StreamedImages(Dataset):
         fh.seek(offset)
         return fh.read(size)
 
-    def __getitem__(self, ids: torch.Tensor):
-        ids = [int(i) for i in ids]
+    def __getitem__(self, positions: torch.Tensor):
+        ids = [int(i) for i in self.ids[positions]]
         images = _decode([self._read(i) for i in ids], self.image_size, [self.index.names[i] for i in ids])
         return images, self.index.labels[ids]
 
@@ -151,6 +153,35 @@ class StreamLoader(DataLoader):
 
 def stream_loader(index: StreamIndex, image_size: int | None, batch_size: int, seed: int = 0, shuffle: bool = True,
                   drop_last: bool = True, rank: int = 0, world: int = 1, num_workers: int = 0,
-                  pin_memory: bool = False) -> StreamLoader:
-    sampler = ResumableBatchSampler(len(index), batch_size, seed, shuffle, drop_last, rank, world)
-    return StreamLoader(StreamedImages(index, image_size), sampler, num_workers=num_workers, pin_memory=pin_memory)
+                  pin_memory: bool = False, ids: torch.Tensor | None = None) -> StreamLoader:
+    dataset = StreamedImages(index, image_size, ids)
+    sampler = ResumableBatchSampler(len(dataset), batch_size, seed, shuffle, drop_last, rank, world)
+    return StreamLoader(dataset, sampler, num_workers=num_workers, pin_memory=pin_memory)
+
+
+def _tree_split(path: Path, split: str) -> str | None:
+    """As the in-memory reader: archives and shards always carry the split folder; a tree may not."""
+    return split if (path.is_file() or any(path.glob("*.tar")) or (path / split).is_dir()) else None
+
+
+def decode_subset(index: StreamIndex, image_size: int, ids: torch.Tensor) -> ImageData:
+    images, labels = StreamedImages(index, image_size, ids)[torch.arange(len(ids))]
+    return ImageData(images, labels, index.classes)
+
+
+def stream_splits(cfg, seed: int) -> tuple[dict[str, ImageData], tuple[StreamIndex, torch.Tensor]]:
+    """The streamed training set (index + ids), and in memory only what evaluation needs: "train" =
+    data.stream_eval_per_class labelled images per class of it, "val" and "test" as with the in-memory path."""
+    path = Path(cfg.path).expanduser()
+    index = index_images(path, _tree_split(path, cfg.train_split))
+    train_ids, val_ids = split_indices(index.labels, cfg, seed)
+    if len(train_ids) < cfg.batch_size:
+        raise DataError(f"data.batch_size={cfg.batch_size} exceeds the {len(train_ids)} training images; "
+                        "lower data.batch_size or raise data.train_per_class.")
+    bank = train_ids[per_class_indices(index.labels[train_ids], cfg.stream_eval_per_class, seed + 3)]
+    test_index = index_images(path, _tree_split(path, "test"))
+    test_ids = per_class_indices(test_index.labels, cfg.test_per_class, seed + 2) if cfg.test_per_class else \
+        torch.arange(len(test_index))
+    splits = {"train": decode_subset(index, cfg.image_size, bank), "val": decode_subset(index, cfg.image_size, val_ids),
+              "test": decode_subset(test_index, cfg.image_size, test_ids)}
+    return splits, (index, train_ids)
