@@ -82,7 +82,10 @@ def build_trainer(cfg: RunConfig, run_dir: Path, callbacks: Sequence[pl.Callback
     knn = bool(t.knn_monitor_every and cfg.data.val_per_class)
     monitor, mode, every = ("monitor/knn_top1", "max", t.knn_monitor_every) if knn else ("train/loss_epoch", "min", 1)
     ckpt_dir = run_dir / "checkpoints"
-    last = ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, save_on_train_epoch_end=True)
+    # no version counter: last.ckpt may already exist (a resumed run, a mid-run save) and must be replaced,
+    # not joined by a last-v1.ckpt that --resume would never read
+    last = ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, save_on_train_epoch_end=True,
+                           enable_version_counter=False)
     best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode=mode, save_top_k=1,
                            every_n_epochs=every, save_on_train_epoch_end=True, enable_version_counter=False)
     cbs = [*callbacks, last, best]

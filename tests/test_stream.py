@@ -2,6 +2,7 @@
 epoch continued mid-way in a fresh loader equals the uninterrupted epoch."""
 import io
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -78,11 +79,9 @@ def test_an_epoch_continued_mid_way_in_a_new_loader_equals_the_uninterrupted_epo
     first.sampler.set_epoch(1)
     it = iter(first)
     head = [next(it) for _ in range(5)]
-    state = first.state_dict()
-    assert state == {"epoch": 1, "batches_served": 5}
 
-    resumed = stream_loader(index, 16, 8, seed=3, num_workers=2)  # another process decodes the rest
-    resumed.load_state_dict(state)
+    resumed = stream_loader(index, 16, 8, seed=3, num_workers=2)  # other processes decode the rest
+    resumed.resume_at(epoch=1, batches_done=5)
     rest = list(resumed)
     assert len(head) + len(rest) == len(reference) == 12
     for (x, y), (rx, ry) in zip(reference, head + rest, strict=True):
@@ -130,3 +129,38 @@ def test_stream_config_errors_name_the_key(tree, override, message):
     with pytest.raises(ConfigError, match=message):
         load_config(None, ["data.name=imagefolder", f"data.path={tree / 'dir'}", "data.image_size=16",
                            "data.loader=stream", override])
+
+
+class Preempted(Exception):
+    pass
+
+
+class StopMidEpoch(pytest.importorskip("pytorch_lightning").Callback):
+    """Checkpoint after batch `at` of epoch 1, then stop the process's training (as a preemption would)."""
+
+    def __init__(self, at):
+        self.at = at
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        if trainer.current_epoch == 1 and batch_idx == self.at:
+            trainer.save_checkpoint(Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt")
+            raise Preempted
+
+
+def test_resume_continues_a_streamed_epoch_mid_way_to_the_uninterrupted_result(tree, tiny_overrides):
+    from simclr import train
+    from simclr.config.run import load_config
+
+    overrides = [*tiny_overrides, "data.name=imagefolder", f"data.path={tree / 'shards'}", "data.image_size=16",
+                 "data.val_per_class=2", "data.batch_size=16", "trainer.knn_monitor_every=0", "data.loader=stream",
+                 "data.num_workers=1", "trainer.max_epochs=2"]
+    whole = train.run(load_config(None, [*overrides, "name=whole"]))
+    with pytest.raises(Preempted):
+        train.run(load_config(None, [*overrides, "name=cut"]), callbacks=[StopMidEpoch(at=2)])
+    cut = whole.run_dir.with_name("cut")
+    resumed = train.run(resume=cut)
+    a, b = (torch.load(r.last_checkpoint, weights_only=False) for r in (whole, resumed))
+    assert a["global_step"] == b["global_step"]
+    for key, value in a["state_dict"].items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(value, b["state_dict"][key]), key

@@ -113,7 +113,14 @@ class SeededBatchSampler(torch.utils.data.Sampler):
     """Shuffled index batches from (seed, epoch) alone, so a resumed run replays the same order.
 
     Rank-aware: each of `world` ranks takes a disjoint strided share of every global permutation.
+    `resume_at(epoch, k)`: passes over that epoch begin at batch k (a run resumed mid-epoch; indices
+    skipped, nothing loaded). Lightning may start more than one pass per epoch, so it holds for the epoch.
     """
+
+    _resume: tuple[int, int] = (-1, 0)
+
+    def resume_at(self, epoch: int, batches_done: int) -> None:
+        self.epoch, self._resume = epoch, (epoch, batches_done)
 
     def __init__(self, n: int, batch_size: int, seed: int, shuffle: bool = True, drop_last: bool = True,
                  rank: int = 0, world: int = 1):
@@ -132,7 +139,8 @@ class SeededBatchSampler(torch.utils.data.Sampler):
     def __iter__(self):
         idx = self._indices()
         stop = len(idx) - len(idx) % self.batch_size if self.drop_last else len(idx)
-        for i in range(0, stop, self.batch_size):
+        start = self._resume[1] if self._resume[0] == self.epoch else 0
+        for i in range(start * self.batch_size, stop, self.batch_size):
             yield idx[i:i + self.batch_size]
 
     def __len__(self) -> int:
@@ -177,8 +185,21 @@ class SimCLRDataModule(pl.LightningDataModule):
         if self.cfg.loader == "stream":
             from simclr.data.stream import stream_loader
             index, ids = self.stream
-            return stream_loader(index, self.cfg.image_size, self.cfg.batch_size, self.seed, shuffle=True,
-                                 drop_last=True, rank=rank, world=world, num_workers=self.cfg.num_workers,
-                                 pin_memory=pin, ids=ids)
-        return batch_loader(self.splits["train"], self.cfg.batch_size, self.seed, shuffle=True, drop_last=True,
-                            rank=rank, world=world, pin_memory=pin)
+            loader = stream_loader(index, self.cfg.image_size, self.cfg.batch_size, self.seed, shuffle=True,
+                                   drop_last=True, rank=rank, world=world, num_workers=self.cfg.num_workers,
+                                   pin_memory=pin, ids=ids)
+        else:
+            loader = batch_loader(self.splits["train"], self.cfg.batch_size, self.seed, shuffle=True,
+                                  drop_last=True, rank=rank, world=world, pin_memory=pin)
+        if trainer is not None:
+            loader.sampler.resume_at(trainer.current_epoch, _batches_done_in_epoch(trainer, len(loader)))
+        return loader
+
+
+def _batches_done_in_epoch(trainer: pl.Trainer, batches: int) -> int:
+    """For a run resumed from a mid-epoch checkpoint: the batches of its epoch already trained on (Lightning
+    restores its loop progress before the loader is built, and continues counting from there)."""
+    limit = trainer.limit_train_batches
+    per_epoch = min(batches, int(limit)) if isinstance(limit, int) else int(batches * limit)
+    done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+    return done if 0 < done < per_epoch else 0

@@ -116,46 +116,23 @@ class StreamedImages(Dataset):
         return {**self.__dict__, "_handles": {}}
 
 
-class ResumableBatchSampler(SeededBatchSampler):
-    """SeededBatchSampler that can start an epoch at batch `start` (indices skipped, nothing decoded)."""
-
-    start = 0
-
-    def __iter__(self):
-        start, self.start = self.start, 0
-        for b, batch in enumerate(super().__iter__()):
-            if b >= start:
-                yield batch
-
-
 class StreamLoader(DataLoader):
-    """A DataLoader whose position in the epoch is a state: `state_dict()` after k batches, then
-    `load_state_dict()` in a new process, and the rest of the epoch comes out exactly as it would have."""
+    """Whole uint8 batches from the workers (the sampler hands each worker one batch of positions)."""
 
-    def __init__(self, dataset: StreamedImages, sampler: ResumableBatchSampler, num_workers: int = 0, **kw):
+    def __init__(self, dataset: StreamedImages, sampler: SeededBatchSampler, num_workers: int = 0, **kw):
         super().__init__(dataset, sampler=sampler, batch_size=None, num_workers=num_workers,
                          persistent_workers=num_workers > 0, **kw)
-        self.served = 0
 
-    def __iter__(self):
-        self.served = self.sampler.start
-        for batch in super().__iter__():
-            self.served += 1
-            yield batch
-
-    def state_dict(self) -> dict:
-        return {"epoch": self.sampler.epoch, "batches_served": self.served}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.sampler.set_epoch(state["epoch"])
-        self.sampler.start = state["batches_served"]
+    def resume_at(self, epoch: int, batches_done: int) -> None:
+        """Passes over epoch `epoch` yield it from batch `batches_done` on, as an uninterrupted run would."""
+        self.sampler.resume_at(epoch, batches_done)
 
 
 def stream_loader(index: StreamIndex, image_size: int | None, batch_size: int, seed: int = 0, shuffle: bool = True,
                   drop_last: bool = True, rank: int = 0, world: int = 1, num_workers: int = 0,
                   pin_memory: bool = False, ids: torch.Tensor | None = None) -> StreamLoader:
     dataset = StreamedImages(index, image_size, ids)
-    sampler = ResumableBatchSampler(len(dataset), batch_size, seed, shuffle, drop_last, rank, world)
+    sampler = SeededBatchSampler(len(dataset), batch_size, seed, shuffle, drop_last, rank, world)
     return StreamLoader(dataset, sampler, num_workers=num_workers, pin_memory=pin_memory)
 
 
