@@ -164,3 +164,14 @@ def test_resume_continues_a_streamed_epoch_mid_way_to_the_uninterrupted_result(t
     for key, value in a["state_dict"].items():
         if isinstance(value, torch.Tensor):
             assert torch.equal(value, b["state_dict"][key]), key
+
+
+def test_a_dataset_too_large_for_memory_is_refused_with_the_streamed_path_named(tree, tmp_path, monkeypatch):
+    import simclr.data.formats as formats
+
+    monkeypatch.setattr(formats, "available_memory", lambda: 40_000)  # bytes: less than 96 images at 16 px
+    with pytest.raises(DataError, match="set data.loader=stream") as err:
+        read_imagefolder(tree / "dir", "train", 16, tmp_path)
+    assert "96 images" in str(err.value)
+    monkeypatch.setattr(formats, "available_memory", lambda: 10**9)
+    assert len(read_imagefolder(tree / "dir", "train", 16, tmp_path)) == 96
