@@ -27,15 +27,15 @@ ARCHIVE = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "cifa
 
 
 def make_tree(unpacked: Path, n: int, out: Path) -> Path:
-    """The first n train images (round-robin over classes) as symlinks in <out>/<class>/."""
-    train = next(unpacked.glob("*/train"))
-    classes = sorted(p.name for p in train.iterdir())
-    files = {c: sorted((train / c).iterdir()) for c in classes}
+    """The first n images (train, then test; round-robin over classes) as symlinks in <out>/<class>/."""
+    splits = [next(unpacked.glob(f"*/{s}")) for s in ("train", "test")]
+    classes = sorted(p.name for p in splits[0].iterdir())
+    files = {c: [f for s in splits for f in sorted((s / c).iterdir())] for c in classes}
     for i in range(n):
         c = classes[i % len(classes)]
         src = files[c][i // len(classes)]
         (out / c).mkdir(parents=True, exist_ok=True)
-        (out / c / src.name).symlink_to(src)
+        (out / c / f"{src.parent.parent.name}-{src.name}").symlink_to(src)
     return out
 
 
