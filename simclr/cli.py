@@ -112,16 +112,38 @@ def cmd_export(args) -> int:
 
 
 # ---------------------------------------------------------------- ablate
+def _slurm_extra(pairs: list[str]) -> dict:
+    extra = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--slurm-arg: '{pair}' is not KEY=VALUE (an sbatch option without its dashes, "
+                              "e.g. account=myproj or qos=low).")
+        extra[key] = value
+    return extra
+
+
 def cmd_ablate(args) -> int:
     from simclr.ablate import report, run_ablation
+    from simclr.ablate.launch import SlurmOptions
 
-    if args.spec == "report":
+    if args.spec in ("report", "status"):
         if not args.dir:
-            raise ConfigError("simclr ablate report DIR: give the ablation directory.")
+            raise ConfigError(f"simclr ablate {args.spec} DIR: give the ablation directory.")
+        if args.spec == "status":
+            from simclr.ablate.status import print_status
+            states = print_status(Path(args.dir))
+            return 1 if any(s.state == "failed" for s in states) else 0
         report(Path(args.dir), metric=args.metric)
         return 0
-    run_ablation(args.spec, dry_run=args.dry_run, new_dir=args.new_dir)
-    return 0
+    if args.dir:
+        raise ConfigError(f"simclr ablate SPEC: unexpected '{args.dir}' after the spec (DIR goes with report/status).")
+    slurm = SlurmOptions(partition=args.partition, time_min=args.time, gpus_per_arm=args.gpus_per_arm,
+                         cpus_per_arm=args.cpus_per_arm, mem_gb=args.mem_gb, array_parallelism=args.array_parallelism,
+                         extra=_slurm_extra(args.slurm_arg))
+    complete = run_ablation(args.spec, dry_run=args.dry_run, launcher=args.launcher, jobs=args.jobs, slurm=slurm,
+                            wait=args.wait, new_dir=args.new_dir)
+    return 0 if complete or args.dry_run or (args.launcher == "slurm" and not args.wait) else 1
 
 
 # ---------------------------------------------------------------- search
@@ -173,12 +195,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace existing files")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("ablate", help="run an augmentation ablation, or `ablate report DIR`")
-    p.add_argument("spec", help="ablation spec YAML, or the word `report`")
-    p.add_argument("dir", nargs="?", help="with `report`: the ablation directory")
+    p = sub.add_parser("ablate", help="run an augmentation ablation, or `ablate status|report DIR`")
+    p.add_argument("spec", help="ablation spec YAML, or the word `status` or `report`")
+    p.add_argument("dir", nargs="?", help="with `status` / `report`: the ablation directory")
     p.add_argument("--dry-run", action="store_true", help="list arms and their resolved policies; run nothing")
     p.add_argument("--new-dir", action="store_true",
                    help="if the spec's directory ran a different spec, continue in a new NAME-N directory")
+    p.add_argument("--launcher", default="inline", choices=["inline", "local", "slurm"],
+                   help="inline: this process, one arm after another (default); local: --jobs arms at once as "
+                        "processes on this machine; slurm: one SLURM job per arm x seed (submitit)")
+    p.add_argument("--jobs", type=int, default=1, help="with --launcher local: arms running at once")
+    p.add_argument("--wait", action="store_true", help="with --launcher slurm: wait for the jobs, then report")
+    g = p.add_argument_group("SLURM (with --launcher slurm)")
+    g.add_argument("--partition", help="partition (default: the cluster's default)")
+    g.add_argument("--time", type=int, default=60, help="time limit per arm in minutes; a job reaching it is "
+                   "checkpointed and requeued (default: 60)")
+    g.add_argument("--gpus-per-arm", type=int, default=0, help="GPUs per job (default: 0)")
+    g.add_argument("--cpus-per-arm", type=int, default=1, help="CPUs per job (default: 1)")
+    g.add_argument("--mem-gb", type=float, help="memory per job in GB (default: the cluster's default)")
+    g.add_argument("--array-parallelism", type=int, default=64, help="array tasks running at once (default: 64)")
+    g.add_argument("--slurm-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other sbatch option, e.g. --slurm-arg account=myproj --slurm-arg qos=low")
     p.add_argument("--metric", help="with `report`: the metric to plot, e.g. knn_k20/top1 (default: linear/top1)")
     p.set_defaults(func=cmd_ablate)
 

@@ -1,4 +1,4 @@
-"""`simclr ablate report DIR`: tables and plots rebuilt from the arms' results.json files alone."""
+"""`simclr ablate report DIR`: tables and plots rebuilt from each run's own record (runs/*/arm.json) alone."""
 from __future__ import annotations
 
 import csv
@@ -8,16 +8,19 @@ from pathlib import Path
 
 import numpy as np
 
+from simclr.ablate.status import finished_records
 from simclr.utils import pyplot
 
 
 def collect(root: Path) -> tuple[dict, dict, dict]:
     """-> (values[arm][metric] = [per-seed values], arm info, baselines[encoder][metric] = [...])."""
-    manifest = json.loads((root / "manifest.json").read_text())
+    entries = list(finished_records(root).values())
+    if not entries and (root / "manifest.json").exists():  # a directory from before per-run records
+        entries = list(json.loads((root / "manifest.json").read_text())["finished"].values())
     values: dict = defaultdict(lambda: defaultdict(list))
     baselines: dict = defaultdict(lambda: defaultdict(list))
     info: dict = {}
-    for entry in manifest["finished"].values():
+    for entry in entries:
         record = json.loads(Path(entry["results"]).read_text())
         info[entry["arm"]] = {"kind": entry["kind"], "meta": entry["meta"]}
         for encoder, protocols in record["metrics"].items():
@@ -157,9 +160,10 @@ def plot_sweep(root: Path, values: dict, info: dict, metric: str, baselines: dic
 def report(root: Path, metric: str | None = None) -> list[Path]:
     """Tables and plots; plots use `metric` (default: linear/top1, else the first kNN top-1)."""
     root = Path(root)
-    if not (root / "manifest.json").exists():
+    if not finished_records(root) and not (root / "manifest.json").exists():
         from simclr.config.schema import ConfigError
-        raise ConfigError(f"{root}: no manifest.json; is this an ablation directory (output_dir/name)?")
+        raise ConfigError(f"{root}: no finished runs (runs/*/arm.json); is this an ablation directory "
+                          "(output_dir/name)? `simclr ablate status DIR` shows where its runs stand.")
     values, info, baselines = collect(root)
     lines = write_tables(root, values, info, baselines)
     known = sorted({k for arm in values.values() for k in arm})

@@ -1,106 +1,92 @@
-"""`run_ablation(spec)`: every arm x seed through the same `train.run` and `evaluate_run` a user calls.
+"""`run_arm(task)`: one arm x seed through the same `train.run` and `evaluate_run` a user calls.
 
-Resumable: `manifest.json` records each finished arm; a killed runner skips those, resumes an
-interrupted arm from its last checkpoint (or moves a run that never checkpointed aside — nothing is
-deleted), and continues. Each arm keeps its run directory and results.json.
+Every launcher (this process, local processes, SLURM jobs; see `simclr.ablate.launch`) executes exactly
+this function. It is idempotent: a finished arm is only re-evaluated if its record is missing, an
+interrupted one resumes from `checkpoints/last.ckpt`, and one killed before its first checkpoint is moved
+aside (never deleted) and started again. Its result is a record in the run's own directory,
+`runs/<arm>-seed<s>/arm.json`, written by this job alone; reports are built from those records, so jobs
+running at the same time never write the same file.
 """
 from __future__ import annotations
 
 import json
+import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from simclr import train
-from simclr.ablate.spec import AblationSpec, Arm, generate_arms, load_spec
-from simclr.ablate.store import claim, resolved_record
-from simclr.config.files import inside, writable_dir
+from simclr.ablate.spec import AblationSpec, Arm
+from simclr.ablate.status import RECORD
 from simclr.config.run import load_config
 from simclr.evaluate import evaluate_run
 from simclr.utils import first_free
+
+
+@dataclass(frozen=True)
+class ArmTask:
+    """Everything one arm x seed job needs; plain data, so it pickles into a SLURM job."""
+    root: str                   # the ablation directory
+    cwd: str                    # where the spec's relative paths resolve (the submitting directory)
+    arm: str
+    kind: str
+    meta: dict
+    seed: int
+    base_config: str
+    overrides: tuple[str, ...]
+    protocols: tuple[str, ...]
+    baselines: bool             # raw-pixel / random-init floors: once per seed, they do not depend on the arm
+
+    @property
+    def key(self) -> str:
+        return f"{self.arm}-seed{self.seed}"
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.root) / "runs" / self.key
 
 
 def ablation_dir(spec: AblationSpec) -> Path:
     return Path(spec.output_dir) / spec.name
 
 
-def _manifest(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.exists() else {"finished": {}}
+def make_tasks(spec: AblationSpec, arms: list[Arm], root: Path) -> list[ArmTask]:
+    return [ArmTask(str(root.resolve()), os.getcwd(), arm.name, arm.kind, dict(arm.meta), seed, spec.base_config,
+                    tuple(spec.overrides), tuple(spec.protocols), baselines=arm.name == arms[0].name)
+            for seed in spec.seeds for arm in arms]
 
 
-def _save(path: Path, manifest: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2))
-    tmp.replace(path)
-
-
-def _fmt(seconds: float) -> str:
-    m, s = divmod(int(seconds), 60)
-    h, m = divmod(m, 60)
-    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
-
-
-def _train_arm(spec: AblationSpec, arm: Arm, seed: int, root: Path) -> Path:
-    key = f"{arm.name}-seed{seed}"
-    policy_path = root / "policies" / f"{arm.name}.yaml"
-    run_dir = root / "runs" / key
+def _train(task: ArmTask) -> Path:
+    run_dir = task.run_dir
     if run_dir.exists():
         if (run_dir / "checkpoints" / "last.ckpt").exists():
             status = json.loads((run_dir / "run.json").read_text()).get("status")
             if status != "finished":
-                print(f"    resuming interrupted run {run_dir}")
+                print(f"    resuming interrupted run {run_dir}", flush=True)
                 return train.run(resume=run_dir).run_dir
             return run_dir
         # killed before its first checkpoint: set aside (never deleted) and start the arm again
-        run_dir.rename(first_free(lambda n: run_dir.with_name(f"{key}.incomplete-{n}")))
-    cfg = load_config(spec.base_config, [*spec.overrides, f"seed={seed}", f"name={key}",
-                                         f"output_dir={root / 'runs'}", f"policy={policy_path}"])
+        run_dir.rename(first_free(lambda n: run_dir.with_name(f"{task.key}.incomplete-{n}")))
+    policy = Path(task.root) / "policies" / f"{task.arm}.yaml"
+    cfg = load_config(task.base_config, [*task.overrides, f"seed={task.seed}", f"name={task.key}",
+                                         f"output_dir={run_dir.parent}", f"policy={policy}"])
     result = train.run(cfg)
     if result.run_dir != run_dir:
         raise RuntimeError(f"expected run directory {run_dir}, got {result.run_dir}")
     return run_dir
 
 
-def run_ablation(spec_path: str | Path, dry_run: bool = False, new_dir: bool = False) -> Path:
-    """new_dir: if the spec's directory ran a different spec, continue in `name-N` instead of refusing."""
-    spec = load_spec(spec_path)
-    arms = generate_arms(spec)
-    root = ablation_dir(spec)
-    jobs = [(arm, seed) for seed in spec.seeds for arm in arms]
-    print(f"ablation '{spec.name}': {len(arms)} arms x {len(spec.seeds)} seeds = {len(jobs)} runs -> {root}")
-    if dry_run:
-        for arm in arms:
-            print(f"\n## {arm.name} ({arm.kind})")
-            print(arm.policy.to_yaml(), end="")
-        return root
-    writable_dir(root, "output_dir")
-    root = claim(root, resolved_record(spec, arms), Path(spec_path), new_dir)
-    (root / "policies").mkdir(exist_ok=True)
-    for arm in arms:  # the record matched, so an existing file already holds this very policy
-        policy_file = inside(root / "policies" / f"{arm.name}.yaml", root, f"arm '{arm.name}'")
-        if not policy_file.exists():
-            policy_file.write_text(arm.policy.to_yaml())
-    manifest_path = root / "manifest.json"
-    manifest = _manifest(manifest_path)
-    started, done_here = time.time(), 0
-    for i, (arm, seed) in enumerate(jobs, 1):
-        key = f"{arm.name}-seed{seed}"
-        if key in manifest["finished"] and Path(manifest["finished"][key]["results"]).exists():
-            print(f"[{i}/{len(jobs)}] {key}: finished earlier, skipped")
-            continue
-        remaining = len(jobs) - i + 1
-        eta = f", ETA {_fmt((time.time() - started) / done_here * remaining)}" if done_here else ""
-        print(f"[{i}/{len(jobs)}] {key}{eta}", flush=True)
-        try:
-            run_dir = _train_arm(spec, arm, seed, root)
-        except train.RunInterrupted as e:  # the whole ablation resumes, not just this run
-            e.args = (f"{e.signal_name} during {key}; resume with: simclr ablate {spec_path}",)
-            raise
-        first_of_seed = arm.name == arms[0].name  # baselines once per seed: they do not depend on the arm
-        result = evaluate_run(run_dir, spec.protocols, baselines=first_of_seed, quiet=True)
-        manifest["finished"][key] = {"arm": arm.name, "kind": arm.kind, "seed": seed, "meta": arm.meta,
-                                     "run_dir": str(run_dir), "results": str(result["eval_dir"] / "results.json")}
-        _save(manifest_path, manifest)
-        done_here += 1
-    from simclr.ablate.report import report
-    report(root)
-    return root
+def run_arm(task: ArmTask) -> dict:
+    """Train (or resume) and evaluate one arm x seed; write and return its record."""
+    os.chdir(task.cwd)  # a job starts wherever its scheduler puts it; the spec's paths are relative to here
+    started = time.time()
+    run_dir = _train(task)
+    result = evaluate_run(run_dir, list(task.protocols), baselines=task.baselines, quiet=True)
+    record = {"arm": task.arm, "kind": task.kind, "seed": task.seed, "meta": task.meta,
+              "results": str(Path(result["eval_dir"]).resolve().relative_to(run_dir.resolve()) / "results.json"),
+              "job": {"host": os.uname().nodename, "pid": os.getpid(), "started": started, "ended": time.time(),
+                      "slurm_job_id": os.environ.get("SLURM_JOB_ID")}}
+    tmp = run_dir / f".{RECORD}.tmp"
+    tmp.write_text(json.dumps(record, indent=2))
+    tmp.replace(run_dir / RECORD)
+    return record

@@ -13,7 +13,7 @@ import optuna
 import yaml
 from optuna.trial import TrialState
 
-from simclr.ablate.runner import run_ablation
+from simclr.ablate.launch import run_ablation
 from simclr.ablate.search_spec import SearchSpec
 from simclr.augment import load_policy
 from simclr.evaluate.proxies import LABEL_FREE, OBJECTIVES

@@ -35,10 +35,22 @@ class DataConfig:
     image_size: int | None = field(default=None, metadata={"range": (4, 1024), "help": "resize images to this side"})
     batch_size: int = field(default=256, metadata={"range": (2, None), "help": "per device"})
     cache_dir: str | None = None
+    loader: Literal["memory", "stream"] = field(default="memory", metadata={
+        "help": "memory: decode the dataset once into one uint8 tensor (small data); stream: decode+resize each "
+                "batch in DataLoader workers from an ImageFolder tree or .tar shards (data larger than memory)"})
+    num_workers: int = field(default=4, metadata={"range": (0, 256), "help": "with loader=stream: decoding processes"})
+    stream_eval_per_class: int = field(default=100, metadata={
+        "range": (1, None), "help": "with loader=stream: labelled train images per class decoded into memory as "
+                                    "the kNN monitor's bank and the evaluation's train set"})
 
     def __post_init__(self):
         if self.name != "digits" and not self.path:
             raise FieldError("path", f"required for dataset '{self.name}' (only 'digits' ships with scikit-learn).")
+        if self.loader == "stream" and self.name not in ("imagefolder", "cifar10", "cifar100"):
+            raise FieldError("loader", f"'stream' reads ImageFolder trees and .tar shards; dataset '{self.name}' "
+                                       "is read whole (use loader=memory).")
+        if self.loader == "stream" and self.image_size is None:
+            raise FieldError("image_size", "required with loader=stream: every batch is resized to it in the workers.")
 
 
 @dataclass(frozen=True)

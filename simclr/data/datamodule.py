@@ -97,19 +97,29 @@ def class_warnings(splits: dict[str, ImageData]) -> list[str]:
     return [f"class '{name}' has no training images" for name, n in zip(train.classes, counts.tolist()) if n == 0]
 
 
-def make_splits(cfg: DataConfig, seed: int) -> dict[str, ImageData]:
-    """train (for SSL), val (held out from train: kNN monitor, probe weight decay), test."""
-    full = load_split(cfg, cfg.train_split)
-    val_idx = per_class_indices(full.labels, cfg.val_per_class, seed + 1) if cfg.val_per_class else \
+def split_indices(labels: torch.Tensor, cfg: DataConfig, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train, val) indices: val held out per class (seed + 1), train a per-class subset (seed) or the rest."""
+    val_idx = per_class_indices(labels, cfg.val_per_class, seed + 1) if cfg.val_per_class else \
         torch.empty(0, dtype=torch.int64)
     if cfg.train_per_class:
-        train_idx = per_class_indices(full.labels, cfg.train_per_class, seed, exclude=val_idx)
-        unlabeled = torch.nonzero(full.labels < 0).squeeze(1)
+        train_idx = per_class_indices(labels, cfg.train_per_class, seed, exclude=val_idx)
+        unlabeled = torch.nonzero(labels < 0).squeeze(1)
         train_idx = torch.sort(torch.cat([train_idx, unlabeled])).values
     else:
-        keep = torch.ones(len(full), dtype=torch.bool)
+        keep = torch.ones(len(labels), dtype=torch.bool)
         keep[val_idx] = False
         train_idx = torch.nonzero(keep).squeeze(1)
+    return train_idx, val_idx
+
+
+def make_splits(cfg: DataConfig, seed: int) -> dict[str, ImageData]:
+    """train (for SSL), val (held out from train: kNN monitor, probe weight decay), test.
+    With data.loader=stream, "train" is the in-memory evaluation subset (see simclr.data.stream)."""
+    if cfg.loader == "stream":
+        from simclr.data.stream import stream_splits
+        return stream_splits(cfg, seed)[0]
+    full = load_split(cfg, cfg.train_split)
+    train_idx, val_idx = split_indices(full.labels, cfg, seed)
     test = load_split(cfg, "test")
     check_compatible_splits(cfg, full, test, val_idx)
     if cfg.test_per_class:
@@ -138,7 +148,14 @@ class SeededBatchSampler(torch.utils.data.Sampler):
     """Shuffled index batches from (seed, epoch) alone, so a resumed run replays the same order.
 
     Rank-aware: each of `world` ranks takes a disjoint strided share of every global permutation.
+    `resume_at(epoch, k)`: passes over that epoch begin at batch k (a run resumed mid-epoch; indices
+    skipped, nothing loaded). Lightning may start more than one pass per epoch, so it holds for the epoch.
     """
+
+    _resume: tuple[int, int] = (-1, 0)
+
+    def resume_at(self, epoch: int, batches_done: int) -> None:
+        self.epoch, self._resume = epoch, (epoch, batches_done)
 
     def __init__(self, n: int, batch_size: int, seed: int, shuffle: bool = True, drop_last: bool = True,
                  rank: int = 0, world: int = 1):
@@ -157,7 +174,8 @@ class SeededBatchSampler(torch.utils.data.Sampler):
     def __iter__(self):
         idx = self._indices()
         stop = len(idx) - len(idx) % self.batch_size if self.drop_last else len(idx)
-        for i in range(0, stop, self.batch_size):
+        start = self._resume[1] if self._resume[0] == self.epoch else 0
+        for i in range(start * self.batch_size, stop, self.batch_size):
             yield idx[i:i + self.batch_size]
 
     def __len__(self) -> int:
@@ -176,9 +194,13 @@ class SimCLRDataModule(pl.LightningDataModule):
         super().__init__()
         self.cfg, self.seed = cfg, seed
         self.splits = splits
+        self.stream = None  # with data.loader=stream: (StreamIndex, the training images' ids in it)
 
     def setup(self, stage: str | None = None) -> None:
-        if self.splits is None:
+        if self.splits is None and self.cfg.loader == "stream":
+            from simclr.data.stream import stream_splits
+            self.splits, self.stream = stream_splits(self.cfg, self.seed)
+        elif self.splits is None:
             self.splits = make_splits(self.cfg, self.seed)
 
     @property
@@ -195,5 +217,24 @@ class SimCLRDataModule(pl.LightningDataModule):
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         pin = trainer is not None and trainer.accelerator.__class__.__name__ == "CUDAAccelerator"
-        return batch_loader(self.splits["train"], self.cfg.batch_size, self.seed, shuffle=True, drop_last=True,
-                            rank=rank, world=world, pin_memory=pin)
+        if self.cfg.loader == "stream":
+            from simclr.data.stream import stream_loader
+            index, ids = self.stream
+            loader = stream_loader(index, self.cfg.image_size, self.cfg.batch_size, self.seed, shuffle=True,
+                                   drop_last=True, rank=rank, world=world, num_workers=self.cfg.num_workers,
+                                   pin_memory=pin, ids=ids)
+        else:
+            loader = batch_loader(self.splits["train"], self.cfg.batch_size, self.seed, shuffle=True,
+                                  drop_last=True, rank=rank, world=world, pin_memory=pin)
+        if trainer is not None:
+            loader.sampler.resume_at(trainer.current_epoch, _batches_done_in_epoch(trainer, len(loader)))
+        return loader
+
+
+def _batches_done_in_epoch(trainer: pl.Trainer, batches: int) -> int:
+    """For a run resumed from a mid-epoch checkpoint: the batches of its epoch already trained on (Lightning
+    restores its loop progress before the loader is built, and continues counting from there)."""
+    limit = trainer.limit_train_batches
+    per_epoch = min(batches, int(limit)) if isinstance(limit, int) else int(batches * limit)
+    done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+    return done if 0 < done < per_epoch else 0

@@ -241,6 +241,40 @@ def cache_dir(override: str | None = None) -> Path:
     return Path(override or os.environ.get("SIMCLR_CACHE") or Path.home() / ".cache" / "simclr")
 
 
+def available_memory() -> int | None:
+    """Bytes the kernel says can be allocated without swapping (None off Linux)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _check_fits_in_memory(path: Path, split: str | None, size: int | None) -> None:
+    """The in-memory path holds every encoded file and then every decoded image: refuse, with the way out,
+    what would not fit, instead of being killed by the kernel half-way through."""
+    avail = available_memory()
+    if avail is None or size is None:
+        return
+    if path.is_file():
+        try:
+            with tarfile.open(path) as tar:  # headers only (a .tar.gz is decompressed once, nothing kept)
+                sizes = [m.size for m in tar if m.isfile() and m.name.lower().endswith(IMAGE_EXTENSIONS) and
+                         (split is None or Path(m.name).parts[-3:-2] == (split,))]
+        except (tarfile.TarError, OSError, EOFError) as e:
+            raise DataError(f"{path}: cannot read archive ({e}).") from None
+    else:
+        root = path / split if split is not None and (path / split).is_dir() else path
+        sizes = [f.stat().st_size for f in root.glob("*/*") if f.suffix.lower() in IMAGE_EXTENSIONS]
+    need = sum(sizes) + len(sizes) * 3 * size * size
+    if need > 0.8 * avail:
+        raise DataError(f"data.loader: memory would hold {len(sizes)} images of {path} ({need / 2**30:.1f} GiB "
+                        f"encoded + decoded at {size}px), more than the {avail / 2**30:.1f} GiB available; set "
+                        "data.loader=stream to decode them batch by batch from an ImageFolder tree or .tar shards.")
+
+
 def read_imagefolder(path: Path, split: str | None, size: int | None, cache: Path) -> ImageData:
     """An ImageFolder tree (dir or .tar/.tar.gz), optionally with train/ and test/ splits.
 
@@ -256,6 +290,7 @@ def read_imagefolder(path: Path, split: str | None, size: int | None, cache: Pat
             return ImageData(blob["images"], blob["labels"], tuple(blob["classes"]))
         except Exception:  # a corrupt cache is rebuilt, never trusted
             cached.unlink(missing_ok=True)
+    _check_fits_in_memory(path, split, size)
     entries = _from_tar(path, split) if path.is_file() else _from_dir(path, split)
     if split is not None and not entries:
         raise DataError(f"{path}: no images under a '{split}/' folder; expected <...>/{split}/<class>/<image>.")

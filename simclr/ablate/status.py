@@ -1,0 +1,178 @@
+"""Where each arm x seed of an ablation stands, from files each job owns and the scheduler's queue.
+
+    finished     runs/<key>/arm.json exists and names a results.json that exists
+    queued       its job waits in the scheduler (SLURM PENDING, or requeued after preemption)
+    running      its job runs (SLURM RUNNING, or a live local process)
+    failed       its last job ended without a record: the error, and the log path to read
+    interrupted  a run directory without a record and no job: the next launch resumes it
+    missing      never launched
+
+Files: `plan.json` (the arms, written by the launching command), `jobs/<key>.json` (the submissions of
+one arm x seed, written by the launching command only), `runs/<key>/arm.json` (written by that arm's job
+only). No file is written by two jobs.
+"""
+from __future__ import annotations
+
+import getpass
+import json
+import pickle
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from simclr.config.schema import ConfigError
+
+RECORD = "arm.json"   # runs/<key>/arm.json: one arm x seed's result, written by its job alone
+
+QUEUED = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "SUSPENDED",
+          "STOPPED"}
+RUNNING = {"RUNNING", "COMPLETING", "SIGNALING", "STAGE_OUT"}
+
+
+@dataclass(frozen=True)
+class ArmState:
+    key: str
+    state: str          # finished | queued | running | failed | interrupted | missing
+    detail: str = ""    # job id, error line
+    log: str = ""       # the job's stderr log, where there is one
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):  # absent, or a job is replacing it right now
+        return None
+
+
+def load_plan(root: Path) -> list[dict]:
+    plan = _read_json(Path(root) / "plan.json")
+    if plan is None:
+        raise ConfigError(f"{root}: no plan.json; is this an ablation directory (output_dir/name) "
+                          "launched by `simclr ablate SPEC`?")
+    return plan["runs"]
+
+
+def finished_records(root: Path) -> dict[str, dict]:
+    """key -> {arm, kind, seed, meta, run_dir, results} for every arm x seed whose job wrote its record."""
+    out = {}
+    for path in sorted((Path(root) / "runs").glob(f"*/{RECORD}")):
+        record = _read_json(path)
+        if record is None:
+            continue
+        results = path.parent / record["results"]
+        if results.is_file():
+            out[path.parent.name] = {**record, "run_dir": str(path.parent), "results": str(results)}
+    return out
+
+
+def write_index(root: Path) -> dict:
+    """manifest.json: an index of the finished records, rebuilt whole by the launching command (the only
+    writer), for readers of older ablation directories; the records stay the source of truth."""
+    index = {"finished": finished_records(root)}
+    tmp = Path(root) / ".manifest.json.tmp"
+    tmp.write_text(json.dumps(index, indent=2))
+    tmp.replace(Path(root) / "manifest.json")
+    return index
+
+
+def job_file(root: Path, key: str) -> Path:
+    return Path(root) / "jobs" / f"{key}.json"
+
+
+def last_attempt(root: Path, key: str) -> dict | None:
+    jobs = _read_json(job_file(root, key))
+    return jobs["attempts"][-1] if jobs and jobs.get("attempts") else None
+
+
+def add_attempt(root: Path, key: str, attempt: dict) -> None:
+    """Append (never replace) a submission of `key`; only the launching command calls this."""
+    path = job_file(root, key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    jobs = _read_json(path) or {"attempts": []}
+    jobs["attempts"].append(attempt)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(jobs, indent=2))
+    tmp.replace(path)
+
+
+def update_last_attempt(root: Path, key: str, **fields) -> None:
+    path = job_file(root, key)
+    jobs = _read_json(path)
+    jobs["attempts"][-1].update(fields)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(jobs, indent=2))
+    tmp.replace(path)
+
+
+def slurm_queue() -> dict[str, str]:
+    """job id ("123" or array task "123_4") -> SLURM state, for this user's jobs in the queue."""
+    if shutil.which("squeue") is None:
+        return {}
+    out = subprocess.run(["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", "%i|%T"], capture_output=True,
+                         text=True, timeout=60)
+    if out.returncode != 0:
+        raise RuntimeError(f"squeue failed: {out.stderr.strip()}")
+    return dict(line.split("|", 1) for line in out.stdout.split())
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z" and b"submitit" in cmdline
+
+
+def _job_error(attempt: dict) -> str:
+    """The last line of the job's traceback, from submitit's result file (or the in-process error)."""
+    if attempt.get("error"):
+        return attempt["error"]
+    try:
+        with open(attempt["result"], "rb") as fh:
+            outcome, payload = pickle.load(fh)
+    except (OSError, KeyError, EOFError, pickle.UnpicklingError, ValueError):
+        return "the job ended without a result (cancelled, killed, out of time or memory)"
+    if outcome == "error":
+        lines = [line for line in str(payload).strip().splitlines() if line.strip()]
+        return lines[-1] if lines else "error"
+    return "the job ended without writing its record"
+
+
+def arm_state(root: Path, key: str, queue: dict[str, str], finished: dict[str, dict]) -> ArmState:
+    if key in finished:
+        return ArmState(key, "finished", finished[key]["results"])
+    attempt = last_attempt(root, key)
+    if attempt is not None and attempt.get("launcher") in ("slurm", "local"):
+        job, log = attempt["job_id"], attempt.get("stderr", "")
+        if attempt["launcher"] == "slurm" and job in queue:
+            return ArmState(key, "queued" if queue[job] in QUEUED else "running", f"SLURM job {job} {queue[job]}", log)
+        if attempt["launcher"] == "local" and _process_alive(int(job)):
+            return ArmState(key, "running", f"local process {job}", log)
+        return ArmState(key, "failed", f"{attempt['launcher']} job {job}: {_job_error(attempt)}", log)
+    if attempt is not None and attempt.get("error"):
+        return ArmState(key, "failed", attempt["error"], attempt.get("stderr", ""))
+    if (Path(root) / "runs" / key).exists():
+        return ArmState(key, "interrupted", "no job; the next launch resumes it from its last checkpoint")
+    return ArmState(key, "missing")
+
+
+def arm_states(root: Path, keys: list[str] | None = None) -> list[ArmState]:
+    keys = keys if keys is not None else [run["key"] for run in load_plan(root)]
+    needs_queue = any((a := last_attempt(root, k)) and a.get("launcher") == "slurm" for k in keys)
+    queue, finished = slurm_queue() if needs_queue else {}, finished_records(root)
+    return [arm_state(root, key, queue, finished) for key in keys]
+
+
+def print_status(root: Path) -> list[ArmState]:
+    states = arm_states(root)
+    width = max(len(s.key) for s in states)
+    for s in states:
+        line = f"{s.key:<{width}}  {s.state:<11}  {s.detail}"
+        if s.state == "failed" and s.log:
+            line += f"\n{'':<{width}}  {'':<11}  log: {s.log}"
+        print(line)
+    counts = {state: sum(s.state == state for s in states) for state in dict.fromkeys(s.state for s in states)}
+    print(f"{len(states)} runs: " + ", ".join(f"{n} {state}" for state, n in counts.items()))
+    return states

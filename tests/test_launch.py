@@ -1,0 +1,193 @@
+"""Ablation launchers end to end: a real one-node SLURM (scripts/slurm_local_cluster.sh), submitit's local
+processes, and the bookkeeping that lets a failed, preempted or cancelled arm be resumed without hiding others.
+
+SLURM tests are skipped only where the SLURM binaries are absent, and never when CI=true (.ci/run sets it
+and starts the cluster first).
+"""
+import csv
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+import simclr.ablate.runner as runner
+from simclr.ablate.status import arm_states
+from simclr.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["trainer.progress_bar=false", "trainer.knn_monitor_every=0", "data.val_per_class=5", "data.test_per_class=10",
+        "model.width=8", "model.head_hidden_dim=32", "model.head_out_dim=16", "optim.name=sgd", "optim.lr=0.5",
+        "optim.warmup_epochs=0"]
+
+
+def spec_file(tmp_path, extra, arms=("plain", "rotated")):
+    policies = {"plain": "digits.yaml", "rotated": "digits_rotation.yaml"}
+    spec = {"name": "t", "base_config": str(REPO / "configs/digits_cpu.yaml"), "output_dir": str(tmp_path),
+            "overrides": [*TINY, *extra], "seeds": [0], "protocols": ["knn"],
+            "arms": {"named": {a: str(REPO / "augment_policies" / policies[a]) for a in arms}}}
+    path = tmp_path / "t.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def records(root):
+    return {p.parent.name: json.loads(p.read_text()) for p in sorted((root / "runs").glob("*/arm.json"))}
+
+
+def epochs_by_part(run_dir):
+    parts = sorted((run_dir / "csv").glob("part-*"), key=lambda p: int(p.name.split("-")[1]))
+    return [sorted({int(r["epoch"]) for r in csv.DictReader(open(p / "metrics.csv")) if r["epoch"]}) for p in parts]
+
+
+def wait_for(predicate, what, limit_s=300):
+    """Poll (a guard against hanging, not a timing assertion)."""
+    deadline = time.time() + limit_s
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"gave up waiting for {what}")
+
+
+@pytest.fixture
+def slurm(monkeypatch):
+    if shutil.which("sbatch") is None or shutil.which("slurmctld") is None:
+        reason = ("SLURM binaries absent (sbatch, slurmctld); as root, scripts/slurm_local_cluster.sh installs "
+                  "slurm-wlm + munge and starts a one-node cluster")
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true but {reason}")
+        pytest.skip(reason)
+    ping = subprocess.run(["scontrol", "ping"], capture_output=True, text=True)
+    if "UP" not in ping.stdout:
+        if os.geteuid() != 0:
+            pytest.fail("SLURM is installed but no controller answers; start it with scripts/slurm_local_cluster.sh")
+        subprocess.run([str(REPO / "scripts/slurm_local_cluster.sh")], check=True, capture_output=True)
+    # jobs run on this machine with this Python; they must import this tree's simclr
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+
+
+def slurm_state(job_id):
+    out = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True)
+    return out.stdout.strip()
+
+
+def last_job(root, key):
+    return json.loads((root / "jobs" / f"{key}.json").read_text())["attempts"][-1]["job_id"]
+
+
+def test_slurm_two_arm_ablation_finishes_with_both_results(tmp_path, slurm, capsys):
+    spec = spec_file(tmp_path, ["trainer.max_epochs=1", "data.train_per_class=20", "data.batch_size=50"])
+    assert main(["ablate", str(spec), "--launcher", "slurm", "--wait", "--cpus-per-arm", "1", "--time", "10"]) == 0
+    root = tmp_path / "t"
+    recs = records(root)
+    assert sorted(recs) == ["plain-seed0", "rotated-seed0"]
+    assert len({r["job"]["slurm_job_id"] for r in recs.values()} - {None}) == 2  # each arm ran in its own job
+    # the report is built from each run's own results
+    rows = {(r["arm"], r["metric"]): r["values"] for r in json.loads((root / "results.json").read_text())}
+    for key, rec in recs.items():
+        result = json.loads((root / "runs" / key / rec["results"]).read_text())
+        assert rows[(rec["arm"], "knn_k20/top1")] == [result["metrics"]["simclr"]["knn_k20"]["top1"]]
+    for key in recs:
+        assert (root / "jobs" / "slurm" / f"{last_job(root, key)}_0_log.err").is_file()  # a log per job
+    capsys.readouterr()
+    assert main(["ablate", "status", str(root)]) == 0
+    assert capsys.readouterr().out.count("finished") == 3  # two arms + the summary line
+    # relaunching submits nothing: both are finished
+    assert main(["ablate", str(spec), "--launcher", "slurm", "--wait"]) == 0
+    assert capsys.readouterr().out.count("finished earlier, skipped") == 2
+    assert all(len(json.loads(p.read_text())["attempts"]) == 1 for p in (root / "jobs").glob("*.json"))
+
+
+def test_slurm_preempted_and_cancelled_arm_resumes_from_its_checkpoint(tmp_path, slurm, capsys):
+    # 32 px and 8 epochs: after the cancel, the epochs left take longer than the cluster's KillWait (2 s)
+    spec = spec_file(tmp_path, ["trainer.max_epochs=8", "data.image_size=32", "data.train_per_class=100",
+                                "data.batch_size=100"],
+                     arms=("plain",))
+    root, key = tmp_path / "t", "plain-seed0"
+    ckpt = root / "runs" / key / "checkpoints" / "last.ckpt"
+    assert main(["ablate", str(spec), "--launcher", "slurm", "--time", "10"]) == 0  # submits, does not wait
+    job = last_job(root, key)
+    wait_for(ckpt.exists, "the first epoch's checkpoint")
+
+    # preemption: SLURM signals the job (USR2, as before a time limit); submitit requeues it
+    subprocess.run(["scancel", "--signal=USR2", job], check=True)
+    wait_for(lambda: slurm_state(job) == "PENDING", "the requeued job")
+    first = ckpt.stat().st_mtime_ns
+    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)  # skip the requeue delay
+    wait_for(lambda: ckpt.stat().st_mtime_ns != first, "a checkpoint from the requeued job")
+
+    # cancelled by the user mid-run: status says failed and where the log is
+    subprocess.run(["scancel", job], check=True)
+    wait_for(lambda: slurm_state(job) == "", "the cancelled job to leave the queue")
+    [state] = arm_states(root)
+    assert state.state == "failed" and state.log.endswith("_0_log.err") and Path(state.log).is_file()
+    capsys.readouterr()
+    assert main(["ablate", "status", str(root)]) == 1
+    assert "failed" in capsys.readouterr().out
+
+    # relaunch: only the missing arm is resubmitted, and it continues from its checkpoint
+    assert main(["ablate", str(spec), "--launcher", "slurm", "--wait"]) == 0
+    assert last_job(root, key) != job
+    parts = epochs_by_part(root / "runs" / key)
+    assert len(parts) == 3, parts  # start, after the requeue, after the resubmission
+    assert [e for part in parts for e in part] == list(range(8))  # each segment starts where the last stopped
+    assert json.loads((root / "runs" / key / "run.json").read_text())["status"] == "finished"
+
+
+def test_local_launcher_runs_two_arms_at_once(tmp_path, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    spec = spec_file(tmp_path, ["trainer.max_epochs=2", "data.train_per_class=20", "data.batch_size=50"])
+    assert main(["ablate", str(spec), "--launcher", "local", "--jobs", "2"]) == 0
+    root = tmp_path / "t"
+    recs = records(root)
+    assert sorted(recs) == ["plain-seed0", "rotated-seed0"]
+    a, b = (r["job"] for r in recs.values())
+    assert len({a["pid"], b["pid"], os.getpid()}) == 3  # two job processes, neither of them this one
+    assert max(a["started"], b["started"]) < min(a["ended"], b["ended"])  # their lifetimes overlap
+    assert (root / "results.md").exists()
+
+
+def test_a_failed_arm_is_reported_and_does_not_hide_the_others(tmp_path, monkeypatch, capsys):
+    spec = spec_file(tmp_path, ["trainer.max_epochs=1", "data.train_per_class=20", "data.batch_size=50"])
+    real_train = runner.train.run
+    trained = []
+
+    def failing_for_rotated(cfg=None, resume=None, **k):
+        if cfg is not None and "rotated" in cfg.name:
+            raise RuntimeError("CUDA error: out of memory")
+        trained.append(cfg.name if cfg is not None else str(resume))
+        return real_train(cfg, resume=resume, **k)
+
+    monkeypatch.setattr(runner.train, "run", failing_for_rotated)
+    assert main(["ablate", str(spec)]) == 1
+    root = tmp_path / "t"
+    assert "| plain |" in (root / "results.md").read_text()  # the finished arm is reported
+    err = capsys.readouterr().err
+    assert "rotated-seed0: failed: RuntimeError: CUDA error: out of memory" in err
+    assert {s.key: s.state for s in arm_states(root)} == {"plain-seed0": "finished", "rotated-seed0": "failed"}
+
+    monkeypatch.setattr(runner.train, "run", lambda *a, **k: (trained.append("again"), real_train(*a, **k))[1])
+    assert main(["ablate", str(spec)]) == 0
+    assert trained == ["plain-seed0", "again"]  # only the failed arm ran again
+    assert "| rotated |" in (root / "results.md").read_text()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--jobs", "2"], "--jobs 2: runs arms at once only with --launcher local"),
+    (["--launcher", "slurm", "--time", "0"], "--time: 0 is out of range"),
+    (["--launcher", "slurm", "--slurm-arg", "account"], "--slurm-arg: 'account' is not KEY=VALUE"),
+    (["--launcher", "local", "trainer.devices=2"], "trainer.devices=2, trainer.num_nodes=1: --launcher local runs"),
+    (["--launcher", "slurm", "trainer.accelerator=gpu"], "--gpus-per-arm: the arms train with trainer.accelerator=gpu"),
+])
+def test_launcher_options_are_checked(tmp_path, capsys, args, message):
+    overrides = [a for a in args if "=" in a and not a.startswith("-") and "account" not in a]
+    args = [a for a in args if a not in overrides]
+    spec = spec_file(tmp_path, ["trainer.max_epochs=1", *overrides])
+    assert main(["ablate", str(spec), *args]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "t" / "runs").exists()

@@ -1,0 +1,177 @@
+"""Streamed data: the same pixels, the same order and the same DDP shards as the in-memory path, and an
+epoch continued mid-way in a fresh loader equals the uninterrupted epoch."""
+import io
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from simclr.data import DataError, batch_loader
+from simclr.data.formats import read_digits, read_imagefolder
+from simclr.data.stream import index_images, stream_loader
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    """96 train + 30 test digits as PNG + JPEG files in <split>/<class>/ folders, and the same as two tar shards."""
+    root = tmp_path_factory.mktemp("tree")
+    data = read_digits("train")
+    shards = [tarfile.open(root / f"shard-{i}.tar", "w") for i in range(2)]
+    for i in range(126):
+        img = Image.fromarray(np.asarray(data.images[i, 0])).resize((12, 12))
+        fmt = "png" if i % 2 else "jpeg"
+        buf = io.BytesIO()
+        img.save(buf, format=fmt)
+        name = f"{'train' if i < 96 else 'test'}/{int(data.labels[i])}/{i:03d}.{'png' if fmt == 'png' else 'jpg'}"
+        (root / "dir" / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / "dir" / name).write_bytes(buf.getvalue())
+        info = tarfile.TarInfo(name)
+        info.size = len(buf.getvalue())
+        shards[i % 2].addfile(info, io.BytesIO(buf.getvalue()))
+    for s in shards:
+        s.close()
+    (root / "shards").mkdir()
+    for i in range(2):
+        (root / f"shard-{i}.tar").rename(root / "shards" / f"shard-{i}.tar")
+    return root
+
+
+@pytest.mark.parametrize("source", ["dir", "shards"])
+def test_streamed_batches_equal_the_in_memory_path_on_every_rank(tree, tmp_path, source):
+    # the in-memory reader decodes the folder tree (its own code path: read whole, decode, cache)
+    memory = read_imagefolder(tree / "dir", "train", 16, tmp_path)
+    index = index_images(tree / source, "train")
+    assert len(index) == len(memory) == 96 and index.classes == memory.classes
+    for rank in range(2):
+        for epoch in (0, 3):
+            expected = batch_loader(memory, 10, seed=5, shuffle=True, drop_last=True, rank=rank, world=2)
+            streamed = stream_loader(index, 16, 10, seed=5, rank=rank, world=2, num_workers=0)
+            expected.sampler.set_epoch(epoch)
+            streamed.sampler.set_epoch(epoch)
+            pairs = list(zip(expected, streamed, strict=True))
+            assert len(pairs) == 4  # 48 images per rank, 4 full batches of 10
+            for (x, y), (sx, sy) in pairs:
+                assert sx.dtype == torch.uint8 and sx.shape == (10, 3, 16, 16)
+                assert torch.equal(sx, x) and torch.equal(sy, y)
+
+
+def test_ranks_split_each_epoch_into_disjoint_shares(tree):
+    index = index_images(tree / "shards", "train")
+    seen = []
+    for rank in range(3):
+        loader = stream_loader(index, 16, 4, seed=1, rank=rank, world=3, drop_last=False)
+        loader.sampler.set_epoch(2)
+        seen.append(torch.cat([y for _, y in loader]))
+    assert sum(len(s) for s in seen) == 96
+    assert sorted(torch.cat(seen).tolist()) == sorted(index.labels.tolist())
+
+
+def test_an_epoch_continued_mid_way_in_a_new_loader_equals_the_uninterrupted_epoch(tree):
+    index = index_images(tree / "shards", "train")
+    whole = stream_loader(index, 16, 8, seed=3)
+    whole.sampler.set_epoch(1)
+    reference = list(whole)
+
+    first = stream_loader(index, 16, 8, seed=3)
+    first.sampler.set_epoch(1)
+    it = iter(first)
+    head = [next(it) for _ in range(5)]
+
+    resumed = stream_loader(index, 16, 8, seed=3, num_workers=2)  # other processes decode the rest
+    resumed.resume_at(epoch=1, batches_done=5)
+    rest = list(resumed)
+    assert len(head) + len(rest) == len(reference) == 12
+    for (x, y), (rx, ry) in zip(reference, head + rest, strict=True):
+        assert torch.equal(x, rx) and torch.equal(y, ry)
+    # the next epoch starts from its first batch again
+    resumed.sampler.set_epoch(2)
+    assert len(list(resumed)) == 12
+
+
+def test_compressed_archives_are_refused_with_the_fix(tmp_path):
+    archive = tmp_path / "x.tar.gz"
+    archive.write_bytes(b"")
+    with pytest.raises(DataError, match="unpack it once"):
+        index_images(archive)
+
+
+def test_a_streamed_pretraining_run_equals_the_in_memory_run(tree, tmp_path, tiny_overrides):
+    from simclr import train
+    from simclr.config.run import load_config
+
+    results = {}
+    for loader in ("memory", "stream"):
+        cfg = load_config(None, [*tiny_overrides, "data.name=imagefolder", f"data.path={tree / 'dir'}",
+                                 "data.image_size=16", "data.val_per_class=2",
+                                 "data.batch_size=16", "trainer.knn_monitor_every=0", "policy=simclr_cifar",
+                                 f"data.loader={loader}", "data.num_workers=2", f"name={loader}"])
+        results[loader] = train.run(cfg)
+    weights = [torch.load(r.last_checkpoint, weights_only=False)["state_dict"] for r in results.values()]
+    assert weights[0].keys() == weights[1].keys()
+    tensors = [k for k, v in weights[0].items() if isinstance(v, torch.Tensor)]
+    assert any("encoder" in k for k in tensors)
+    for key in tensors:
+        assert torch.equal(weights[0][key], weights[1][key]), key
+    assert results["memory"].metrics["train/loss_epoch"] == results["stream"].metrics["train/loss_epoch"]
+
+
+@pytest.mark.parametrize("override,message", [
+    ("data.name=digits", "data.loader: 'stream' reads ImageFolder trees and .tar shards"),
+    ("data.image_size=null", "data.image_size: required with loader=stream"),
+])
+def test_stream_config_errors_name_the_key(tree, override, message):
+    from simclr.config.run import load_config
+    from simclr.config.schema import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, ["data.name=imagefolder", f"data.path={tree / 'dir'}", "data.image_size=16",
+                           "data.loader=stream", override])
+
+
+class Preempted(Exception):
+    pass
+
+
+class StopMidEpoch(pytest.importorskip("pytorch_lightning").Callback):
+    """Checkpoint after batch `at` of epoch 1, then stop the process's training (as a preemption would)."""
+
+    def __init__(self, at):
+        self.at = at
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        if trainer.current_epoch == 1 and batch_idx == self.at:
+            trainer.save_checkpoint(Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt")
+            raise Preempted
+
+
+def test_resume_continues_a_streamed_epoch_mid_way_to_the_uninterrupted_result(tree, tiny_overrides):
+    from simclr import train
+    from simclr.config.run import load_config
+
+    overrides = [*tiny_overrides, "data.name=imagefolder", f"data.path={tree / 'shards'}", "data.image_size=16",
+                 "data.val_per_class=2", "data.batch_size=16", "trainer.knn_monitor_every=0", "data.loader=stream",
+                 "data.num_workers=1", "trainer.max_epochs=2"]
+    whole = train.run(load_config(None, [*overrides, "name=whole"]))
+    with pytest.raises(Preempted):
+        train.run(load_config(None, [*overrides, "name=cut"]), callbacks=[StopMidEpoch(at=2)])
+    cut = whole.run_dir.with_name("cut")
+    resumed = train.run(resume=cut)
+    a, b = (torch.load(r.last_checkpoint, weights_only=False) for r in (whole, resumed))
+    assert a["global_step"] == b["global_step"]
+    for key, value in a["state_dict"].items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(value, b["state_dict"][key]), key
+
+
+def test_a_dataset_too_large_for_memory_is_refused_with_the_streamed_path_named(tree, tmp_path, monkeypatch):
+    import simclr.data.formats as formats
+
+    monkeypatch.setattr(formats, "available_memory", lambda: 40_000)  # bytes: less than 96 images at 16 px
+    with pytest.raises(DataError, match="set data.loader=stream") as err:
+        read_imagefolder(tree / "dir", "train", 16, tmp_path)
+    assert "96 images" in str(err.value)
+    monkeypatch.setattr(formats, "available_memory", lambda: 10**9)
+    assert len(read_imagefolder(tree / "dir", "train", 16, tmp_path)) == 96
