@@ -173,14 +173,15 @@ def run(cfg: RunConfig | None = None, resume: str | Path | None = None, callback
     try:
         trainer.fit(module, datamodule=dm, ckpt_path=ckpt)
     except (SystemExit, SIGTERMException) as e:  # Lightning ends a Ctrl-C with sys.exit(1) after shutting down
-        _write_status(run_dir, status="interrupted", epoch=trainer.current_epoch)
+        epochs = LastEveryEpoch.completed_epochs(trainer)
+        _write_status(run_dir, status="interrupted", epoch=epochs)
         signal.signal(signal.SIGINT, signal.default_int_handler)  # Lightning leaves Ctrl-C ignored
         if isinstance(e, SIGTERMException) or trainer.interrupted:
-            raise RunInterrupted(run_dir, trainer.current_epoch,
+            raise RunInterrupted(run_dir, epochs,
                                  "SIGTERM" if isinstance(e, SIGTERMException) else "SIGINT") from None
         raise
     except BaseException:
-        _write_status(run_dir, status="interrupted", epoch=trainer.current_epoch)
+        _write_status(run_dir, status="interrupted", epoch=LastEveryEpoch.completed_epochs(trainer))
         raise
     done = trainer.current_epoch >= cfg.trainer.max_epochs
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}

@@ -36,6 +36,19 @@ class LastEveryEpoch(AtomicCheckpoint):
     def __init__(self, dirpath: Path):
         super().__init__(dirpath=dirpath, filename="last", monitor=None, save_top_k=1, every_n_epochs=1,
                          save_on_train_epoch_end=True, enable_version_counter=False)
+        self.saved_epochs = 0  # completed epochs in the file this run last wrote
+
+    def _save_checkpoint(self, trainer, filepath: str) -> None:
+        super()._save_checkpoint(trainer, filepath)
+        # saved inside on_train_epoch_end, before Lightning counts the epoch as done: a Ctrl-C landing now
+        # would otherwise be reported as one epoch short of what last.ckpt holds
+        self.saved_epochs = trainer.current_epoch + 1
+
+    @staticmethod
+    def completed_epochs(trainer) -> int:
+        """Epochs a resume of this run would start after: what last.ckpt holds, never less than the trainer's count."""
+        saved = max((cb.saved_epochs for cb in trainer.callbacks if isinstance(cb, LastEveryEpoch)), default=0)
+        return max(saved, trainer.current_epoch)
 
 
 def _flat(tree, prefix: str = "") -> dict:
