@@ -60,9 +60,15 @@ def spec(tmp, arms: str, name="t") -> Path:
                                      f"output_dir: {tmp / 'abl'}\n{arms}\n")
 
 
-class Evil:  # a checkpoint that would run code if unpickled
+class Evil:
+    """A checkpoint that runs code if unpickled: it creates a file, which the nothing-changed check catches
+    (printing a marker could not fail the test: nothing reads stdout)."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
     def __reduce__(self):
-        return (print, ("unpickled!",))
+        return (open, (self.marker, "w"))
 
 
 @pytest.fixture(scope="module")
@@ -72,11 +78,11 @@ def finished_run(tmp_path_factory):
     return out / "tiny"
 
 
-def copy_run(tmp, run, edit=None):
+def copy_run(tmp, run, edit=None, command="resume"):
     dst = shutil.copytree(run, tmp / "run")
     if edit:
         edit(dst)
-    return ["pretrain", "--resume", str(dst)]
+    return ["pretrain", "--resume", str(dst)] if command == "resume" else ["evaluate", str(dst), "--no-baselines"]
 
 
 def edit_config(run):
@@ -90,7 +96,8 @@ def truncate(run):
 
 
 def malicious(run):
-    (run / "checkpoints" / "last.ckpt").write_bytes(pickle.dumps(Evil()))
+    (run / "checkpoints" / "last.ckpt").write_bytes(pickle.dumps(Evil(run / "UNPICKLED")))
+    (run / "checkpoints" / "best.ckpt").write_bytes(pickle.dumps(Evil(run / "UNPICKLED")))
 
 
 def prior_ablation(tmp):
@@ -123,8 +130,14 @@ CASES = [
      "c.yaml: line 2: key 'seed' appears twice"),
     ("policy repeats a key", lambda t: tiny(t, policy(t, "ops: [horizontal_flip]\nops: [grayscale]")),
      "p.yaml: line 2: key 'ops' appears twice"),
+    ("spec repeats a seed", lambda t: ["ablate", str(spec(t, "seeds: [0, 0]\narms: {drop_one: true}"))],
+     "seeds: [0] listed more than once"),
+    ("spec override escapes", lambda t: ["ablate", str(spec(t, "overrides: [name=../../pwn]\narms: {drop_one: true}"))],
+     "spec.yaml: overrides: name: '../../pwn'"),
     ("spec repeats an arm", lambda t: ["ablate", str(spec(t, "arms:\n  named:\n    a: digits\n    a: digits"))],
      "key 'a' appears twice"),
+    ("policy path missing, shipped name alike", lambda t: tiny(t, f"policy={t / 'mine' / 'digits.yaml'}"),
+     "mine/digits.yaml' not found"),
     ("policy path is a directory", lambda t: tiny(t, f"policy={t}"), "is a directory; give a policy YAML file"),
     ("zero-area crop", lambda t: tiny(t, policy(t, "ops: [{random_resized_crop: {scale: [0, 1]}}]")),
      "ops[0].scale: min 0.0 must be > 0"),
@@ -157,7 +170,8 @@ CASES = [
     # resume
     ("resume after config.yaml was edited", "finished:edit_config", "config.yaml: edited after the run started (optim.lr"),
     ("resume from a truncated last.ckpt", "finished:truncate", "last.ckpt: cannot be resumed from"),
-    ("resume from a malicious pickle", "finished:malicious", "last.ckpt: cannot be resumed from"),
+    ("resume from a malicious pickle", "finished:malicious", "last.ckpt: cannot be resumed from; it holds Python"),
+    ("evaluate a malicious pickle", "finished:malicious:evaluate", "best.ckpt: cannot be read as a simclr checkpoint"),
     # ablations
     ("ablation rerun with another spec", prior_ablation, "holds results of a different spec"),
 ]
@@ -171,9 +185,9 @@ def _snapshot(root: Path) -> dict:
 
 @pytest.mark.parametrize("setup,fragment", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_bad_input_is_one_line_naming_the_place_and_changes_nothing(setup, fragment, tmp_path, capsys, request):
-    if isinstance(setup, str):  # "finished:<edit>": a copy of a finished run, then the edit
-        edit = globals()[setup.split(":")[1]]
-        argv = copy_run(tmp_path, request.getfixturevalue("finished_run"), edit)
+    if isinstance(setup, str):  # "finished:<edit>[:evaluate]": a copy of a finished run, the edit, the command
+        _, edit, *command = setup.split(":")
+        argv = copy_run(tmp_path, request.getfixturevalue("finished_run"), globals()[edit], *command)
     else:
         argv = setup(tmp_path)
     before = _snapshot(tmp_path.parent)
@@ -181,7 +195,7 @@ def test_bad_input_is_one_line_naming_the_place_and_changes_nothing(setup, fragm
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert fragment in err, err
-    assert "Traceback" not in err and "unpickled!" not in err
+    assert "Traceback" not in err and "weights_only" not in err  # never advise unpickling an untrusted file
     if "different spec" not in fragment:  # that one prints the diff after its line, by design
         assert err.strip().count("\n") == 0, err
     assert _snapshot(tmp_path.parent) == before  # nothing created, changed or overwritten, inside or outside

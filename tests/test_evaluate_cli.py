@@ -104,3 +104,16 @@ def test_dataset_with_other_channels_is_refused(tiny_run, tmp_path, capsys):
     assert main(["evaluate", str(tiny_run), "--dataset", "imagefolder", "--data", str(root),
                  "data.train_per_class=10", "data.val_per_class=1", "data.test_per_class=5", "eval.knn_k=[3]"]) == 2
     assert "3 channels but the encoder" in capsys.readouterr().err
+
+
+def test_evaluating_an_interrupted_run_says_so_in_results(tiny_run, tmp_path):
+    import shutil
+    run = shutil.copytree(tiny_run, tmp_path / "run", ignore=shutil.ignore_patterns("eval", "results.csv"))
+    status = json.loads((run / "run.json").read_text())
+    assert status["status"] == "finished"
+    assert main(["evaluate", str(run), "--protocol", "knn", "--no-baselines"]) == 0
+    assert json.loads((run / "eval" / "eval-1" / "results.json").read_text())["settings"]["warnings"] == []
+    (run / "run.json").write_text(json.dumps({**status, "status": "interrupted", "epoch": 0}))
+    assert main(["evaluate", str(run), "--protocol", "knn", "--no-baselines"]) == 0
+    warnings = json.loads((run / "eval" / "eval-2" / "results.json").read_text())["settings"]["warnings"]
+    assert len(warnings) == 1 and "'interrupted' after 0 of 1 epochs" in warnings[0]

@@ -35,6 +35,7 @@ from simclr.config.files import inside, writable_dir
 from simclr.config.run import load_config
 from simclr.config.schema import ConfigError
 from simclr.train import RunInterrupted
+from simclr.utils import format_duration
 
 LAUNCHERS = ("inline", "local", "slurm")
 
@@ -59,12 +60,6 @@ class ArmJob(submitit.helpers.Checkpointable):
 
     def __call__(self) -> dict:
         return run_arm(self.task)
-
-
-def _fmt(seconds: float) -> str:
-    m, s = divmod(int(seconds), 60)
-    h, m = divmod(m, 60)
-    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
 
 
 def _prepare(spec_path: str | Path):
@@ -187,7 +182,7 @@ def _run_inline(root: Path, tasks: list[ArmTask], todo: list[ArmTask]) -> None:
         if task not in todo:
             continue
         remaining = len(todo) - done_here
-        eta = f", ETA {_fmt((time.time() - started) / done_here * remaining)}" if done_here else ""
+        eta = f", ETA {format_duration((time.time() - started) / done_here * remaining)}" if done_here else ""
         print(f"[{i}/{len(tasks)}] {task.key}{eta}", flush=True)
         status.add_attempt(root, task.key, {"launcher": "inline", "pid": os.getpid(),
                                             "submitted": time.strftime("%Y-%m-%dT%H:%M:%S")})

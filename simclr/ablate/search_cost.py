@@ -10,9 +10,9 @@ import pytorch_lightning as pl
 from optuna.trial import TrialState
 
 from simclr import train
-from simclr.ablate.runner import _fmt
 from simclr.ablate.search_spec import SearchSpec, base_policy
 from simclr.config.run import load_config
+from simclr.utils import format_duration
 
 CALIBRATION_STEPS = 6
 
@@ -69,13 +69,13 @@ def announce_cost(spec: SearchSpec, study: optuna.Study, root: Path, storage: st
     timed = [t.user_attrs["seconds"] for t in done if "seconds" in t.user_attrs]
     if timed:
         per = sum(timed) / len(timed)
-        print(f"cost: {len(done)}/{spec.trials} trials done; {left} left x {_fmt(per)} per trial (measured mean) "
-              f"= {_fmt(left * per)} for one worker", flush=True)
+        print(f"cost: {len(done)}/{spec.trials} trials done; {left} left x {format_duration(per)} per trial "
+              f"(measured mean) = {format_duration(left * per)} for one worker", flush=True)
         return
     seconds, steps = measure_step_seconds(spec)
     total = left * cfg.trainer.max_epochs * steps * seconds
     print(f"cost: {left} trials x {cfg.trainer.max_epochs} epochs x {steps} steps/epoch x {seconds:.3f} s/step "
-          f"(measured, base policy) = {_fmt(total)} of training for one worker, plus evaluation per trial",
+          f"(measured, base policy) = {format_duration(total)} of training for one worker, plus evaluation per trial",
           flush=True)
 
 
@@ -97,4 +97,4 @@ class Eta:
             best = "no finished trial yet"
         value = f"{self.spec.objective}={trial.value:.4f}" if trial.value is not None else trial.state.name.lower()
         print(f"[{len(finished)}/{self.spec.trials}] trial {trial.number}: {value}; {best}; "
-              f"ETA {_fmt(left * per)}", flush=True)
+              f"ETA {format_duration(left * per)}", flush=True)

@@ -73,7 +73,14 @@ def load_spec(path: str | Path) -> AblationSpec:
 
 def _validate(spec: AblationSpec) -> None:
     check_name(spec.name, "name")
-    load_config(spec.base_config, spec.overrides)  # the base run config must be valid as is
+    try:
+        load_config(spec.base_config, spec.overrides)  # the base run config must be valid as is
+    except ConfigError as e:  # load_config blames "command-line" overrides; these are the spec's own
+        raise ConfigError(str(e).replace("command-line override ", "overrides: ", 1)) from None
+    repeated = sorted({s for s in spec.seeds if spec.seeds.count(s) > 1})
+    if repeated:
+        raise ConfigError(f"seeds: {repeated} listed more than once; each seed is one run per arm, so give "
+                          "distinct seeds.")
     for i, p in enumerate(spec.protocols):
         if p not in EVAL_PROTOCOLS:
             raise ConfigError(f"protocols[{i}]: unknown '{p}'.{suggest(p, EVAL_PROTOCOLS)}")

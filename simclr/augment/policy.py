@@ -176,13 +176,16 @@ def shipped() -> list[str]:
 
 
 def resolve_path(name_or_path: str, relative_to: Path | None = None) -> Path:
-    """A policy file path, trying: as given, next to the extending file, then the shipped policies
-    (by name, `simclr_cifar`, or by file name, so the old `augment_policies/x.yaml` paths keep working)."""
-    candidates = [Path(name_or_path)]
+    """A policy file path, trying: as given, next to the extending file, then the shipped policies, by
+    name (`simclr_cifar`, `simclr_cifar.yaml`) or by the old source-tree path (`augment_policies/x.yaml`).
+    A path into any other folder is never swapped for a shipped policy of the same file name: a mistyped
+    path to the user's own policy must fail, not silently train another policy."""
+    given = Path(name_or_path)
+    candidates = [given]
     if relative_to is not None:
         candidates.append(relative_to / name_or_path)
-    stem = Path(name_or_path).name
-    candidates += [Path(str(SHIPPED_DIR / stem)), Path(str(SHIPPED_DIR / f"{stem}.yaml"))]
+    if given.parent == Path(".") or given.parent.name == "augment_policies":
+        candidates += [Path(str(SHIPPED_DIR / given.name)), Path(str(SHIPPED_DIR / f"{given.name}.yaml"))]
     for c in candidates:
         if c.is_file():
             return c

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import logging
 from pathlib import Path
 from typing import Sequence
@@ -142,7 +143,7 @@ def evaluate_run(target: str | Path, protocols: Sequence[str] = ("knn", "linear"
         "checkpoint": {"path": str(run.checkpoint), "sha256": run.checkpoint_sha256},
         "model": to_dict(run.cfg.model), "policy": run.policy.to_dict(),
         "package_version": simclr.__version__, "git_commit": git_commit(), "torch": torch.__version__,
-        "warnings": class_warnings(splits),
+        "warnings": class_warnings(splits) + _unfinished_run_warning(run),
     }
     for warning in settings["warnings"]:
         log.warning("warning: %s (%s)", warning, cfg.data.path or cfg.data.name)
@@ -158,6 +159,17 @@ def evaluate_run(target: str | Path, protocols: Sequence[str] = ("knn", "linear"
         print(format_table(metrics))
         print(f"wrote {out}")
     return {"metrics": metrics, "settings": settings, "eval_dir": eval_dir}
+
+
+def _unfinished_run_warning(run: LoadedRun) -> list[str]:
+    """A run stopped early (Ctrl-C, kill, a failed job) is evaluated as asked, but its numbers say so."""
+    record = (run.run_dir / "run.json") if run.run_dir else None
+    status = json.loads(record.read_text()) if record and record.is_file() else {}
+    if status.get("status", "finished") == "finished":
+        return []
+    return [f"the run is '{status['status']}' after {status.get('epoch', '?')} of {run.cfg.trainer.max_epochs} "
+            f"epochs: these numbers are of a partially trained encoder (finish it with simclr pretrain --resume "
+            f"{run.run_dir})"]
 
 
 def _diagnostics(encoder, feats, splits, run: LoadedRun, cfg: RunConfig) -> dict:

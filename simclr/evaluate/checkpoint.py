@@ -12,6 +12,7 @@ from simclr.augment.policy import Policy
 from simclr.config.run import RunConfig, config_from_dict
 from simclr.config.schema import ConfigError
 from simclr.models import Encoder
+from simclr.module.checkpoints import read_checkpoint
 
 
 class CheckpointError(ConfigError):
@@ -54,11 +55,7 @@ def resolve_checkpoint(target: str | Path) -> tuple[Path, Path | None]:
 
 def load_run(target: str | Path) -> LoadedRun:
     ckpt, run_dir = resolve_checkpoint(target)
-    try:
-        blob = torch.load(ckpt, map_location="cpu", weights_only=True)  # never unpickles arbitrary objects
-    except Exception as e:  # truncated zip, wrong format, unsafe pickle...
-        raise CheckpointError(f"{ckpt}: cannot be read as a simclr checkpoint (corrupt or truncated?): "
-                              f"{type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
+    blob = read_checkpoint(ckpt, CheckpointError, "be read as a simclr checkpoint")
     if not isinstance(blob, dict) or "state_dict" not in blob or "hyper_parameters" not in blob:
         raise CheckpointError(f"{ckpt}: not a simclr checkpoint (expected keys state_dict and hyper_parameters).")
     hp = blob["hyper_parameters"]

@@ -5,8 +5,10 @@ names, so both formats are the encoder's state dict without the `net.` prefix. L
 
     model = torchvision.models.resnet18(weights=None)            # timm: timm.create_model("resnet18",
     model.fc = torch.nn.Identity()                               #       num_classes=0, in_chans=C)
-    # CIFAR stem (cifar_stem: true) or 1-channel input: swap the first conv before loading
+    # CIFAR stem (cifar_stem: true): a 3x3 stride-1 conv1 for C channels and no max-pool
     model.conv1 = torch.nn.Conv2d(C, 64, 3, 1, 1, bias=False); model.maxpool = torch.nn.Identity()
+    # standard stem with C != 3 channels (torchvision only; timm's in_chans=C does it): keep the 7x7 conv
+    model.conv1 = torch.nn.Conv2d(C, 64, 7, 2, 3, bias=False)
     model.load_state_dict(torch.load("backbone.pth", weights_only=True))
 
 A JSON file next to the weights records the architecture, the input preprocessing (the policy's
@@ -45,8 +47,11 @@ def _describe(run: LoadedRun, fmt: str, out: Path) -> dict:
     m = run.cfg.model
     view = run.policy.views[0]
     norm = [to_dict(o.params) for o in view if o.name == "normalize"]
-    stem = ("3x3 stride-1 conv1, no max-pool: replace model.conv1 and model.maxpool before loading"
-            if m.cifar_stem else "standard 7x7 stem")
+    c = run.in_channels
+    stem = (f"3x3 stride-1 conv1, no max-pool: before loading set model.conv1 = Conv2d({c}, 64, 3, 1, 1, "
+            "bias=False) and model.maxpool = Identity()" if m.cifar_stem else
+            "standard 7x7 stem" + ("" if c == 3 else f" on {c} channel(s): before loading set model.conv1 = "
+                                   f"Conv2d({c}, 64, 7, 2, 3, bias=False) (timm: in_chans={c})"))
     return {
         "format": fmt, "weights": out.name, "backbone": m.backbone, "in_channels": run.in_channels,
         "cifar_stem": m.cifar_stem if m.backbone in RESNETS else None, "stem": stem if m.backbone in RESNETS else None,
@@ -67,6 +72,9 @@ def export_run(target: str | Path, fmt: str = "torchvision", out: str | Path | N
         out = base / f"backbone-{fmt}.pth"
     out = Path(out)
     meta = out.with_suffix(".json")
+    if meta == out:
+        raise ConfigError(f"--out {out}: the weights file cannot end in .json (the description is written as "
+                          f"{meta}); use e.g. {out.with_suffix('.pth')}.")
     for path in (out, meta):
         if path.exists() and not force:
             raise FileExistsError(f"{path} exists; choose another --out or pass --force to replace it.")

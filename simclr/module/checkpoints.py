@@ -57,6 +57,20 @@ def _flat(tree, prefix: str = "") -> dict:
     return {prefix.rstrip("."): list(tree) if isinstance(tree, tuple) else tree}
 
 
+def read_checkpoint(ckpt: Path, error: type[ConfigError] = ConfigError, action: str = "be read") -> dict:
+    """The checkpoint's contents, loaded without unpickling arbitrary objects, or one `error` line saying why
+    not in the user's terms (torch's own message ends by suggesting weights_only=False, which for an untrusted
+    file is the one thing not to do)."""
+    try:
+        return torch.load(ckpt, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated zip, unsafe pickle, not a torch file
+        text = str(e)
+        why = ("it holds Python objects other than tensors (foreign or tampered; simclr never unpickles those)"
+               if "Weights only load failed" in text or "Unsupported global" in text else
+               "it is truncated or not a checkpoint file")
+        raise error(f"{ckpt}: cannot {action}; {why}. Use a checkpoint written by simclr.") from None
+
+
 def resumable(run_dir: Path) -> tuple[RunConfig, Path]:
     """(config, last checkpoint) of a run that can be continued, or one ConfigError saying why not."""
     config_file, ckpt = run_dir / "config.yaml", run_dir / "checkpoints" / "last.ckpt"
@@ -66,12 +80,12 @@ def resumable(run_dir: Path) -> tuple[RunConfig, Path]:
         raise ConfigError(f"--resume {run_dir}: no checkpoints/last.ckpt (the run stopped before its first epoch "
                           "ended); start it afresh.")
     cfg = load_config(config_file)
+    blob = read_checkpoint(ckpt, action="be resumed from")
     try:
-        blob = torch.load(ckpt, map_location="cpu", weights_only=True)  # never unpickles arbitrary objects
         saved = blob["hyper_parameters"]["config"]
-    except Exception as e:  # truncated zip, unsafe pickle, not a Lightning checkpoint
-        raise ConfigError(f"{ckpt}: cannot be resumed from; it is not a readable simclr checkpoint (truncated or "
-                          f"foreign?): {type(e).__name__}: {str(e).splitlines()[0][:160]}") from None
+    except (KeyError, TypeError):
+        raise ConfigError(f"{ckpt}: cannot be resumed from; it is not a simclr checkpoint (no "
+                          "hyper_parameters.config).") from None
     now, then = _flat(to_dict(cfg)), _flat(saved if isinstance(saved, dict) else {})
     changed = [f"{k}: {then.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(now) | set(then))
                if now.get(k) != then.get(k)]

@@ -65,3 +65,10 @@ def pyplot():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     return plt
+
+
+def format_duration(seconds: float) -> str:
+    """`1h05m` or `4m36s`: for ETAs and cost estimates."""
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
