@@ -39,5 +39,9 @@ def test_resume_checks_device_options_too(tiny_overrides, capsys):
     result = train.run(load_config(None, [*tiny_overrides, "trainer.max_epochs=1", "trainer.knn_monitor_every=0"]))
     config = result.run_dir / "config.yaml"
     config.write_text(config.read_text().replace("accelerator: cpu", "accelerator: gpu"))  # as if moved from a GPU box
+    ckpt = result.run_dir / "checkpoints" / "last.ckpt"  # the checkpoint records the same config (resume compares)
+    blob = torch.load(ckpt, weights_only=True)
+    blob["hyper_parameters"]["config"]["trainer"]["accelerator"] = "gpu"
+    torch.save(blob, ckpt)
     assert main(["pretrain", "--resume", str(result.run_dir)]) == 2
     assert "no CUDA device is visible" in capsys.readouterr().err
