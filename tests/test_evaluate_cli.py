@@ -77,7 +77,7 @@ def test_corrupt_truncated_and_foreign_checkpoints(tiny_run, tmp_path, capsys):
     garbage.write_bytes(b"\x00" * 100)
     foreign = tmp_path / "foreign.ckpt"
     torch.save({"weights": torch.zeros(3)}, foreign)
-    for path, message in ((truncated, "corrupt or truncated"), (garbage, "corrupt or truncated"),
+    for path, message in ((truncated, "truncated or not a checkpoint file"), (garbage, "truncated or not a checkpoint file"),
                           (foreign, "not a simclr checkpoint"), (tmp_path / "none.ckpt", "no such run directory")):
         assert main(["evaluate", str(path)]) == 2
         err = capsys.readouterr().err

@@ -235,7 +235,8 @@ def run_search(spec_path: str | Path, worker: bool = False, dry_run: bool = Fals
             raise ConfigError(f"{study_dir(spec)}: no search here yet; run `simclr search {spec_path}` first.")
         return write_outputs(spec, open_study(spec), study_dir(spec), run_final=False)
     root = prepare(spec, spec_path)
-    study = open_study(spec, create=True)
+    with _locked(root):  # two workers creating a fresh storage's tables at once collide ("table ... already exists")
+        study = open_study(spec, create=True)
     eta = Eta(spec, study)
     announce_cost(spec, study, root, storage_url(spec))
     ran: list[int] = []
