@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from simclr import train
-from simclr.ablate.spec import AblationSpec, Arm, generate_arms, load_spec
+from simclr.ablate.spec import AblationSpec, Arm, generate_arms, load_spec, reference_arm
 from simclr.config.run import load_config
 from simclr.evaluate import evaluate_run
 from simclr.utils import first_free
@@ -75,6 +75,7 @@ def run_ablation(spec_path: str | Path, dry_run: bool = False) -> Path:
         (root / "policies" / f"{arm.name}.yaml").write_text(arm.policy.to_yaml())
     manifest_path = root / "manifest.json"
     manifest = _manifest(manifest_path)
+    manifest["reference"] = reference_arm(spec, arms)  # what report() takes paired differences against
     started, done_here = time.time(), 0
     for i, (arm, seed) in enumerate(jobs, 1):
         key = f"{arm.name}-seed{seed}"
