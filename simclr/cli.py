@@ -108,7 +108,7 @@ def cmd_ablate(args) -> int:
     if args.spec == "report":
         if not args.dir:
             raise ConfigError("simclr ablate report DIR: give the ablation directory.")
-        report(Path(args.dir), metric=args.metric)
+        report(Path(args.dir), metric=args.metric, reference=args.reference)
         return 0
     run_ablation(args.spec, dry_run=args.dry_run)
     return 0
@@ -153,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", nargs="?", help="with `report`: the ablation directory")
     p.add_argument("--dry-run", action="store_true", help="list arms and their resolved policies; run nothing")
     p.add_argument("--metric", help="with `report`: the metric to plot, e.g. knn_k20/top1 (default: linear/top1)")
+    p.add_argument("--reference", help="with `report`: the arm paired differences are taken against (default: "
+                                       "the spec's `reference`); writes results_vs_ARM.*")
     p.set_defaults(func=cmd_ablate)
     return ap
 

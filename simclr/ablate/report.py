@@ -80,18 +80,19 @@ def _flat(p: dict | None, prefix: str) -> dict:
     return {f"{prefix}_{k}": ("" if p is None else p[k]) for k in keys}
 
 
-def write_tables(root: Path, values: dict, info: dict, baselines: dict, reference: str | None = None) -> list[str]:
+def write_tables(root: Path, values: dict, info: dict, baselines: dict, reference: str | None = None,
+                 suffix: str = "") -> list[str]:
     reference = reference or reference_of(root, values, info)
     metrics = sorted({k for arm in values.values() for k in arm})
     rows = table_rows(values, info, baselines, reference)
     flat = [{"arm": r["arm"], "kind": r["kind"], "metric": r["metric"], "mean": r["mean"], "std": r["std"],
              "seeds": r["seeds"], "values": json.dumps(r["values"]), **_flat(r["vs_reference"], "d_ref"),
              **_flat(r["vs_random_init"], "d_rand")} for r in rows]
-    with open(root / "results.csv", "w", newline="") as fh:
+    with open(root / f"results{suffix}.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(flat[0]) if flat else ["arm"])
         w.writeheader()
         w.writerows(flat)
-    (root / "results.json").write_text(json.dumps({
+    (root / f"results{suffix}.json").write_text(json.dumps({
         "reference": reference, "ci_level": 0.95,
         "paired": "per-seed differences (arm - reference, arm - random_init) over the seeds both have; "
                   "ci = Student t interval of the mean difference; same_sign = seeds agreeing with the mean's sign",
@@ -115,7 +116,7 @@ def write_tables(root: Path, values: dict, info: dict, baselines: dict, referenc
           *lines, "", f"## Paired differences vs `{reference}` (points)", "",
           "Per seed, arm − reference on the same splits and random streams; mean [95 % t-interval], and how "
           "many seeds agree in sign with the mean.", "", *paired_lines, ""]
-    (root / "results.md").write_text("\n".join(md))
+    (root / f"results{suffix}.md").write_text("\n".join(md))
     return lines + [""] + paired_lines
 
 
@@ -161,8 +162,10 @@ def plot_pairwise(root: Path, values: dict, info: dict, metric: str, suffix: str
                f"Δ vs {reference} (points; seeds agreeing in sign)"))
     for ax, grid, text, cmap, vlim, title in panels:
         im = ax.imshow(grid, cmap=cmap, vmin=vlim[0] if vlim else None, vmax=vlim[1] if vlim else None)
+        mid = np.nanmean([np.nanmin(grid), np.nanmax(grid)]) if np.isfinite(grid).any() else 0.0
         for (i, j), t in text.items():
-            ax.text(j, i, t, ha="center", va="center", fontsize=7, color="black" if cmap == "RdBu" else "white")
+            dark = cmap == "viridis" and grid[i, j] < mid  # white text on the dark half of viridis
+            ax.text(j, i, t, ha="center", va="center", fontsize=7, color="white" if dark else "black")
         if ref_cell is not None:
             ax.add_patch(plt.Rectangle((ref_cell[1] - 0.5, ref_cell[0] - 0.5), 1, 1, fill=False, ec="red", lw=2))
             ax.text(ref_cell[1], ref_cell[0] + 0.42, "ref", ha="center", va="bottom", fontsize=6, color="red")
@@ -264,25 +267,30 @@ def plot_paired(root: Path, values: dict, baselines: dict, metric: str, referenc
     return out
 
 
-def report(root: Path, metric: str | None = None) -> list[Path]:
-    """Tables and plots; plots use `metric` (default: linear/top1, else the first kNN top-1)."""
+def report(root: Path, metric: str | None = None, reference: str | None = None) -> list[Path]:
+    """Tables and plots; plots use `metric` (default: linear/top1, else the first kNN top-1). Paired
+    differences are taken against `reference` (default: the spec's); a non-default reference writes
+    results_vs_<arm>.* next to the default files instead of replacing them."""
+    from simclr.config.schema import ConfigError, suggest
     root = Path(root)
     if not (root / "manifest.json").exists():
-        from simclr.config.schema import ConfigError
         raise ConfigError(f"{root}: no manifest.json; is this an ablation directory (output_dir/name)?")
     values, info, baselines = collect(root)
-    reference = reference_of(root, values, info)
-    lines = write_tables(root, values, info, baselines, reference)
+    if reference is not None and reference not in values:
+        raise ConfigError(f"--reference: '{reference}' is not an arm of {root}.{suggest(reference, list(values))}")
+    ref_suffix = "" if reference is None else "_vs_" + "".join(c if c.isalnum() or c in "-_." else "_"
+                                                                for c in reference)
+    reference = reference or reference_of(root, values, info)
+    lines = write_tables(root, values, info, baselines, reference, ref_suffix)
     known = sorted({k for arm in values.values() for k in arm})
     if metric is not None and metric not in known:
-        from simclr.config.schema import ConfigError, suggest
         raise ConfigError(f"--metric: '{metric}' is not in these results.{suggest(metric, known)}")
-    suffix = "" if metric is None else "_" + metric.replace("/", "_")
+    suffix = ("" if metric is None else "_" + metric.replace("/", "_")) + ref_suffix
     metric = metric or main_metric(values)
     made = [p for p in (plot_pairwise(root, values, info, metric, suffix, reference),
                         plot_bars(root, values, info, metric, baselines=baselines, suffix=suffix, reference=reference),
                         plot_sweep(root, values, info, metric, baselines=baselines, suffix=suffix),
                         plot_paired(root, values, baselines, metric, reference, suffix)) if p is not None]
     print("\n".join(lines))
-    print(f"wrote {root / 'results.csv'}, results.md, results.json" + "".join(f", {p.name}" for p in made))
+    print(f"wrote {root / f'results{ref_suffix}.csv'}, .md, .json" + "".join(f", {p.name}" for p in made))
     return made

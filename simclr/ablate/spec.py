@@ -41,6 +41,8 @@ class PairwiseSpec:
     extra_rows: tuple[str, ...] = field(default=("flip",), metadata={"help": "transformations that get a row "
                                         "only (A alone and A then each of `ops`), not a column"})
     ordered: bool = field(default=True, metadata={"help": "A then B and B then A are different arms (Fig. 5)"})
+    only_with: tuple[str, ...] = field(default=(), metadata={"help": "keep only the cells whose row or column "
+                                       "is one of these (a reduced grid: e.g. the crop and color rows and columns)"})
 
 
 @dataclass(frozen=True)
@@ -105,7 +107,7 @@ def _validate(spec: AblationSpec) -> None:
         raise ConfigError("arms: no arms; set drop_one, pairwise, sweep or named.")
     if a.pairwise:
         valid = [*FIG5_TRANSFORMS, *(n for n in REGISTRY if n != "normalize")]
-        for key in ("ops", "extra_rows"):
+        for key in ("ops", "extra_rows", "only_with"):
             names = getattr(a.pairwise, key)
             for i, op in enumerate(names):
                 if op not in valid:
@@ -230,6 +232,8 @@ def pairwise_arms(base: Policy, spec: PairwiseSpec) -> list[Arm]:
     for first, i in rows:
         for j, second in enumerate([first] + [s for s in spec.ops if s != first]):
             if i is not None and not spec.ordered and spec.ops.index(second) < i:
+                continue
+            if spec.only_with and first not in spec.only_with and second not in spec.only_with:
                 continue
             extra = ops(first) if first == second else ops(first) + ops(second)
             name = f"pair-{first}" if first == second else f"pair-{first}+{second}"
