@@ -59,7 +59,7 @@ def table_rows(values: dict, info: dict, baselines: dict, reference: str) -> lis
     """One row per (arm or floor, metric): mean ± std over seeds, per-seed values, and the paired
     differences against the reference arm and against the random-init floor."""
     metrics = sorted({k for arm in values.values() for k in arm})
-    floor = baselines.get("random_init", {})
+    floors = {name: baselines.get(name, {}) for name in ("random_init", "random_init_bn")}
     rows = []
     for arm, per_metric in [*values.items(), *((f"[{b}]", m) for b, m in baselines.items())]:
         for metric in metrics:
@@ -69,8 +69,8 @@ def table_rows(values: dict, info: dict, baselines: dict, reference: str) -> lis
                    **summary(per_metric[metric]), "reference": reference,
                    "vs_reference": None if arm == reference else paired(per_metric[metric],
                                                                           values[reference].get(metric, {})),
-                   "vs_random_init": None if arm == "[random_init]" or metric not in floor
-                   else paired(per_metric[metric], floor[metric])}
+                   **{f"vs_{name}": None if arm == f"[{name}]" or metric not in floor
+                      else paired(per_metric[metric], floor[metric]) for name, floor in floors.items()}}
             rows.append(row)
     return rows
 
@@ -87,14 +87,15 @@ def write_tables(root: Path, values: dict, info: dict, baselines: dict, referenc
     rows = table_rows(values, info, baselines, reference)
     flat = [{"arm": r["arm"], "kind": r["kind"], "metric": r["metric"], "mean": r["mean"], "std": r["std"],
              "seeds": r["seeds"], "values": json.dumps(r["values"]), **_flat(r["vs_reference"], "d_ref"),
-             **_flat(r["vs_random_init"], "d_rand")} for r in rows]
+             **_flat(r["vs_random_init"], "d_rand"), **_flat(r["vs_random_init_bn"], "d_rand_bn")} for r in rows]
     with open(root / f"results{suffix}.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(flat[0]) if flat else ["arm"])
         w.writeheader()
         w.writerows(flat)
     (root / f"results{suffix}.json").write_text(json.dumps({
         "reference": reference, "ci_level": 0.95,
-        "paired": "per-seed differences (arm - reference, arm - random_init) over the seeds both have; "
+        "paired": "per-seed differences (arm - reference, arm - random_init, arm - random_init_bn) over the "
+                  "seeds both have; "
                   "ci = Student t interval of the mean difference; same_sign = seeds agreeing with the mean's sign",
         "rows": rows}, indent=2))
     arms = list(dict.fromkeys(r["arm"] for r in rows))
@@ -104,11 +105,14 @@ def write_tables(root: Path, values: dict, info: dict, baselines: dict, referenc
     lines += [f"| {a}{' (ref)' if a == reference else ''} | " + " | ".join(cell.get((a, m), "–") for m in metrics)
               + " |" for a in arms]
     seeds = max((r["seeds"] for r in rows), default=0)
-    paired_lines = ["| arm | " + " | ".join(f"Δ {m} vs {reference}" for m in metrics) + " | Δ "
-                    + f"{main_metric(values)} vs random init |", "|---" * (len(metrics) + 2) + "|"]
+    main = main_metric(values)
+    paired_lines = ["| arm | " + " | ".join(f"Δ {m} vs {reference}" for m in metrics)
+                    + f" | Δ {main} vs random init | Δ {main} vs random init (BN recomputed) |",
+                    "|---" * (len(metrics) + 3) + "|"]
     paired_lines += [f"| {a} | " + " | ".join(describe(by[(a, m)]["vs_reference"]) if (a, m) in by else "–"
                                                for m in metrics)
-                     + f" | {describe(by[(a, main_metric(values))]['vs_random_init']) if (a, main_metric(values)) in by else '–'} |"
+                     + "".join(f" | {describe(by[(a, main)][key]) if (a, main) in by else '–'}"
+                               for key in ("vs_random_init", "vs_random_init_bn")) + " |"
                      for a in arms if a != reference]
     md = [f"# Ablation results: {root.name}", "",
           f"Accuracy in %, mean ± sample std over {seeds} seed(s); `[random_init]` (untouched BN statistics), "
