@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Reproduces docs/studies.md (CPU, 2 cores). Each study is resumable: rerun the same line after an interruption.
+# Reproduces docs/studies.md (CPU, 2 cores) into results/<study>/. Each study is resumable: rerun the same
+# line after an interruption. Commit only what .gitignore lets through (reports, per-arm results.json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-for spec in digits_rotation cifar_crop_colour cifar_colour_sweep cifar_fig5; do
+for spec in cifar_fig5 cifar_crop_colour digits_rotation; do
   /usr/bin/time -f "$spec: %e s" simclr ablate "configs/ablations/$spec.yaml"
 done

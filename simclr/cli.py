@@ -134,7 +134,7 @@ def cmd_ablate(args) -> int:
             from simclr.ablate.status import print_status
             states = print_status(Path(args.dir))
             return 1 if any(s.state == "failed" for s in states) else 0
-        report(Path(args.dir), metric=args.metric)
+        report(Path(args.dir), metric=args.metric, reference=args.reference)
         return 0
     if args.dir:
         raise ConfigError(f"simclr ablate SPEC: unexpected '{args.dir}' after the spec (DIR goes with report/status).")
@@ -217,6 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--slurm-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="any other sbatch option, e.g. --slurm-arg account=myproj --slurm-arg qos=low")
     p.add_argument("--metric", help="with `report`: the metric to plot, e.g. knn_k20/top1 (default: linear/top1)")
+    p.add_argument("--reference", help="with `report`: the arm paired differences are taken against (default: "
+                                       "the spec's `reference`); writes results_vs_ARM.*")
     p.set_defaults(func=cmd_ablate)
 
     p = sub.add_parser("search", help="search an augmentation policy with Optuna (see docs/search.md)")

@@ -2,11 +2,13 @@
 import json
 import textwrap
 
+import numpy as np
 import pytest
+import torch
 
 import simclr.ablate.runner as runner
 from simclr.ablate import generate_arms, load_spec
-from simclr.ablate.spec import PairwiseSpec, pairwise_arms
+from simclr.ablate.spec import FIG5_OPS, FIG5_TRANSFORMS, PairwiseSpec, pairwise_arms
 from simclr.augment import load_policy
 from simclr.cli import main
 from simclr.config.schema import ConfigError
@@ -31,7 +33,9 @@ output_dir: {out}
 @pytest.mark.parametrize("body,key", [
     ("arms: {drop_on: true}", "arms.drop_on: unknown key. Did you mean 'drop_one'"),
     ("arms: {}", "arms: no arms"),
-    ("arms: {pairwise: {ops: [color_jiter]}}", "arms.pairwise.ops[0]: unknown op 'color_jiter'"),
+    ("arms: {pairwise: {ops: [colr]}}", "arms.pairwise.ops[0]: unknown transformation 'colr'"),
+    ("arms: {pairwise: {ops: [crop, crop]}}", "arms.pairwise.ops[1]: 'crop' is listed twice"),
+    ("arms: {drop_one: true}\nreference: bse", "reference: 'bse' is not an arm. Did you mean 'base'"),
     ("arms: {sweep: {op: color_jitter, param: strength, values: [0.5]}}", "arms.sweep.param: 'strength'"),
     ("arms: {sweep: {op: color_jitter, param: s, values: [-1]}}", "s: -1.0 is out of range"),
     ("arms: {drop_one: true}\nseeds: [-1]", "seeds[0]: -1 is out of range"),
@@ -46,21 +50,86 @@ def test_spec_errors_name_the_key(tmp_path, body, key):
     assert key in str(err.value) and str(path) in str(err.value)
 
 
-def test_pairwise_is_exactly_the_fig5_arm_set():
+def test_pairwise_is_the_fig5_protocol_arm_set():
+    """Ordered 7x7 over the paper's transformations + a flip row: shared base crop, branch 1 = A or A then B,
+    branch 2 = the identity of the crop (normalize only)."""
     base = load_policy("simclr_cifar")
-    arms = pairwise_arms(base, PairwiseSpec(ops=tuple(OPS)))
-    assert len(arms) == len(OPS) ** 2
-    assert {(a.meta["first"], a.meta["second"]) for a in arms} == {(x, y) for x in OPS for y in OPS}
+    spec = PairwiseSpec()
+    arms = pairwise_arms(base, spec)
+    ops = list(FIG5_OPS)
+    assert len(arms) == len(ops) ** 2 + 1 + len(ops)
+    assert {(a.meta["first"], a.meta["second"]) for a in arms} == \
+        {(x, y) for x in ops for y in ops} | {("flip", "flip")} | {("flip", y) for y in ops}
+    crop = next(o for o in base.views[0] if o.name == "random_resized_crop")
     for arm in arms:
-        branch1, branch2 = ([o.name for o in v] for v in arm.policy.views)
-        assert branch2 == ["random_resized_crop", "normalize"]  # the other branch: crop only
+        assert arm.policy.shared == (crop,)                                   # one crop, drawn once per image
+        assert [o.name for o in arm.policy.views[1]] == ["normalize"]        # branch 2: the crop itself
         first, second = arm.meta["first"], arm.meta["second"]
-        expected = [n for n in ([first] if first == second else [first, second]) if n != "random_resized_crop"]
-        assert branch1 == ["random_resized_crop", *expected, "normalize"]
-        assert all(o.params.p == 1.0 for o in arm.policy.views[0])
-    # parameters come from the base policy where it has the op (colour strength s=0.5 here)
-    jitter = next(o for a in arms for o in a.policy.views[0] if o.name == "color_jitter")
-    assert jitter.params.s == 0.5
+        expected = [op for t in ([first] if first == second else [first, second]) for op, _ in FIG5_TRANSFORMS[t]]
+        assert [o.name for o in arm.policy.views[0]] == [*expected, "normalize"]
+    by_name = {a.name: a.policy for a in arms}
+    further = by_name["pair-crop"].views[0][0]                               # crop under test: a further crop
+    assert further.name == "random_resized_crop" and further.params.scale == crop.params.scale
+    colour = {o.name: o.params for o in by_name["pair-color"].views[0]}
+    assert colour["color_jitter"].s == 0.5 and colour["color_jitter"].p == 0.8 and colour["grayscale"].p == 0.2
+    assert by_name["pair-rotate"].views[0][0].params.angles == (90.0, 180.0, 270.0)
+    unordered = pairwise_arms(base, PairwiseSpec(ops=("crop", "color", "blur"), extra_rows=(), ordered=False))
+    assert [a.name for a in unordered] == ["pair-crop", "pair-crop+color", "pair-crop+blur", "pair-color",
+                                          "pair-color+blur", "pair-blur"]
+
+
+def test_fig5_flip_arm_pixel_by_pixel():
+    """Diagonal flip arm: view 2 is exactly the shared crop, view 1 exactly its mirror image."""
+    from simclr.augment import TwoViewAugmenter, policy_from_dict
+    base = load_policy("simclr_cifar")
+    arm = next(a for a in pairwise_arms(base, PairwiseSpec()) if a.name == "pair-flip")
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (16, 3, 32, 32), generator=g, dtype=torch.uint8)
+    aug = TwoViewAugmenter(arm.policy, seed=3)
+    v1, v2 = (aug.view(x, i, normalize=False, _float=s) for s in [aug.shared_view(x)] for i in (0, 1))
+    # the shared crop, independently: the base crop alone, drawn from the same `shared` stream
+    crop_only = policy_from_dict({"shared": [arm.policy.shared[0].to_dict()], "ops": [{"normalize": {}}]})
+    ref = TwoViewAugmenter(crop_only, seed=3).shared_view(x)
+    assert not torch.equal(ref, x.float() / 255)          # a real crop happened
+    assert torch.equal(v2, ref)
+    assert torch.equal(v1, ref.flip(-1))
+    # and through forward(), normalised: view 1 is the mirror of view 2
+    n1, n2 = TwoViewAugmenter(arm.policy, seed=3)(x)
+    assert torch.allclose(n1, n2.flip(-1), atol=1e-6)
+
+
+@pytest.mark.parametrize("arms_yaml", [
+    "arms: {drop_one: true}",
+    "arms: {pairwise: {}}",
+    "arms: {pairwise: {ordered: false, ops: [crop, color, rotate]}}",
+    "arms: {sweep: {op: color_jitter, param: s, values: [0, 0.25, 0.5, 1.0]}}",
+    "arms: {named: {a: digits, b: digits_rotation}}",
+])
+def test_no_generator_makes_two_arms_with_the_same_policy(tmp_path, arms_yaml):
+    spec = load_spec(spec_file(tmp_path, "base_policy: simclr_cifar\n" + arms_yaml))
+    arms = generate_arms(spec)
+    keys = [(a.policy.shared, a.policy.views) for a in arms]
+    assert len(set(keys)) == len(keys) > 1
+
+
+def test_a_repeated_policy_is_refused_with_both_arm_names(tmp_path):
+    path = spec_file(tmp_path, "base_policy: simclr_cifar\narms: {drop_one: true, named: {same: simclr_cifar}}\n")
+    with pytest.raises(ConfigError, match="'same' is the same policy as 'base'"):
+        load_spec(path)
+
+
+def test_paired_statistics_match_scipy():
+    from scipy import stats as sps
+    from simclr.ablate.stats import paired
+    arm = {0: 0.40, 1: 0.43, 2: 0.38, 3: 0.45, 4: 0.41}
+    ref = {0: 0.39, 1: 0.40, 2: 0.385, 3: 0.41, 4: 0.40, 9: 0.5}   # seed 9 has no partner: ignored
+    p = paired(arm, ref)
+    d = [arm[s] - ref[s] for s in range(5)]
+    ci = sps.t.interval(0.95, 4, loc=np.mean(d), scale=sps.sem(d))
+    assert p["seeds"] == 5 and p["mean"] == pytest.approx(np.mean(d))
+    assert (p["ci_low"], p["ci_high"]) == pytest.approx(ci)
+    assert p["same_sign"] == 4 and p["excludes_zero"] == (sps.ttest_rel([arm[s] for s in range(5)],
+                                                                         [ref[s] for s in range(5)]).pvalue < 0.05)
 
 
 def test_drop_one_and_sweep_arms(tmp_path):
@@ -71,9 +140,10 @@ def test_drop_one_and_sweep_arms(tmp_path):
           sweep: {op: color_jitter, param: s, values: [0, 0.25, 0.5, 1.0]}
         """))
     names = [a.name for a in generate_arms(spec)]
+    # s=0.5 is the base policy itself: not a second arm, the base arm is that sweep point
     assert names == ["base", "drop-random_resized_crop", "drop-horizontal_flip", "drop-color_jitter",
-                     "drop-grayscale", "color_jitter.s=0", "color_jitter.s=0.25", "color_jitter.s=0.5",
-                     "color_jitter.s=1"]
+                     "drop-grayscale", "color_jitter.s=0", "color_jitter.s=0.25", "color_jitter.s=1"]
+    assert generate_arms(spec)[0].meta == {"value": 0.5, "param": "color_jitter.s"}
 
 
 def test_two_arm_ablation_runs_and_resumes_without_rerunning_finished_arms(tmp_path, monkeypatch, capsys):

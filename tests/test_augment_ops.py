@@ -18,6 +18,7 @@ STRONG = {
 }
 ALL_OPS = sorted(REGISTRY)
 PROBABILISTIC = [n for n in ALL_OPS if n != "normalize"]
+DETERMINISTIC = ("horizontal_flip", "vertical_flip", "grayscale", "solarize", "sobel")  # nothing drawn but p
 
 
 def params(name, **extra):
@@ -35,7 +36,7 @@ def images(n=16, c=3, size=32, seed=0):
 
 def test_registry_has_the_issue_ops():
     expected = {"random_resized_crop", "horizontal_flip", "vertical_flip", "color_jitter", "grayscale", "rotation",
-                "gaussian_noise", "gaussian_blur", "random_erasing", "solarize", "normalize"}
+                "gaussian_noise", "gaussian_blur", "random_erasing", "solarize", "sobel", "normalize"}
     assert expected <= set(REGISTRY)
 
 
@@ -84,7 +85,7 @@ def test_per_sample_independence(name):
     v1, _ = one_op(name, p=0.5)(x.expand(64, -1, -1, -1).contiguous())
     distinct = torch.unique(v1.flatten(1), dim=0)
     assert len(distinct) >= 2, f"{name}: all 64 copies augmented identically"
-    if name not in ("horizontal_flip", "vertical_flip", "grayscale", "solarize"):
+    if name not in DETERMINISTIC:
         v1, _ = one_op(name, p=1.0)(x.expand(64, -1, -1, -1).contiguous())
         assert len(torch.unique(v1.flatten(1), dim=0)) >= 32, f"{name}: parameters not drawn per sample"
 
@@ -192,3 +193,34 @@ def test_no_host_device_sync_in_the_hot_path():
         aug(x)
     finally:
         torch.cuda.set_sync_debug_mode(0)
+
+
+def test_shared_ops_are_drawn_once_for_both_views():
+    """`shared: [crop]` + identical views: both views are the same crop; the two views of a policy with
+    the crop in `ops` (drawn per view) are not."""
+    x = images(n=32)
+    shared = TwoViewAugmenter(policy_from_dict({"shared": [{"random_resized_crop": {"size": 24}}],
+                                                "ops": [{"normalize": {}}]}), seed=5)
+    v1, v2 = shared(x)
+    assert torch.equal(v1, v2) and v1.shape[-1] == 24
+    per_view = TwoViewAugmenter(policy_from_dict({"ops": [{"random_resized_crop": {"size": 24}}, "normalize"]}),
+                                seed=5)
+    a, b = per_view(x)
+    assert not torch.equal(a, b)
+    # the shared stream is its own: view ops after it draw the same as they would without it
+    s = TwoViewAugmenter(policy_from_dict({"shared": ["random_resized_crop"], "ops": [{"gaussian_noise": {"p": 1}}]}),
+                         seed=5)
+    crop_then = s.shared_view(x)
+    assert s.keys == [["view0/gaussian_noise#1"], ["view1/gaussian_noise#1"], ["shared/random_resized_crop#1"]]
+    alone = TwoViewAugmenter(policy_from_dict({"ops": ["random_resized_crop"]}), seed=5)
+    assert not torch.equal(crop_then, alone.view(x, 0))  # another key, another stream
+
+
+def test_shared_generator_states_round_trip_through_state_dict():
+    pol = policy_from_dict({"shared": ["random_resized_crop"], "ops": [{"gaussian_noise": {"p": 1}}]})
+    a = TwoViewAugmenter(pol, seed=2)
+    a(images())
+    b = TwoViewAugmenter(pol, seed=99)
+    b.load_state_dict(a.state_dict())
+    x = images(seed=1)
+    assert all(torch.equal(u, v) for u, v in zip(a(x), b(x)))

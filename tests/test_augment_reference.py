@@ -149,3 +149,32 @@ def test_crop_resample_matches_kornia_crop_and_resize():
                          torch.stack([x1, y2], -1)], dim=1)
     ref = crop_and_resize(x, boxes, (12, 12), mode="bilinear", align_corners=True)
     assert (resample_boxes(x, x1, y1, x2, y2, (12, 12)) - ref).abs().max() < 1e-4
+
+
+def test_sobel_matches_scipy_per_channel():
+    """kornia's normalised Sobel magnitude = scipy.ndimage.sobel / 8 per 2-D channel, replicate border."""
+    import scipy.ndimage as nd
+    from simclr.augment import single_op
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (3, 3, 12, 12), generator=g, dtype=torch.uint8)
+    ours = single_op("sobel", x).numpy()
+    xx = x.numpy().astype(np.float64) / 255
+    ref = np.empty_like(xx)
+    for b in range(xx.shape[0]):
+        for c in range(xx.shape[1]):
+            gx = nd.sobel(xx[b, c], axis=1, mode="nearest") / 8
+            gy = nd.sobel(xx[b, c], axis=0, mode="nearest") / 8
+            ref[b, c] = np.clip(np.hypot(gx, gy), 0, 1)
+    assert np.abs(ours - ref).max() < 1e-3
+
+
+def test_rotation_angles_are_exact_quarter_turns():
+    """angles [90, 180, 270]: each image is one of torch.rot90's three turns, and all three occur."""
+    from simclr.augment import single_op
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (64, 3, 8, 8), generator=g, dtype=torch.uint8)
+    out = single_op("rotation", x, angles=[90.0, 180.0, 270.0])
+    turns = torch.stack([torch.rot90(x.float() / 255, k, dims=(-2, -1)) for k in (1, 2, 3)])  # (3, B, C, H, W)
+    err = (out.unsqueeze(0) - turns).abs().flatten(2).amax(-1)                               # (3, B)
+    assert (err.min(0).values < 1e-5).all()
+    assert set(err.argmin(0).tolist()) == {0, 1, 2}

@@ -11,7 +11,7 @@ from sklearn.preprocessing import StandardScaler
 from simclr.evaluate.diagnostics import alignment, rankme, uniformity
 from simclr.evaluate.features import extract_features, frozen
 from simclr.evaluate.knn import knn_classify
-from simclr.evaluate.linear import fit_logistic, linear_probe
+from simclr.evaluate.linear import ProbeSettings, fit_logistic, linear_probe
 
 
 def knn_numpy(bank, bank_y, queries, k, t, num_classes):
@@ -76,7 +76,20 @@ def test_linear_probe_on_digit_pixels_beats_095_and_is_within_1_point_of_sklearn
     scaler = StandardScaler().fit(xtr)
     sk = LogisticRegression(C=1 / (res.weight_decay * len(xtr)), max_iter=5000).fit(scaler.transform(xtr), ytr)
     assert abs(res.top1 - sk.score(scaler.transform(xte), yte)) <= 0.01
-    assert set(res.val_top1) == {"1e-06", "1e-05", "0.0001", "0.001", "0.01"}
+    assert set(res.val_top1) >= {"1e-06", "1e-05", "0.0001", "0.001", "0.01", "0.1"}
+
+
+@pytest.mark.parametrize("grid", [(1e-6, 1e-5), (1.0, 10.0)])
+def test_probe_widens_a_grid_whose_best_value_is_at_an_edge(grid):
+    """A grid that stops too early (either side) is widened until the chosen weight decay is interior."""
+    x, y = load_digits(return_X_y=True)
+    xtr, xte, ytr, yte = train_test_split(x, y, test_size=0.3, stratify=y, random_state=0)
+    res = linear_probe(xtr, ytr, xte, yte, settings=ProbeSettings(wd_grid=grid, max_iter=100))
+    searched = sorted(float(w) for w in res.val_top1)
+    assert set(grid) <= set(searched) and len(searched) > len(grid)
+    assert searched[0] < res.weight_decay < searched[-1] and not res.at_edge
+    # the choice is the best validation score on the widened grid (ties: stronger regularisation)
+    assert res.val_top1[f"{res.weight_decay:g}"] == max(res.val_top1.values())
 
 
 class BNNet(torch.nn.Module):
@@ -133,6 +146,44 @@ def test_invariance_profile_is_one_for_an_invariant_encoder_and_lower_otherwise(
     images = ImageData(torch.randint(0, 256, (64, 3, 16, 16), generator=g, dtype=torch.uint8),
                        torch.zeros(64, dtype=torch.long), ("a",))
     prof = invariance_profile(MeanColour(), images, policy_from_dict({"ops": ["horizontal_flip"]}))
-    assert prof["horizontal_flip"] == pytest.approx(1.0, abs=1e-5)
-    assert prof["vertical_flip"] == pytest.approx(1.0, abs=1e-5)
-    assert prof["color_jitter"] < 0.9 and prof["grayscale"] < 0.9
+    assert prof["horizontal_flip"]["cosine"] == pytest.approx(1.0, abs=1e-5)
+    assert prof["vertical_flip"]["cosine"] == pytest.approx(1.0, abs=1e-5)
+    assert prof["color_jitter"]["cosine"] < 0.9 and prof["grayscale"]["cosine"] < 0.9
+    # the scale reference: a flip-blind encoder retrieves every flipped image's original
+    assert prof["horizontal_flip"]["retrieval"] == 1.0 and prof["horizontal_flip"]["draws"] == 3
+    assert prof["horizontal_flip"]["in_policy"] and not prof["color_jitter"]["in_policy"]
+
+
+def test_balanced_sample_is_seeded_and_equal_per_class():
+    from simclr.evaluate.diagnostics import balanced_sample
+    labels = torch.arange(10).repeat_interleave(50)           # class-sorted, as the splits are
+    idx = balanced_sample(labels, 100, seed=3)
+    assert torch.bincount(labels[idx]).tolist() == [10] * 10   # the first 100 would be classes 0-1 only
+    assert torch.equal(idx, balanced_sample(labels, 100, seed=3))
+    assert not torch.equal(idx, balanced_sample(labels, 100, seed=4))
+    assert len(idx.unique()) == 100
+
+
+def test_knn_k_is_capped_by_the_smallest_class_bank():
+    from simclr.evaluate.api import effective_k
+    labels = np.array([0] * 30 + [1] * 12 + [-1] * 5)        # -1: unlabelled, not in the bank
+    assert effective_k([200, 20, 5], labels) == {200: 12, 20: 12, 5: 5}
+
+
+def test_recomputed_bn_statistics_equal_the_data_statistics():
+    """A BN on the input: its recomputed running mean/var are the per-channel mean/var of the
+    preprocessed images (NumPy reference), and the weights are unchanged."""
+    from simclr.data import ImageData
+    from simclr.evaluate.checkpoint import recompute_bn_statistics
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (64, 3, 8, 8), generator=g, dtype=torch.uint8)
+    data = ImageData(images, torch.zeros(64, dtype=torch.long), ("a",))
+    net = torch.nn.Sequential(torch.nn.BatchNorm2d(3), torch.nn.Flatten())
+    net[0].weight.data.fill_(2.0)
+    pre = lambda x: x.float() / 255.0  # noqa: E731
+    recompute_bn_statistics(net, data, pre, batch_size=64)
+    x = images.numpy().astype(np.float64) / 255.0
+    assert np.allclose(net[0].running_mean.numpy(), x.mean(axis=(0, 2, 3)), atol=1e-6)
+    assert np.allclose(net[0].running_var.numpy(), x.transpose(1, 0, 2, 3).reshape(3, -1).var(axis=1, ddof=1),
+                       atol=1e-6)
+    assert not net.training and torch.all(net[0].weight == 2.0) and net[0].momentum == 0.1

@@ -26,16 +26,26 @@ def test_evaluate_writes_settings_next_to_numbers_and_never_overwrites(tiny_run,
     assert s["knn"]["k"] == [20, 5] and s["knn"]["temperature"] == 0.1 and s["knn"]["metric"] == "cosine"
     assert len(s["checkpoint"]["sha256"]) == 64 and s["package_version"]
     assert s["data"]["split_sizes"] == {"train": 200, "val": 50, "test": 100}
-    assert "wd_grid" in s["linear"] and "policy" in s
+    assert "wd_grid" in s["linear"] and "policy" in s and s["diagnostics"]["invariance_seeds"] == [0, 1, 2]
     m = record["metrics"]
-    assert set(m) == {"simclr", "random_init", "raw_pixels"}
+    assert set(m) == {"simclr", "random_init", "random_init_bn", "raw_pixels"}
     assert 0 <= m["simclr"]["knn_k20"]["top1"] <= 1
+    # k=20 asks for every image of a class (20 per class here): used as is, and stored
+    assert m["simclr"]["knn_k20"]["k"] == 20 and s["knn"]["k_used"] == {"20": 20, "5": 5}
+    lin = m["simclr"]["linear"]
+    assert lin["wd_searched"][0] < lin["weight_decay"] < lin["wd_searched"][-1] or lin["wd_at_edge"]
     inv = m["simclr"]["diagnostics"]["invariance"]
     assert set(inv) >= {"random_resized_crop", "color_jitter", "rotation"} and "normalize" not in inv
+    assert inv["rotation"]["in_policy"] is False and inv["random_resized_crop"]["in_policy"] is True
+    assert 0 <= inv["random_resized_crop"]["retrieval"] <= 1 and inv["random_resized_crop"]["draws"] == 3
+    # BN statistics recomputed: a different floor from the untouched random init, same weights
+    assert m["random_init_bn"]["knn_k20"]["top1"] != m["random_init"]["knn_k20"]["top1"] or \
+        m["random_init_bn"]["linear"]["top1"] != m["random_init"]["linear"]["top1"]
     assert (tiny_run / "eval" / "eval-1" / "invariance.png").exists()
     # second evaluation: a new directory, appended CSV rows, feature cache reused
     assert main(["evaluate", str(tiny_run), "--protocol", "knn"]) == 0
-    assert (tiny_run / "eval" / "eval-2" / "results.json").exists()
+    second = json.loads((tiny_run / "eval" / "eval-2" / "results.json").read_text())["settings"]
+    assert "knn" in second and "linear" not in second and "diagnostics" not in second  # only settings in effect
     rows = list(csv.DictReader(open(tiny_run / "results.csv")))
     assert {r["eval_dir"].split("/")[-1] for r in rows} == {"eval-1", "eval-2"}
     assert any((tiny_run / "features").glob("*-train.pt"))

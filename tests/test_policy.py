@@ -41,6 +41,12 @@ def write(tmp_path, name, text):
     ({"ops": [{"solarize": {"threshold": True}}]}, "ops[0].threshold", "expected a number"),
     ({"remove": ["grayscale"], "ops": [CROP]}, "remove", "only allowed together with `extends`"),
     ({"ops": [{"random_erasing": {"value": 2}}]}, "ops[0].value", "out of range"),
+    ({"shared": [CROP, "normalize"], "ops": ["normalize"]}, "shared[1]", "not in `shared`"),
+    ({"shared": [{"random_resized_crop": {"sise": 8}}], "ops": ["normalize"]}, "shared[0].sise", "Did you mean"),
+    ({"shared": [], "ops": ["normalize"]}, "shared", "non-empty list"),
+    ({"shared": [{"random_resized_crop": {"size": 16}}], "views": [{"ops": ["normalize"]}, {"ops": [CROP]}]},
+     "different sizes", "same `size`"),
+    ({"extends": "simclr_cifar", "shared": [CROP]}, "with `extends`", "not ops/views/shared"),
 ])
 def test_bad_policy_names_the_path(raw, path_in_message, hint):
     with pytest.raises(ConfigError) as err:
@@ -142,3 +148,22 @@ def test_cli_policy_show_writes_png_and_never_overwrites(tmp_path, capsys):
     assert out.exists() and out.read_bytes()[:4] == b"\x89PNG"
     assert main(["policy", "show", "fashion_mnist", "--out", str(out), "--dataset", "digits"]) == 2
     assert "exists" in capsys.readouterr().err
+
+
+def test_shared_ops_round_trip_and_survive_extends(tmp_path):
+    """`shared` is parsed, written back by to_yaml, inherited by `extends` (remove/override reach it)."""
+    write(tmp_path, "fig5.yaml", """
+        shared: [{random_resized_crop: {size: 16, scale: [0.2, 1.0]}}]
+        views:
+          - ops: [{gaussian_noise: {p: 1.0}}, normalize]
+          - ops: [normalize]
+        """)
+    pol = load_policy(tmp_path / "fig5.yaml")
+    assert [o.name for o in pol.shared] == ["random_resized_crop"] and pol.op_names()[0] == "random_resized_crop"
+    again = policy_from_dict(__import__("yaml").safe_load(pol.to_yaml()))
+    assert again.shared == pol.shared and again.views == pol.views
+    write(tmp_path, "child.yaml", "extends: fig5.yaml\noverride: {random_resized_crop: {scale: [0.5, 1.0]}}\n")
+    child = load_policy(tmp_path / "child.yaml")
+    assert child.shared[0].params.scale == (0.5, 1.0) and child.shared[0].params.size == 16
+    write(tmp_path, "nocrop.yaml", "extends: fig5.yaml\nremove: [random_resized_crop]\n")
+    assert load_policy(tmp_path / "nocrop.yaml").shared == ()

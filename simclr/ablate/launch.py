@@ -29,7 +29,7 @@ from submitit.core.utils import JobPaths
 
 from simclr.ablate import status
 from simclr.ablate.runner import ArmTask, ablation_dir, make_tasks, run_arm
-from simclr.ablate.spec import generate_arms, load_spec
+from simclr.ablate.spec import generate_arms, load_spec, reference_arm
 from simclr.ablate.store import claim, resolved_record
 from simclr.config.files import inside, writable_dir
 from simclr.config.run import load_config
@@ -69,7 +69,7 @@ def _prepare(spec_path: str | Path):
     return spec, arms, root, make_tasks(spec, arms, root)
 
 
-def _write_plan(arms, root: Path, tasks: list[ArmTask]) -> None:
+def _write_plan(spec, arms, root: Path, tasks: list[ArmTask]) -> None:
     """policies/ and plan.json; `store.claim` has already matched the spec this directory ran (and wrote
     spec.yaml), so an existing policy file already holds this very policy and is left as it is."""
     (root / "policies").mkdir(exist_ok=True)
@@ -77,7 +77,8 @@ def _write_plan(arms, root: Path, tasks: list[ArmTask]) -> None:
         policy_file = inside(root / "policies" / f"{arm.name}.yaml", root, f"arm '{arm.name}'")
         if not policy_file.exists():
             policy_file.write_text(arm.policy.to_yaml())
-    plan = {"runs": [{"key": t.key, "arm": t.arm, "kind": t.kind, "seed": t.seed} for t in tasks]}
+    plan = {"reference": reference_arm(spec, arms),  # what the report takes paired differences against
+            "runs": [{"key": t.key, "arm": t.arm, "kind": t.kind, "seed": t.seed} for t in tasks]}
     tmp = root / ".plan.json.tmp"
     tmp.write_text(json.dumps(plan, indent=2))
     tmp.replace(root / "plan.json")
@@ -239,7 +240,7 @@ def run_ablation(spec_path: str | Path, dry_run: bool = False, launcher: str = "
     claimed = claim(root, resolved_record(spec, arms), Path(spec_path), new_dir)
     if claimed != root:
         root, tasks = claimed, make_tasks(spec, arms, claimed)
-    _write_plan(arms, root, tasks)
+    _write_plan(spec, arms, root, tasks)
     keys = [t.key for t in tasks]
     states = {s.key: s for s in status.arm_states(root, keys)}
     todo = [t for t in tasks if states[t.key].state in ("missing", "failed", "interrupted")]

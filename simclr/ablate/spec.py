@@ -1,7 +1,8 @@
 """Ablation specs (YAML, schema-validated like configs) and the arm generators.
 
 Arms share randomness: every arm of a seed uses the same per-op seeded streams (see
-simclr.augment.pipeline), so differences between arms come from the policy, not the dice.
+simclr.augment.pipeline), so differences between arms come from the policy, not the dice. No two arms
+of a spec may be the same policy (a repeated arm would pose as a separate result).
 """
 from __future__ import annotations
 
@@ -17,10 +18,30 @@ from simclr.config.run import EVAL_PROTOCOLS, load_config
 from simclr.config.schema import ConfigError, build, suggest, to_dict
 
 
+# SimCLR Fig. 4's transformations, as the registry expresses them (Fig. 5 protocol: pairwise_arms).
+# Each is a list of ops with p=1 unless noted; `None` params = the base policy's, else registry defaults.
+FIG5_TRANSFORMS: dict[str, list[tuple[str, dict]]] = {
+    "crop": [("random_resized_crop", {"p": 1.0})],        # a further random crop of the shared crop
+    "cutout": [("random_erasing", {"p": 1.0})],
+    "color": [("color_jitter", {}), ("grayscale", {})],    # colour distortion = jitter + drop, the base's p
+    "sobel": [("sobel", {"p": 1.0})],
+    "noise": [("gaussian_noise", {"p": 1.0})],
+    "blur": [("gaussian_blur", {"p": 1.0})],
+    "rotate": [("rotation", {"angles": (90.0, 180.0, 270.0), "p": 1.0})],
+    "flip": [("horizontal_flip", {"p": 1.0})],           # not in Fig. 5 (the paper folds flip into crop)
+}
+FIG5_OPS = ("crop", "cutout", "color", "sobel", "noise", "blur", "rotate")
+
+
 @dataclass(frozen=True)
 class PairwiseSpec:
-    ops: tuple[str, ...] = field(metadata={"help": "transformations; random_resized_crop = crop alone"})
+    ops: tuple[str, ...] = field(default=FIG5_OPS, metadata={"help": "transformations (rows and columns): "
+                                 + ", ".join(FIG5_TRANSFORMS) + ", or a registry op name"})
+    extra_rows: tuple[str, ...] = field(default=("flip",), metadata={"help": "transformations that get a row "
+                                        "only (A alone and A then each of `ops`), not a column"})
     ordered: bool = field(default=True, metadata={"help": "A then B and B then A are different arms (Fig. 5)"})
+    only_with: tuple[str, ...] = field(default=(), metadata={"help": "keep only the cells whose row or column "
+                                       "is one of these (a reduced grid: e.g. the crop and color rows and columns)"})
 
 
 @dataclass(frozen=True)
@@ -48,6 +69,8 @@ class AblationSpec:
     seeds: tuple[int, ...] = field(default=(0,), metadata={"range": (0, 2**31 - 1)})
     protocols: tuple[str, ...] = ("knn", "linear")
     output_dir: str = "ablations"
+    reference: str | None = field(default=None, metadata={"help": "arm that paired differences are taken "
+                                  "against; default: base, else pair-crop, else the first arm"})
 
 
 @dataclass(frozen=True)
@@ -88,9 +111,14 @@ def _validate(spec: AblationSpec) -> None:
     if not (a.drop_one or a.pairwise or a.sweep or a.named):
         raise ConfigError("arms: no arms; set drop_one, pairwise, sweep or named.")
     if a.pairwise:
-        for i, op in enumerate(a.pairwise.ops):
-            if op not in REGISTRY or op == "normalize":
-                raise ConfigError(f"arms.pairwise.ops[{i}]: unknown op '{op}'.{suggest(op, REGISTRY)}")
+        valid = [*FIG5_TRANSFORMS, *(n for n in REGISTRY if n != "normalize")]
+        for key in ("ops", "extra_rows", "only_with"):
+            names = getattr(a.pairwise, key)
+            for i, op in enumerate(names):
+                if op not in valid:
+                    raise ConfigError(f"arms.pairwise.{key}[{i}]: unknown transformation '{op}'.{suggest(op, valid)}")
+                if op in names[:i]:
+                    raise ConfigError(f"arms.pairwise.{key}[{i}]: '{op}' is listed twice.")
     if a.sweep:
         if a.sweep.op not in REGISTRY:
             raise ConfigError(f"arms.sweep.op: unknown op '{a.sweep.op}'.{suggest(a.sweep.op, REGISTRY)}")
@@ -98,7 +126,19 @@ def _validate(spec: AblationSpec) -> None:
         if a.sweep.param not in fields:
             raise ConfigError(f"arms.sweep.param: '{a.sweep.param}' is not a parameter of {a.sweep.op}."
                               f"{suggest(a.sweep.param, fields)}")
-    generate_arms(spec)  # builds every policy: out-of-range sweep values fail here, with the arm named
+    arms = generate_arms(spec)  # builds every policy: out-of-range sweep values fail here, with the arm named
+    if spec.reference is not None and spec.reference not in [arm.name for arm in arms]:
+        names = [arm.name for arm in arms]
+        raise ConfigError(f"reference: '{spec.reference}' is not an arm.{suggest(spec.reference, names)}")
+
+
+def reference_arm(spec: AblationSpec, arms: list[Arm]) -> str:
+    """The arm paired differences are taken against: `reference`, else base, else pair-crop, else the first."""
+    names = [arm.name for arm in arms]
+    for candidate in (spec.reference, "base", "pair-crop"):
+        if candidate in names:
+            return candidate
+    return names[0]
 
 
 def base_policy(spec: AblationSpec) -> Policy:
@@ -110,8 +150,12 @@ def _ops_dicts(view) -> list[dict]:
 
 
 def _arm(name: str, views: list[list[dict]], kind: str, **meta) -> Arm:
+    """views: [view 0 ops, view 1 ops, shared ops] as op dicts."""
+    raw = {"name": name, "views": [{"ops": v} for v in views[:2]]}
+    if views[2]:
+        raw["shared"] = views[2]
     try:
-        pol = policy_from_dict({"name": name, "views": [{"ops": v} for v in views]}, f"arm '{name}'")
+        pol = policy_from_dict(raw, f"arm '{name}'")
     except ConfigError as e:
         raise ConfigError(f"arms: {e}") from None
     return Arm(name, pol, kind, meta)
@@ -119,7 +163,7 @@ def _arm(name: str, views: list[list[dict]], kind: str, **meta) -> Arm:
 
 def generate_arms(spec: AblationSpec) -> list[Arm]:
     base = base_policy(spec)
-    views = [_ops_dicts(v) for v in base.views]
+    views = [_ops_dicts(v) for v in (*base.views, base.shared)]
     arms: list[Arm] = []
     a = spec.arms
     if a.drop_one or (a.sweep and not _base_value_swept(base, a.sweep)):
@@ -138,7 +182,11 @@ def generate_arms(spec: AblationSpec) -> list[Arm]:
                        for v in views]
             if not any(s.op in d for v in changed for d in v):
                 raise ConfigError(f"arms.sweep.op: '{s.op}' is not in the base policy '{base.name}'.")
-            arms.append(_arm(f"{s.op}.{s.param}={value:g}", changed, "sweep", value=value))
+            arm = _arm(f"{s.op}.{s.param}={value:g}", changed, "sweep", value=value, param=f"{s.op}.{s.param}")
+            if arms and arms[0].kind == "base" and arm.policy.views == arms[0].policy.views:
+                arms[0].meta.update(value=value, param=f"{s.op}.{s.param}")  # the base is this sweep point
+                continue
+            arms.append(arm)
     for name, path in a.named.items():
         arms.append(Arm(name, load_policy(path), "named"))
     names = [arm.name for arm in arms]
@@ -147,36 +195,59 @@ def generate_arms(spec: AblationSpec) -> list[Arm]:
     dupes = {n for n in names if names.count(n) > 1}
     if dupes:
         raise ConfigError(f"arms: duplicate arm names {sorted(dupes)}.")
+    seen: dict = {}
+    for arm in arms:
+        key = (arm.policy.shared, arm.policy.views)
+        if key in seen:
+            raise ConfigError(f"arms: '{arm.name}' is the same policy as '{seen[key]}'; an arm repeated under "
+                              "another name would pose as a separate result. Remove one of them.")
+        seen[key] = arm.name
     return arms
 
 
 def _base_value_swept(base: Policy, sweep: SweepSpec) -> bool:
     """True if the base policy's own value of the swept parameter is one of the sweep's values
     (then a separate `base` arm would only repeat that sweep arm)."""
-    values = {getattr(o.params, sweep.param) for v in base.views for o in v if o.name == sweep.op}
+    values = {getattr(o.params, sweep.param) for v in (*base.views, base.shared) for o in v if o.name == sweep.op}
     return len(values) == 1 and values.pop() in sweep.values
 
 
 def pairwise_arms(base: Policy, spec: PairwiseSpec) -> list[Arm]:
-    """SimCLR Fig. 5: every image is randomly cropped and resized on both branches; then
-    transformation A (diagonal) or A followed by B (off-diagonal) is applied to branch 1 only,
-    branch 2 left as the crop alone. Each transformation always applies (p=1), with the base
-    policy's parameters where the base has that op, else the registry defaults."""
-    base_ops = {o.name: to_dict(o.params) for o in base.views[0]}
-    crop = {"random_resized_crop": base_ops.get("random_resized_crop", {})}
-    tail = [{"normalize": base_ops["normalize"]}] if "normalize" in base_ops else []
+    """SimCLR Fig. 5 (§3.1): every image is randomly cropped and resized once (the base policy's crop,
+    a `shared` op, so both branches start from the same crop); then transformation A (diagonal) or A
+    followed by B (off-diagonal) is applied to branch 1 only, and branch 2 is the identity of that
+    crop. "crop" under test is a further random crop on branch 1. Transformations are
+    FIG5_TRANSFORMS, with the base policy's parameters where the base has the op, else the registry
+    defaults (p=1 except colour distortion, which keeps the base's jitter/drop probabilities)."""
+    base_ops = {o.name: to_dict(o.params) for v in (base.shared, base.views[0]) for o in v}
+    if "random_resized_crop" not in base_ops:
+        raise ConfigError(f"arms.pairwise: the base policy '{base.name}' has no random_resized_crop to share "
+                          "between the branches (Fig. 5 crops every image first).")
+    crop = {"random_resized_crop": base_ops["random_resized_crop"]}
+    if "normalize" not in base_ops:
+        raise ConfigError(f"arms.pairwise: the base policy '{base.name}' has no normalize; Fig. 5's identity "
+                          "branch is the shared crop followed by the base's normalize.")
+    tail = [{"normalize": base_ops["normalize"]}]
 
-    def op(name: str) -> list[dict[str, Any]]:
-        if name == "random_resized_crop":  # crop is already underneath: "crop" alone adds nothing
-            return []
-        return [{name: {**base_ops.get(name, {}), "p": 1.0}}]
+    def ops(name: str) -> list[dict[str, Any]]:
+        steps = FIG5_TRANSFORMS.get(name, [(name, {"p": 1.0})])
+        return [{op: {**base_ops.get(op, {}), **params}} for op, params in steps]
 
     arms = []
-    for i, first in enumerate(spec.ops):
-        for j, second in enumerate(spec.ops):
-            if not spec.ordered and j < i:
+    rows = [(first, spec.ops.index(first) if first in spec.ops else None)
+            for first in dict.fromkeys([*spec.ops, *spec.extra_rows])]
+    for first, i in rows:
+        for j, second in enumerate([first] + [s for s in spec.ops if s != first]):
+            if i is not None and not spec.ordered and spec.ops.index(second) < i:
                 continue
-            extra = op(first) if i == j else op(first) + op(second)
-            name = f"pair-{first}" if i == j else f"pair-{first}+{second}"
-            arms.append(_arm(name, [[crop, *extra, *tail], [crop, *tail]], "pair", first=first, second=second))
+            if spec.only_with and first not in spec.only_with and second not in spec.only_with:
+                continue
+            extra = ops(first) if first == second else ops(first) + ops(second)
+            name = f"pair-{first}" if first == second else f"pair-{first}+{second}"
+            try:
+                pol = policy_from_dict({"name": name, "shared": [crop], "views": [{"ops": [*extra, *tail]},
+                                       {"ops": tail}]}, f"arm '{name}'")
+            except ConfigError as e:
+                raise ConfigError(f"arms.pairwise: {e}") from None
+            arms.append(Arm(name, pol, "pair", {"first": first, "second": second}))
     return arms

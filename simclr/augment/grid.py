@@ -13,13 +13,16 @@ from simclr.utils import pyplot, to_unit_float
 
 def policy_grid(policy: Policy, images: torch.Tensor, out: Path, views: int = 6, seed: int = 0) -> Path:
     """images: uint8 (N, C, H, W). Rows: images; columns: original, then `views` samples
-    (alternating the policy's view 1 and view 2), before normalisation."""
+    (alternating the policy's view 1 and view 2, each pair from one draw of the shared ops), before
+    normalisation."""
     plt = pyplot()
 
     aug = TwoViewAugmenter(policy, seed=seed)
     cols = [to_unit_float(images)]
     for k in range(views):
-        cols.append(aug.view(images, k % 2, normalize=False))
+        if k % 2 == 0:  # a pair of views starts from one draw of the shared ops, as in training
+            shared = aug.shared_view(images)
+        cols.append(aug.view(images, k % 2, normalize=False, _float=shared))
     n = len(images)
     fig, axes = plt.subplots(n, views + 1, figsize=(1.2 * (views + 1), 1.2 * n + 0.9), squeeze=False)
     for c, batch in enumerate(cols):
@@ -33,7 +36,11 @@ def policy_grid(policy: Policy, images: torch.Tensor, out: Path, views: int = 6,
             if r == 0:
                 ax.set_title("original" if c == 0 else f"view {(c - 1) % 2 + 1}", fontsize=8)
     ops = " → ".join(o.name for o in policy.views[0])
-    title = f"policy: {policy.name}\n" + "\n".join(textwrap.wrap(policy.description or ops, 90))
+    if policy.shared or policy.views[0] != policy.views[1]:
+        ops = (f"shared: {' → '.join(o.name for o in policy.shared) or '-'}; "
+               + "; ".join(f"view {i + 1}: {' → '.join(o.name for o in v)}" for i, v in enumerate(policy.views)))
+    title = f"policy: {policy.name}\n" + "\n".join(textwrap.wrap(f"{policy.description} ({ops})" if policy.description
+                                                                  else ops, 90))
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     out = Path(out)

@@ -151,6 +151,9 @@ class VerticalFlip(Op):
 class RotationParams:
     degrees: tuple[float, float] = field(default=(-30.0, 30.0), metadata={"range": (-360.0, 360.0),
                                          "help": "angle range in degrees, [min, max]"})
+    angles: tuple[float, ...] = field(default=(), metadata={"range": (-360.0, 360.0), "help":
+                                      "if given, one of these angles, uniformly (SimCLR: [90, 180, 270]); "
+                                      "replaces `degrees`"})
     p: float = field(default=0.5, metadata=PROBABILITY)
 
     def __post_init__(self):
@@ -159,12 +162,17 @@ class RotationParams:
 
 @register
 class Rotation(Op):
-    """Rotate by a uniform angle in `degrees` about the centre; corners filled with 0 (black)."""
+    """Rotate by a uniform angle in `degrees` (or one of `angles`) about the centre; corners filled with 0."""
     name = "rotation"
     Params = RotationParams
 
     def sample(self, x, gen):
-        return {"angle": uniform(gen, (x.shape[0],), *self.params.degrees, x.device)}
+        u = torch.rand((x.shape[0],), generator=gen, device=x.device)  # one draw per image either way
+        if self.params.angles:
+            choices = torch.tensor(self.params.angles, device=x.device)
+            return {"angle": choices[(u * len(choices)).long().clamp_max(len(choices) - 1)]}
+        lo, hi = self.params.degrees
+        return {"angle": lo + (hi - lo) * u}
 
     def transform(self, x, draws):
         return rotate(x, draws["angle"].to(x.dtype), mode="bilinear", padding_mode="zeros")

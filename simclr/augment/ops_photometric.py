@@ -1,11 +1,11 @@
-"""Photometric ops: colour jitter, grayscale, solarize, noise, blur, normalize."""
+"""Photometric ops: colour jitter, grayscale, solarize, noise, blur, Sobel, normalize."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 import torch
 from kornia.enhance import normalize, solarize
-from kornia.filters import gaussian_blur2d
+from kornia.filters import gaussian_blur2d, sobel
 
 from simclr.augment.color import gray, jitter
 from simclr.augment.registry import PROBABILITY, Op, check_interval, register, uniform
@@ -121,6 +121,22 @@ class GaussianBlur(Op):
         k = max(3, int(self.params.kernel_frac * min(x.shape[-2:])) // 2 * 2 + 1)
         sigma = d["sigma"].to(x.dtype).unsqueeze(1).expand(-1, 2)  # (B, 2): per-image sigma
         return gaussian_blur2d(x, (k, k), sigma, border_type="reflect")
+
+
+@dataclass(frozen=True)
+class SobelParams:
+    p: float = field(default=0.5, metadata=PROBABILITY)
+
+
+@register
+class Sobel(Op):
+    """Sobel edge magnitude per channel (SimCLR Fig. 4's Sobel filtering): sqrt(gx^2 + gy^2) of the
+    normalised 3x3 Sobel kernels, replicate border, clamped to [0, 1]."""
+    name = "sobel"
+    Params = SobelParams
+
+    def transform(self, x, d):
+        return sobel(x, normalized=True).clamp_(0, 1)
 
 
 @dataclass(frozen=True)

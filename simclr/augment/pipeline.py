@@ -2,7 +2,8 @@
 
 Each op instance draws from its own `torch.Generator`, keyed by (seed, rank, view, op name,
 occurrence of that name in the view). Removing op k from a policy therefore leaves every other
-op's draws unchanged: two ablation arms that share the crop see identical crops.
+op's draws unchanged: two ablation arms that share the crop see identical crops. A policy's `shared`
+ops (keys `shared/<op>#n`) are drawn once per image and applied before both views.
 """
 from __future__ import annotations
 
@@ -21,14 +22,15 @@ def stream_seed(seed: int, key: str) -> int:
 
 
 def stream_keys(policy: Policy, rank: int = 0) -> list[list[str]]:
+    """Rows: view 0, view 1, then the shared ops (an empty row when the policy has none)."""
     keys = []
-    for v, view in enumerate(policy.views):
+    for v, view in enumerate((*policy.views, policy.shared)):
         count: dict[str, int] = {}
         row = []
         for op in view:
             count[op.name] = count.get(op.name, 0) + 1
             prefix = f"rank{rank}/" if rank else ""  # rank 0 keeps the single-device streams
-            row.append(f"{prefix}view{v}/{op.name}#{count[op.name]}")
+            row.append(f"{prefix}{'shared' if v == 2 else f'view{v}'}/{op.name}#{count[op.name]}")
         keys.append(row)
     return keys
 
@@ -45,8 +47,9 @@ class TwoViewAugmenter(torch.nn.Module):
         self.policy = policy
         self.seed = seed
         self.views: list[list[Op]] = [[REGISTRY[o.name](o.params) for o in view] for view in policy.views]
+        self.shared: list[Op] = [REGISTRY[o.name](o.params) for o in policy.shared]
         if compile:  # fuses each op's pixel work; draws stay eager, so results and streams are unchanged
-            for op in (op for view in self.views for op in view):
+            for op in (op for view in (*self.views, self.shared) for op in view):
                 op.compile_pixel_work()
         self.set_rank(rank)
 
@@ -73,19 +76,30 @@ class TwoViewAugmenter(torch.nn.Module):
             self._gens = {dev: gens}  # one device at a time: moving devices continues from saved state
         return self._gens[dev]
 
-    def view(self, x_uint8: torch.Tensor, index: int, normalize: bool = True,
-             _float: torch.Tensor | None = None) -> torch.Tensor:
-        """One view. `normalize=False` stops before normalize (for looking at the images)."""
+    def shared_view(self, x_uint8: torch.Tensor) -> torch.Tensor:
+        """The policy's shared ops (one draw per image, for both views) on [0, 1] floats; the input
+        converted to floats if the policy has none."""
         if x_uint8.dtype != torch.uint8 or x_uint8.ndim != 4:
             raise ValueError(f"augmenter expects uint8 images (B, C, H, W), got {x_uint8.dtype} {tuple(x_uint8.shape)}")
-        x = _float if _float is not None else to_unit_float(x_uint8)
+        x = to_unit_float(x_uint8)
+        for op, gen in zip(self.shared, self.generators(x.device)[2], strict=True):
+            x = op(x, gen)
+        return x
+
+    def view(self, x_uint8: torch.Tensor, index: int, normalize: bool = True,
+             _float: torch.Tensor | None = None) -> torch.Tensor:
+        """One view. `normalize=False` stops before normalize (for looking at the images).
+        `_float`: the shared part (`shared_view`) to start from; without it the shared ops draw anew."""
+        if x_uint8.dtype != torch.uint8 or x_uint8.ndim != 4:
+            raise ValueError(f"augmenter expects uint8 images (B, C, H, W), got {x_uint8.dtype} {tuple(x_uint8.shape)}")
+        x = _float if _float is not None else self.shared_view(x_uint8)
         for op, gen in zip(self.views[index], self.generators(x.device)[index], strict=True):
             if normalize or op.name != "normalize":
                 x = op(x, gen)
         return x
 
     def forward(self, x_uint8: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = to_unit_float(x_uint8)  # converted once, shared: ops never modify their input in place
+        x = self.shared_view(x_uint8)  # computed once for both views: ops never modify their input in place
         v1, v2 = self.view(x_uint8, 0, _float=x), self.view(x_uint8, 1, _float=x)
         if v1.shape != v2.shape:
             raise ValueError(f"policy '{self.policy.name}' makes views of different shapes {tuple(v1.shape)} "
@@ -116,7 +130,7 @@ def eval_preprocess(policy: Policy):
     from kornia.geometry.transform import resize
 
     view = policy.views[0]
-    size = crop_size(view)
+    size = crop_size(policy.shared + view)
     norm = [REGISTRY[o.name](o.params) for o in view if o.name == "normalize"]
 
     def preprocess(x: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,9 @@
 """Declarative augmentation policies: YAML -> validated, frozen `Policy`.
 
-A policy file has either one `ops` list (used for both views) or `views: [{ops: [...]}, {ops: [...]}]`.
+A policy file has either one `ops` list (used for both views) or `views: [{ops: [...]}, {ops: [...]}]`,
+and optionally `shared: [...]`: ops drawn once per image and applied before the two branches, so both
+views start from the same draw (SimCLR Fig. 5: one random crop, then the transformation under test on
+one branch only).
 Each op is `name` or `{name: {param: value, ...}}`. A policy may `extends: other.yaml` and then
 `remove: [op, ...]`, `override: {op: {param: value}}` and `add: [op entries]` (inserted before a
 trailing normalize), so an ablation arm is a small diff of its base.
@@ -20,7 +23,7 @@ from simclr.config.files import read_yaml
 from simclr.config.schema import ConfigError, build, join, suggest, to_dict
 
 SHIPPED_DIR = files("simclr") / "policies"  # package data: found in wheels and editable installs alike
-TOP_KEYS = ("name", "description", "extends", "ops", "views", "remove", "override", "add")
+TOP_KEYS = ("name", "description", "extends", "shared", "ops", "views", "remove", "override", "add")
 
 
 @dataclass(frozen=True)
@@ -38,11 +41,14 @@ class Policy:
     views: tuple[tuple[OpConfig, ...], tuple[OpConfig, ...]]
     description: str = ""
     source: str = "<dict>"
+    shared: tuple[OpConfig, ...] = ()  # drawn once per image, applied before both views
 
     def to_dict(self) -> dict:
         out: dict[str, Any] = {"name": self.name}
         if self.description:
             out["description"] = self.description
+        if self.shared:
+            out["shared"] = [o.to_dict() for o in self.shared]
         if self.views[0] == self.views[1]:
             out["ops"] = [o.to_dict() for o in self.views[0]]
         else:
@@ -54,7 +60,7 @@ class Policy:
 
     def op_names(self) -> list[str]:
         seen: list[str] = []
-        for view in self.views:
+        for view in (self.shared, *self.views):
             seen += [o.name for o in view if o.name not in seen]
         return seen
 
@@ -104,8 +110,9 @@ def from_dict(raw: Any, source: str = "<dict>", _seen: tuple[str, ...] = ()) -> 
     name = str(raw.get("name") or Path(source).stem)
     try:
         if "extends" in raw:
-            views = _apply_diff(raw, source, _seen)
+            shared, views = _apply_diff(raw, source, _seen)
         else:
+            shared = _parse_shared(raw["shared"]) if "shared" in raw else ()
             for key in ("remove", "override", "add"):
                 if key in raw:
                     raise ConfigError(f"{key}: only allowed together with `extends`.")
@@ -121,11 +128,20 @@ def from_dict(raw: Any, source: str = "<dict>", _seen: tuple[str, ...] = ()) -> 
                               for i, v in enumerate(raw["views"]))
     except ConfigError as e:
         raise ConfigError(f"{source}: {e}") from None
-    sizes = {crop_size(v) for v in views}
+    sizes = {crop_size(shared + v) for v in views}
     if len(sizes) > 1:
         raise ConfigError(f"{source}: the two views would have different sizes {sorted(sizes, key=str)}; "
                           "give both crops the same `size`.")
-    return Policy(name=name, views=views, description=str(raw.get("description", "")), source=source)
+    return Policy(name=name, views=views, description=str(raw.get("description", "")), source=source,
+                  shared=shared)
+
+
+def _parse_shared(entries: Any) -> tuple[OpConfig, ...]:
+    ops = _parse_view(entries, "shared")
+    for i, op in enumerate(ops):
+        if op.name == "normalize":
+            raise ConfigError(f"{join('shared', i)}: normalize belongs at the end of each view, not in `shared`.")
+    return ops
 
 
 def _view_ops(view: Any, path: str) -> Any:
@@ -135,12 +151,13 @@ def _view_ops(view: Any, path: str) -> Any:
 
 
 def _apply_diff(raw: dict, source: str, seen: tuple[str, ...]) -> tuple:
-    if "ops" in raw or "views" in raw:
-        raise ConfigError("with `extends`, change the base with remove/override/add, not ops/views.")
+    """-> (shared ops, views) of the base after remove/override (which reach `shared` too) and add (views)."""
+    if "ops" in raw or "views" in raw or "shared" in raw:
+        raise ConfigError("with `extends`, change the base with remove/override/add, not ops/views/shared.")
     base_path = resolve_path(str(raw["extends"]), relative_to=Path(source).parent if source != "<dict>" else None)
     base = load(base_path, _seen=seen + (source,))
     present = base.op_names()
-    views = [list(v) for v in base.views]
+    views = [list(v) for v in (*base.views, base.shared)]  # the last entry is `shared`
     remove = raw.get("remove") or []
     if not isinstance(remove, list):
         raise ConfigError(f"remove: expected a list of op names, got {remove!r}.")
@@ -162,13 +179,14 @@ def _apply_diff(raw: dict, source: str, seen: tuple[str, ...]) -> tuple:
     if not isinstance(added, list):
         raise ConfigError(f"add: expected a list of ops, got {added!r}.")
     new_ops = [parse_op(e, join("add", i)) for i, e in enumerate(added)]
+    *views, shared = views
     for v in views:
         cut = len(v) - 1 if v and v[-1].name == "normalize" else len(v)
         v[cut:cut] = new_ops
     for i, v in enumerate(views):
         if not v:
             raise ConfigError(f"view {i} has no ops left after remove.")
-    return tuple(tuple(v) for v in views)
+    return tuple(shared), tuple(tuple(v) for v in views)
 
 
 def shipped() -> list[str]:

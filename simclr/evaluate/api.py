@@ -1,7 +1,8 @@
 """`evaluate_run(...)`: the one evaluation entry point (CLI, ablation runner and users call it).
 
-Every report has its floor beside it: the trained encoder, the same architecture at random init,
-and raw pixels — each through the same kNN / linear protocols on the same splits.
+Every report has its floor beside it: the trained encoder, the same architecture at random init
+(as initialised, and with its BN statistics recomputed on training images), and raw pixels — each
+through the same kNN / linear protocols on the same splits.
 """
 from __future__ import annotations
 
@@ -19,9 +20,9 @@ from simclr.augment import eval_preprocess
 from simclr.config.run import EVAL_PROTOCOLS as PROTOCOLS, RunConfig, override_config
 from simclr.config.schema import ConfigError, to_dict
 from simclr.data import DataError, class_warnings, make_splits
-from simclr.evaluate.checkpoint import LoadedRun, build_encoder, load_run
-from simclr.evaluate.diagnostics import (alignment, invariance_profile, positive_pair_features, rankme,
-                                         uniformity)
+from simclr.evaluate.checkpoint import LoadedRun, build_encoder, load_run, recompute_bn_statistics
+from simclr.evaluate.diagnostics import (DIAGNOSTIC_SEEDS, alignment, balanced_sample, invariance_profile,
+                                         positive_pair_features, rankme, uniformity)
 from simclr.evaluate.features import extract_features
 from simclr.evaluate.knn import knn_classify
 from simclr.evaluate.linear import ProbeSettings, linear_probe
@@ -81,6 +82,19 @@ def _cached_features(encoder, splits, pre, cache: Path | None, key: str) -> dict
     return out
 
 
+def effective_k(requested: Sequence[int], bank_labels) -> dict[int, int]:
+    """k -> the k used: at most the smallest class's labelled bank size, so that a perfect representation
+    could fill every vote from its own class (a k above that makes kNN vote across classes by design)."""
+    counts = torch.bincount(torch.as_tensor(bank_labels)[torch.as_tensor(bank_labels) >= 0])
+    per_class = int(counts[counts > 0].min())
+    capped = {k: min(k, per_class) for k in requested}
+    for k, used in capped.items():
+        if used != k:
+            log.warning("kNN: k=%d exceeds the smallest class's %d labelled bank images; using k=%d "
+                        "(stored as metrics knn_k%d.k)", k, per_class, used, k)
+    return capped
+
+
 def _protocols(feats, splits, cfg: RunConfig, protocols, probe: ProbeSettings, device: str = "cpu") -> dict:
     """`device`: where kNN searches (the encoder's; a GPU searches with torch, the CPU with faiss)."""
     labels = {s: d.labels.numpy() for s, d in splits.items()}
@@ -88,14 +102,15 @@ def _protocols(feats, splits, cfg: RunConfig, protocols, probe: ProbeSettings, d
     num_classes = len(splits["train"].classes)
     result: dict[str, dict] = {}
     if "knn" in protocols:
-        for k in cfg.eval.knn_k:
+        for k, used in effective_k(cfg.eval.knn_k, labels["train"]).items():
             r = knn_classify(feats["train"][keep].to(device), labels["train"][keep], feats["test"].to(device),
-                             labels["test"], k, cfg.eval.knn_temperature, num_classes)
-            result[f"knn_k{k}"] = {"top1": r.top1, "top5": r.top5}
+                             labels["test"], used, cfg.eval.knn_temperature, num_classes)
+            result[f"knn_k{k}"] = {"top1": r.top1, "top5": r.top5, "k": used}
     if "linear" in protocols:
         r = linear_probe(feats["train"][keep], labels["train"][keep], feats["test"], labels["test"],
                          feats["val"], labels["val"], probe, num_classes)
-        result["linear"] = {"top1": r.top1, "top5": r.top5, "weight_decay": r.weight_decay}
+        result["linear"] = {"top1": r.top1, "top5": r.top5, "weight_decay": r.weight_decay,
+                            "wd_searched": sorted(float(w) for w in r.val_top1), "wd_at_edge": r.at_edge}
     return result
 
 
@@ -119,6 +134,12 @@ def evaluate_run(target: str | Path, protocols: Sequence[str] = ("knn", "linear"
     if baselines:
         encoders["random_init"] = (build_encoder(run, random_init=True, seed=cfg.seed).to(device),
                                    _cache_key("random", run.cfg.model, run.in_channels, cfg.seed, *data_key))
+        # BN statistics of a random network are those of its init (0/1), not of images: recompute them
+        # on the training images so the floor is not biased low by stale normalisation
+        bn_encoder = recompute_bn_statistics(build_encoder(run, random_init=True, seed=cfg.seed).to(device),
+                                             splits["train"], pre)
+        encoders["random_init_bn"] = (bn_encoder, _cache_key("random-bn", run.cfg.model, run.in_channels,
+                                                             cfg.seed, *data_key))
     metrics: dict[str, dict] = {}
     for name, (encoder, key) in encoders.items():
         feats = _cached_features(encoder, splits, pre, cache, key)
@@ -132,26 +153,44 @@ def evaluate_run(target: str | Path, protocols: Sequence[str] = ("knn", "linear"
 
     root = (run.run_dir / "eval") if run.run_dir else run.checkpoint.parent / f"eval-{run.checkpoint.stem}"
     eval_dir = new_eval_dir(root)
-    settings = {
-        "protocols": list(protocols),
-        "knn": {"k": list(cfg.eval.knn_k), "temperature": cfg.eval.knn_temperature, "metric": "cosine",
-                "weighting": "exp(sim/T)", "bank": "train split"},
-        "linear": {**dataclasses.asdict(probe), "objective": "mean CE + wd/2 ||W||^2, L-BFGS, standardised features",
-                   "selection": "best val top-1, refit on train+val"},
+    settings: dict = {"protocols": list(protocols)}  # only the settings of protocols that ran
+    if "knn" in protocols:
+        settings["knn"] = {"k": list(cfg.eval.knn_k), "temperature": cfg.eval.knn_temperature, "metric": "cosine",
+                           "weighting": "exp(sim/T)", "bank": "train split",
+                           "k_used": {str(k): v for k, v in effective_k(cfg.eval.knn_k,
+                                                                         splits["train"].labels.numpy()).items()},
+                           "k_cap": "smallest class's labelled bank size"}
+    if "linear" in protocols:
+        settings["linear"] = {**dataclasses.asdict(probe),
+                              "objective": "mean CE + wd/2 ||W||^2, L-BFGS, standardised features",
+                              "selection": "best val top-1 (grid widened x10 while the best is at an edge, "
+                                           "within wd_limits), refit on train+val"}
+    if "diagnostics" in protocols:
+        settings["diagnostics"] = {"sample": f"{DIAGNOSTIC_IMAGES} test images, class-balanced, seeded by the run "
+                                             "seed", "invariance_seeds": DIAGNOSTIC_SEEDS,
+                                   "invariance_params": "the policy's own op parameters (p=1); registry defaults "
+                                                        "for ops the policy lacks",
+                                   "encoders": [e for e in encoders]}
+    if baselines:
+        settings["baselines"] = {"random_init": "same architecture, seeded init, BN statistics as initialised",
+                                 "random_init_bn": "same init, BN running statistics recomputed on the train split",
+                                 "raw_pixels": "preprocessed pixels, flattened"}
+    settings.update({
         "data": {**to_dict(cfg.data), "split_sizes": {s: len(d) for s, d in splits.items()}},
         "seed": cfg.seed, "preprocess": "uint8/255 -> resize to policy crop size -> policy normalize",
         "checkpoint": {"path": str(run.checkpoint), "sha256": run.checkpoint_sha256},
         "model": to_dict(run.cfg.model), "policy": run.policy.to_dict(),
         "package_version": simclr.__version__, "git_commit": git_commit(), "torch": torch.__version__,
         "warnings": class_warnings(splits) + _unfinished_run_warning(run),
-    }
+    })
     for warning in settings["warnings"]:
         log.warning("warning: %s (%s)", warning, cfg.data.path or cfg.data.name)
     csv_path = (run.run_dir or root) / "results.csv"
     out = write_records(eval_dir, csv_path, metrics, settings)
     if plot and "diagnostics" in metrics["simclr"]:
         from simclr.evaluate.plots import plot_invariance
-        plot_invariance({k: v["diagnostics"]["invariance"] for k, v in metrics.items() if "diagnostics" in v},
+        plot_invariance({k: {op: r["cosine"] for op, r in v["diagnostics"]["invariance"].items()}
+                         for k, v in metrics.items() if "diagnostics" in v},
                         eval_dir / "invariance.png", title=f"{run.policy.name} — {cfg.data.name}")
     elif plot:
         log.warning("--plot needs the diagnostics protocol; add it to --protocol")
@@ -173,9 +212,12 @@ def _unfinished_run_warning(run: LoadedRun) -> list[str]:
 
 
 def _diagnostics(encoder, feats, splits, run: LoadedRun, cfg: RunConfig) -> dict:
-    test = splits["test"].subset(torch.arange(min(DIAGNOSTIC_IMAGES, len(splits["test"]))))
-    z1, z2 = positive_pair_features(encoder, test, run.policy, seed=cfg.seed)
-    return {"alignment": alignment(z1, z2), "uniformity": uniformity(feats["test"][:DIAGNOSTIC_IMAGES]),
-            "rankme": rankme(feats["test"][:DIAGNOSTIC_IMAGES]),
-            "invariance": invariance_profile(encoder, test.subset(torch.arange(min(500, len(test)))), run.policy,
-                                             seed=cfg.seed)}
+    """On a seeded, class-balanced test sample (the first N of a class-sorted split would cover only a
+    few classes)."""
+    idx = balanced_sample(splits["test"].labels, DIAGNOSTIC_IMAGES, seed=cfg.seed)
+    sample = splits["test"].subset(idx)
+    z1, z2 = positive_pair_features(encoder, sample, run.policy, seed=cfg.seed)
+    small = balanced_sample(sample.labels, 500, seed=cfg.seed)
+    return {"alignment": alignment(z1, z2), "uniformity": uniformity(feats["test"][idx]),
+            "rankme": rankme(feats["test"][idx]), "images": len(idx),
+            "invariance": invariance_profile(encoder, sample.subset(small), run.policy, seed=cfg.seed)}

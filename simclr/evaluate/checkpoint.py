@@ -86,3 +86,24 @@ def build_encoder(run: LoadedRun, random_init: bool = False, seed: int = 0) -> E
         raise CheckpointError(f"{run.checkpoint}: encoder weights do not fit backbone '{m.backbone}' "
                               f"(missing {result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]}).")
     return encoder
+
+
+@torch.no_grad()
+def recompute_bn_statistics(encoder: Encoder, images, preprocess, batch_size: int = 512) -> Encoder:
+    """Set every BatchNorm's running mean/var to the average of its per-batch statistics over `images`
+    (ImageData, uint8; preprocessed, no augmentation) — what BN would hold after seeing the data — and
+    return the encoder in eval mode. Weights are untouched."""
+    from simclr.data import batch_loader
+
+    bns = [m for m in encoder.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average: equal weight for every batch
+    device = next(encoder.parameters()).device
+    encoder.train()
+    for batch, _ in batch_loader(images, batch_size):
+        encoder(preprocess(batch.to(device)))
+    for m, momentum in zip(bns, saved):
+        m.momentum = momentum
+    return encoder.eval()

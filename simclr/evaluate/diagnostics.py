@@ -6,6 +6,7 @@ import torch.nn.functional as F
 
 from simclr.augment import REGISTRY, eval_preprocess, single_op
 from simclr.augment.policy import Policy
+from simclr.config.schema import to_dict
 from simclr.data import ImageData
 from simclr.evaluate.features import frozen
 from simclr.utils import to_unit_float
@@ -31,35 +32,78 @@ def rankme(z: torch.Tensor, eps: float = 1e-7) -> float:
     return float(torch.exp(-(p * torch.log(p)).sum()))
 
 
+DIAGNOSTIC_SEEDS = (0, 1, 2)
+
+
+def balanced_sample(labels: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
+    """Indices of about n items, an equal share per class (as many as a class has, if fewer), drawn with a
+    seeded generator and returned sorted. Unlabelled items (label < 0) are never drawn."""
+    labels = torch.as_tensor(labels)
+    classes = labels[labels >= 0].unique()
+    g = torch.Generator().manual_seed(seed)
+    per_class = max(1, n // max(1, len(classes)))
+    picked = []
+    for c in classes:
+        members = (labels == c).nonzero().flatten()
+        picked.append(members[torch.randperm(len(members), generator=g)[:per_class]])
+    return torch.cat(picked).sort().values if picked else torch.empty(0, dtype=torch.long)
+
+
 @torch.inference_mode()
 def _features(encoder, x_float01, pre) -> torch.Tensor:
     return encoder(pre(x_float01)).float()
 
 
-def invariance_profile(encoder: torch.nn.Module, images: ImageData, policy: Policy, seed: int = 0,
-                       batch_size: int = 256) -> dict[str, float]:
-    """For each registered op (default params, p=1): mean cosine(f(x) - m, f(op(x)) - m) over `images`,
-    m = the mean clean feature of the sample.
+def policy_params(policy: Policy) -> dict[str, dict]:
+    """op name -> the policy's parameters for it (its first occurrence: shared, then view 1, then view 2)."""
+    out: dict[str, dict] = {}
+    for view in (policy.shared, *policy.views):
+        for op in view:
+            out.setdefault(op.name, to_dict(op.params))
+    return out
 
-    Centring matters: post-ReLU, average-pooled features share a large common offset, which makes raw
-    cosines ~0.9+ for any encoder. 1.0 means the encoder ignores that transformation entirely; 0 means
-    op(x) lands no closer to x than to a typical other image. The same images and seed are used for
-    every op, so profiles of two runs are directly comparable.
+
+def invariance_profile(encoder: torch.nn.Module, images: ImageData, policy: Policy, seed: int = 0,
+                       batch_size: int = 256, seeds: tuple[int, ...] = DIAGNOSTIC_SEEDS) -> dict[str, dict]:
+    """For each registered op, at the policy's own parameters (registry defaults for ops the policy
+    lacks), always applied (p=1), over `len(seeds)` draws of the op:
+
+    * cosine: mean cos(f(x) - m, f(op(x)) - m), m = the mean clean feature of the sample. Centring
+      matters: post-ReLU, average-pooled features share a large common offset, which makes raw cosines
+      ~0.9+ for any encoder. 1.0 = the encoder ignores the op; 0 = op(x) lands no closer to x than to a
+      typical other image.
+    * retrieval: the scale reference — how often f(op(x))'s nearest clean feature (cosine) in the
+      sample is f(x) itself; chance is 1/len(images).
+
+    Each entry has the mean and the std over the draws, the parameters used and whether the policy has
+    the op. The same images and seeds are used for every op, so profiles of two runs are comparable.
     """
     pre = eval_preprocess(policy)
+    own = policy_params(policy)
     device = next(encoder.parameters()).device
     out = {}
     with frozen(encoder):
         clean = torch.cat([_features(encoder, to_unit_float(images.images[s:s + batch_size].to(device)), pre)
                            for s in range(0, len(images), batch_size)])
         centre = clean.mean(dim=0, keepdim=True)
+        unit_clean = F.normalize(clean - centre, dim=1)
         for name in sorted(REGISTRY):
             if name == "normalize":
                 continue
-            moved = torch.cat([_features(encoder, single_op(name, images.images[s:s + batch_size].to(device),
-                                                            seed=seed + s), pre)
-                               for s in range(0, len(images), batch_size)])
-            out[name] = float(F.cosine_similarity(clean - centre, moved - centre, dim=1).mean())
+            params = {k: v for k, v in own.get(name, {}).items() if k != "p"}
+            cosines, hits = [], []
+            for draw in seeds:
+                moved = torch.cat([_features(encoder, single_op(name, images.images[s:s + batch_size].to(device),
+                                                                seed=seed + 1000 * draw + s, **params), pre)
+                                   for s in range(0, len(images), batch_size)])
+                unit_moved = F.normalize(moved - centre, dim=1)
+                cosines.append(float((unit_clean * unit_moved).sum(1).mean()))
+                nearest = (unit_moved @ unit_clean.T).argmax(dim=1)
+                hits.append(float((nearest == torch.arange(len(images), device=nearest.device)).float().mean()))
+            c, h = torch.tensor(cosines, dtype=torch.float64), torch.tensor(hits, dtype=torch.float64)
+            out[name] = {"cosine": float(c.mean()), "cosine_std": float(c.std()) if len(c) > 1 else 0.0,
+                         "retrieval": float(h.mean()), "retrieval_std": float(h.std()) if len(h) > 1 else 0.0,
+                         "draws": len(seeds), "in_policy": name in own, "params": {**params, "p": 1.0}}
     return out
 
 

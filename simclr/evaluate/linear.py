@@ -2,7 +2,9 @@
 
 Objective: mean cross-entropy + wd/2 * ||W||^2 (bias not decayed) — scikit-learn's
 LogisticRegression with C = 1 / (wd * n_train). Weight decay is chosen on a validation split
-carved from train, never on test; the final probe is refit on train + val.
+carved from train, never on test; the final probe is refit on train + val. When the best value is
+at an edge of the grid the grid is widened by factors of 10 (up to `wd_limits`), so the choice is
+not an artefact of where the grid stopped; a choice still at a limit is flagged (`at_edge`).
 """
 from __future__ import annotations
 
@@ -12,12 +14,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-DEFAULT_WD_GRID = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2)
+import logging
+
+log = logging.getLogger("simclr")
+
+DEFAULT_WD_GRID = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 
 
 @dataclass(frozen=True)
 class ProbeSettings:
     wd_grid: tuple[float, ...] = DEFAULT_WD_GRID
+    wd_limits: tuple[float, float] = (1e-9, 10.0)  # the grid widens up to these while the best is at an edge
     max_iter: int = 300
     val_fraction: float = 0.1   # used only when no validation split is given
     seed: int = 0
@@ -29,6 +36,7 @@ class ProbeResult:
     top5: float
     weight_decay: float
     val_top1: dict[str, float] = field(default_factory=dict)
+    at_edge: bool = False   # the chosen weight decay is still at an edge of the (widened) grid
 
 
 def _standardise(train: torch.Tensor, *others: torch.Tensor):
@@ -76,13 +84,27 @@ def linear_probe(train_x, train_y, test_x, test_y, val_x=None, val_y=None,
     val_y = torch.as_tensor(np.asarray(val_y), dtype=torch.int64)
 
     tr, va = _standardise(train_x, val_x)
-    scores = {}
-    for wd in settings.wd_grid:
-        w, b = fit_logistic(tr, train_y, num_classes, wd, settings.max_iter)
-        scores[f"{wd:g}"] = _topk(va @ w.T + b, val_y, 1)
-    best_wd = max(settings.wd_grid, key=lambda wd: (scores[f"{wd:g}"], wd))  # ties: stronger regularisation
+    scores: dict[str, float] = {}
+    grid = sorted(settings.wd_grid)
+    lo_limit, hi_limit = settings.wd_limits
+    while True:
+        for wd in grid:
+            if f"{wd:g}" not in scores:
+                w, b = fit_logistic(tr, train_y, num_classes, wd, settings.max_iter)
+                scores[f"{wd:g}"] = _topk(va @ w.T + b, val_y, 1)
+        best_wd = max(grid, key=lambda wd: (scores[f"{wd:g}"], wd))  # ties: stronger regularisation
+        if best_wd == grid[-1] and grid[-1] * 10 <= hi_limit * (1 + 1e-9):
+            grid.append(grid[-1] * 10)
+        elif best_wd == grid[0] and len(grid) > 1 and grid[0] / 10 >= lo_limit * (1 - 1e-9):
+            grid.insert(0, grid[0] / 10)
+        else:
+            break
+    at_edge = len(grid) > 1 and best_wd in (grid[0], grid[-1])
+    if at_edge:
+        log.warning("linear probe: the chosen weight decay %g is at the edge of the searched grid %g..%g "
+                    "(limits wd_limits=%s)", best_wd, grid[0], grid[-1], settings.wd_limits)
     full_x, full_y = torch.cat([train_x, val_x]), torch.cat([train_y, val_y])
     full, te = _standardise(full_x, test_x)
     w, b = fit_logistic(full, full_y, num_classes, best_wd, settings.max_iter)
     logits = te @ w.T + b
-    return ProbeResult(_topk(logits, test_y, 1), _topk(logits, test_y, 5), best_wd, scores)
+    return ProbeResult(_topk(logits, test_y, 1), _topk(logits, test_y, 5), best_wd, scores, at_edge)

@@ -27,7 +27,7 @@ def flatten(metrics: dict) -> list[tuple[str, str, str, float]]:
     for encoder, protocols in metrics.items():
         for protocol, values in protocols.items():
             for metric, value in values.items():
-                if isinstance(value, (int, float)):
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
                     rows.append((encoder, protocol, metric, float(value)))
     return rows
 
@@ -51,7 +51,7 @@ def write_records(eval_dir: Path, csv_path: Path, metrics: dict, settings: dict)
 def format_table(metrics: dict) -> str:
     """A plain-text table: rows = encoders, columns = protocol/metric."""
     cols = sorted({(p, m) for protos in metrics.values() for p, vals in protos.items() for m in vals
-                   if isinstance(vals[m], (int, float)) and p != "invariance"})
+                   if isinstance(vals[m], (int, float)) and not isinstance(vals[m], bool) and m != "k"})
     names = [f"{p}/{m}" for p, m in cols]
     widths = [max(10, len(n)) + 2 for n in names]
     head = f"{'encoder':14s}" + "".join(f"{n:>{w}s}" for n, w in zip(names, widths))
