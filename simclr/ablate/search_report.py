@@ -15,20 +15,20 @@ from optuna.trial import TrialState
 
 from simclr.ablate.launch import run_ablation
 from simclr.ablate.search_spec import SearchSpec
+from simclr.ablate.stats import paired
 from simclr.augment import load_policy
 from simclr.evaluate.proxies import LABEL_FREE, OBJECTIVES
+from simclr.utils import pyplot
 
 
 def paired_stats(base: list[float], other: list[float]) -> dict:
-    """Per-seed differences other - base, their mean, a 95 % t-interval and how many seeds agree in sign.
-    (Self-contained; the same statistics as the ablation report's paired comparison.)"""
-    from scipy.stats import t
-    d = np.asarray(other, dtype=float) - np.asarray(base, dtype=float)
-    n, mean = len(d), float(d.mean())
-    half = float(t.ppf(0.975, n - 1) * d.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
-    return {"n": n, "differences": d.tolist(), "mean": mean, "ci95": [mean - half, mean + half],
+    """Per-seed differences other - base with the ablation report's statistics (`simclr.ablate.stats.paired`:
+    mean, 95 % t-interval), plus how many seeds go each way."""
+    p = paired(dict(enumerate(other)), dict(enumerate(base)))
+    d = np.array(list(p["diffs"].values()))
+    return {"n": p["seeds"], "differences": d.tolist(), "mean": p["mean"], "ci95": [p["ci_low"], p["ci_high"]],
             "positive": int((d > 0).sum()), "negative": int((d < 0).sum()),
-            "sign_agreement": float(max((d > 0).sum(), (d < 0).sum()) / n)}
+            "sign_agreement": float(max((d > 0).sum(), (d < 0).sum()) / p["seeds"])}
 
 
 def spearman_ci(x, y) -> dict:
@@ -40,13 +40,6 @@ def spearman_ci(x, y) -> dict:
         return {"rho": rho, "n": n, "ci95": None}
     z, se = math.atanh(max(min(rho, 0.999999), -0.999999)), math.sqrt(1.06 / (n - 3))
     return {"rho": rho, "n": n, "ci95": [math.tanh(z - 1.96 * se), math.tanh(z + 1.96 * se)]}
-
-
-def _plt():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
 
 
 def write_trials_csv(trials, path: Path) -> None:
@@ -61,7 +54,7 @@ def write_trials_csv(trials, path: Path) -> None:
 
 
 def plot_history(trials, spec: SearchSpec, path: Path) -> None:
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.5))
     done = [t for t in trials if t.state == TrialState.COMPLETE]
     pruned = [t for t in trials if t.state == TrialState.PRUNED and t.intermediate_values]
@@ -91,7 +84,7 @@ def importances(study: optuna.Study, spec: SearchSpec, path_png: Path) -> dict |
             study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=spec.seed))
     except (RuntimeError, ValueError) as e:
         return f"not computed: {e}"
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 0.4 * len(imp) + 1.2))
     names = list(imp)[::-1]
     ax.barh(names, [imp[n] for n in names])
