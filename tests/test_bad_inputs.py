@@ -170,7 +170,7 @@ CASES = [
     # resume
     ("resume after config.yaml was edited", "finished:edit_config", "config.yaml: edited after the run started (optim.lr"),
     ("resume from a truncated last.ckpt", "finished:truncate", "last.ckpt: cannot be resumed from"),
-    ("resume from a malicious pickle", "finished:malicious", "last.ckpt: cannot be resumed from; it holds Python"),
+    ("resume from a malicious pickle", "finished:malicious", "last.ckpt: cannot be resumed from; it is not a tensors-only"),
     ("evaluate a malicious pickle", "finished:malicious:evaluate", "best.ckpt: cannot be read as a simclr checkpoint"),
     # ablations
     ("ablation rerun with another spec", prior_ablation, "holds results of a different spec"),

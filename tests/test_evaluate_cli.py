@@ -87,7 +87,7 @@ def test_corrupt_truncated_and_foreign_checkpoints(tiny_run, tmp_path, capsys):
     garbage.write_bytes(b"\x00" * 100)
     foreign = tmp_path / "foreign.ckpt"
     torch.save({"weights": torch.zeros(3)}, foreign)
-    for path, message in ((truncated, "truncated or not a checkpoint file"), (garbage, "truncated or not a checkpoint file"),
+    for path, message in ((truncated, "not a tensors-only checkpoint"), (garbage, "not a tensors-only checkpoint"),
                           (foreign, "not a simclr checkpoint"), (tmp_path / "none.ckpt", "no such run directory")):
         assert main(["evaluate", str(path)]) == 2
         err = capsys.readouterr().err

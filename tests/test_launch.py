@@ -88,10 +88,10 @@ def test_slurm_two_arm_ablation_finishes_with_both_results(tmp_path, slurm, caps
     assert sorted(recs) == ["plain-seed0", "rotated-seed0"]
     assert len({r["job"]["slurm_job_id"] for r in recs.values()} - {None}) == 2  # each arm ran in its own job
     # the report is built from each run's own results
-    rows = {(r["arm"], r["metric"]): r["values"] for r in json.loads((root / "results.json").read_text())}
+    rows = {(r["arm"], r["metric"]): r["values"] for r in json.loads((root / "results.json").read_text())["rows"]}
     for key, rec in recs.items():
         result = json.loads((root / "runs" / key / rec["results"]).read_text())
-        assert rows[(rec["arm"], "knn_k20/top1")] == [result["metrics"]["simclr"]["knn_k20"]["top1"]]
+        assert rows[(rec["arm"], "knn_k20/top1")] == {"0": result["metrics"]["simclr"]["knn_k20"]["top1"]}
     for key in recs:
         assert (root / "jobs" / "slurm" / f"{last_job(root, key)}_0_log.err").is_file()  # a log per job
     capsys.readouterr()
@@ -166,7 +166,7 @@ def test_a_failed_arm_is_reported_and_does_not_hide_the_others(tmp_path, monkeyp
     monkeypatch.setattr(runner.train, "run", failing_for_rotated)
     assert main(["ablate", str(spec)]) == 1
     root = tmp_path / "t"
-    assert "| plain |" in (root / "results.md").read_text()  # the finished arm is reported
+    assert "| plain (ref) |" in (root / "results.md").read_text()  # the finished arm is reported
     err = capsys.readouterr().err
     assert "rotated-seed0: failed: RuntimeError: CUDA error: out of memory" in err
     assert {s.key: s.state for s in arm_states(root)} == {"plain-seed0": "finished", "rotated-seed0": "failed"}

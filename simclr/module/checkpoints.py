@@ -63,12 +63,10 @@ def read_checkpoint(ckpt: Path, error: type[ConfigError] = ConfigError, action: 
     file is the one thing not to do)."""
     try:
         return torch.load(ckpt, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated zip, unsafe pickle, not a torch file
-        text = str(e)
-        why = ("it holds Python objects other than tensors (foreign or tampered; simclr never unpickles those)"
-               if "Weights only load failed" in text or "Unsupported global" in text else
-               "it is truncated or not a checkpoint file")
-        raise error(f"{ckpt}: cannot {action}; {why}. Use a checkpoint written by simclr.") from None
+    except Exception:  # truncated zip, another format, a pickle of arbitrary objects
+        raise error(f"{ckpt}: cannot {action}; it is not a tensors-only checkpoint (truncated, another format, or "
+                    "holding Python objects, which simclr never unpickles). Use a checkpoint written by simclr.") \
+            from None
 
 
 def resumable(run_dir: Path) -> tuple[RunConfig, Path]:
