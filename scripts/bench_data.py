@@ -45,7 +45,7 @@ def measure(path: str, tree: str, batches: int, batch_size: int, workers: int, a
 
     from simclr.augment import TwoViewAugmenter, load_policy
     from simclr.data.datamodule import batch_loader
-    from simclr.data.formats import read_imagefolder
+    from simclr.data.imagefolder import read_imagefolder
     from simclr.data.stream import index_images, stream_loader
     from simclr.utils import tune_cpu_allocator
 

@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 
 from simclr.data import DataError, batch_loader
-from simclr.data.formats import read_digits, read_imagefolder
+from simclr.data.formats import read_digits
+from simclr.data.imagefolder import read_imagefolder
 from simclr.data.stream import index_images, stream_loader
 
 
@@ -172,11 +173,11 @@ def test_resume_continues_a_streamed_epoch_mid_way_to_the_uninterrupted_result(t
 
 
 def test_a_dataset_too_large_for_memory_is_refused_with_the_streamed_path_named(tree, tmp_path, monkeypatch):
-    import simclr.data.formats as formats
+    import simclr.data.imagefolder as imagefolder
 
-    monkeypatch.setattr(formats, "available_memory", lambda: 40_000)  # bytes: less than 96 images at 16 px
+    monkeypatch.setattr(imagefolder, "available_memory", lambda: 40_000)  # bytes: less than 96 images at 16 px
     with pytest.raises(DataError, match="set data.loader=stream") as err:
         read_imagefolder(tree / "dir", "train", 16, tmp_path)
     assert "96 images" in str(err.value)
-    monkeypatch.setattr(formats, "available_memory", lambda: 10**9)
+    monkeypatch.setattr(imagefolder, "available_memory", lambda: 10**9)
     assert len(read_imagefolder(tree / "dir", "train", 16, tmp_path)) == 96

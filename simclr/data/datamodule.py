@@ -12,8 +12,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from simclr.config.run import DataConfig
-from simclr.data.formats import (DataError, ImageData, cache_dir, read_cifar_pickle, read_digits, read_idx,
-                                 read_imagefolder, read_stl10)
+from simclr.data.formats import DataError, ImageData, read_cifar_pickle, read_digits, read_idx, read_stl10
+from simclr.data.imagefolder import cache_dir, read_imagefolder
 
 
 def _resize(data: ImageData, size: int | None) -> ImageData:

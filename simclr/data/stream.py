@@ -3,8 +3,8 @@
 Sources: an ImageFolder tree (`<class>/<image>`, optionally under `train/` and `test/`) or uncompressed tar
 shards (one `.tar`, or a folder of `*.tar`, with members `[<split>/]<class>/<image>`). What is held in memory
 is an index: (file, byte offset, byte size, label) per image, 28 bytes; pixels exist only for the batches in
-flight. The index is sorted by (class, name) exactly like `formats.read_imagefolder`, so image i of the
-streamed path is image i of the in-memory path, decoded by the same code (`formats._decode`).
+flight. The index is sorted by (class, name) exactly like `imagefolder.read_imagefolder`, so image i of the
+streamed path is image i of the in-memory path, decoded by the same code (`imagefolder._decode`).
 
 Why not WebDataset: its shards are read front to back through a shuffle buffer, so the order is not a
 permutation drawn from (seed, epoch) and a run cannot continue mid-epoch without replaying the epoch. Reading
@@ -21,7 +21,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from simclr.data.datamodule import SeededBatchSampler, per_class_indices, split_indices
-from simclr.data.formats import IMAGE_EXTENSIONS, DataError, ImageData, _decode
+from simclr.data.formats import IMAGE_EXTENSIONS, DataError, ImageData
+from simclr.data.imagefolder import _decode
 
 
 class StreamIndex:

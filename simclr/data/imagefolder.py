@@ -1,0 +1,167 @@
+"""ImageFolder trees and .tar(.gz) archives of them: decoded once into uint8 tensors and cached.
+
+The cache key digests every image file's size and modification time, so a replaced or truncated file
+is read again, never served stale.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from simclr.data.formats import IMAGE_EXTENSIONS, DataError, ImageData, _need
+
+def _decode(blobs: list[bytes], size: int | None, where: list[str]) -> torch.Tensor:
+    from PIL import Image, UnidentifiedImageError
+
+    out = []
+    items = zip(blobs, where, strict=True)
+    if len(blobs) > 2000:  # a one-off decode (then cached): show progress
+        from tqdm.auto import tqdm
+        items = tqdm(items, total=len(blobs), desc="decoding images (cached afterwards)", unit="img", leave=False)
+    for blob, name in items:
+        try:
+            img = Image.open(io.BytesIO(blob)).convert("RGB")
+        except (UnidentifiedImageError, OSError) as e:
+            raise DataError(f"{name}: not a readable image ({e}).") from None
+        if size is not None and img.size != (size, size):
+            img = img.resize((size, size), Image.BILINEAR)
+        out.append(np.asarray(img))
+    shapes = {a.shape for a in out}
+    if len(shapes) > 1:
+        raise DataError(f"images have different sizes {sorted(shapes)[:3]}...; set data.image_size to resize them.")
+    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).contiguous()
+
+
+def _labelled(entries: list[tuple[str, str, bytes]], source: str, folders: set[str] = frozenset()
+              ) -> tuple[list[bytes], list[int], tuple[str, ...], list[str]]:
+    # an empty class folder still names a class: dropping it would shift every later label
+    classes = tuple(sorted({c for c, _, _ in entries} | set(folders)))
+    if not entries:
+        raise DataError(f"{source}: no images found; expected <class>/<image>{IMAGE_EXTENSIONS[0]} files.")
+    index = {c: i for i, c in enumerate(classes)}
+    entries = sorted(entries, key=lambda e: (e[0], e[1]))
+    return [b for _, _, b in entries], [index[c] for c, _, _ in entries], classes, [n for _, n, _ in entries]
+
+
+def _from_tar(path: Path, split: str | None) -> list[tuple[str, str, bytes]]:
+    entries = []
+    try:
+        with tarfile.open(path) as tar:
+            for m in tar:
+                parts = Path(m.name).parts
+                if not m.isfile() or not m.name.lower().endswith(IMAGE_EXTENSIONS) or len(parts) < 2:
+                    continue
+                if split is not None and (len(parts) < 3 or parts[-3] != split):
+                    continue
+                entries.append((parts[-2], m.name, tar.extractfile(m).read()))
+    except (tarfile.TarError, OSError, EOFError) as e:
+        raise DataError(f"{path}: cannot read archive ({e}).") from None
+    return entries
+
+
+def _split_root(path: Path, split: str | None) -> Path:
+    return path / split if split is not None and (path / split).is_dir() else path
+
+
+def _class_folders(path: Path, split: str | None) -> set[str]:
+    if path.is_file():
+        return set()
+    return {p.name for p in _split_root(path, split).iterdir() if p.is_dir() and not p.name.startswith(".")}
+
+
+def _tree_digest(path: Path, split: str | None) -> str:
+    """Size + mtime of every file under the tree: replacing or truncating one image changes the cache key."""
+    if path.is_file():
+        st = path.stat()
+        return f"{st.st_size}|{st.st_mtime_ns}"
+    h = hashlib.sha256()
+    root = _split_root(path, split)
+    for folder, dirs, files in sorted(os.walk(root)):
+        dirs.sort()
+        h.update(f"{folder}/".encode())
+        for name in sorted(files):
+            st = os.stat(os.path.join(folder, name))
+            h.update(f"{name}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def _from_dir(path: Path, split: str | None) -> list[tuple[str, str, bytes]]:
+    root = _split_root(path, split)
+    entries = []
+    for cls in sorted(p for p in root.iterdir() if p.is_dir()):
+        for f in sorted(cls.iterdir()):
+            if f.suffix.lower() in IMAGE_EXTENSIONS:
+                entries.append((cls.name, str(f), f.read_bytes()))
+    return entries
+
+
+def cache_dir(override: str | None = None) -> Path:
+    return Path(override or os.environ.get("SIMCLR_CACHE") or Path.home() / ".cache" / "simclr")
+
+
+def available_memory() -> int | None:
+    """Bytes the kernel says can be allocated without swapping (None off Linux)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _check_fits_in_memory(path: Path, split: str | None, size: int | None) -> None:
+    """The in-memory path holds every encoded file and then every decoded image: refuse, with the way out,
+    what would not fit, instead of being killed by the kernel half-way through."""
+    avail = available_memory()
+    if avail is None or size is None:
+        return
+    if path.is_file():
+        try:
+            with tarfile.open(path) as tar:  # headers only (a .tar.gz is decompressed once, nothing kept)
+                sizes = [m.size for m in tar if m.isfile() and m.name.lower().endswith(IMAGE_EXTENSIONS) and
+                         (split is None or Path(m.name).parts[-3:-2] == (split,))]
+        except (tarfile.TarError, OSError, EOFError) as e:
+            raise DataError(f"{path}: cannot read archive ({e}).") from None
+    else:
+        root = path / split if split is not None and (path / split).is_dir() else path
+        sizes = [f.stat().st_size for f in root.glob("*/*") if f.suffix.lower() in IMAGE_EXTENSIONS]
+    need = sum(sizes) + len(sizes) * 3 * size * size
+    if need > 0.8 * avail:
+        raise DataError(f"data.loader: memory would hold {len(sizes)} images of {path} ({need / 2**30:.1f} GiB "
+                        f"encoded + decoded at {size}px), more than the {avail / 2**30:.1f} GiB available; set "
+                        "data.loader=stream to decode them batch by batch from an ImageFolder tree or .tar shards.")
+
+
+def read_imagefolder(path: Path, split: str | None, size: int | None, cache: Path) -> ImageData:
+    """An ImageFolder tree (dir or .tar/.tar.gz), optionally with train/ and test/ splits.
+
+    Decoded once, then cached as a uint8 tensor file keyed by path + split + size + the size and mtime of
+    every file in the tree (of the archive itself for a .tar.gz).
+    """
+    _need(path, "an ImageFolder tree (<class>/<image>) or a .tar.gz of one")
+    key = hashlib.sha256(f"{path.resolve()}|{_tree_digest(path, split)}|{split}|{size}".encode()).hexdigest()[:20]
+    cached = cache / f"imagefolder-{key}.pt"
+    if cached.exists():
+        try:
+            blob = torch.load(cached, weights_only=True)
+            return ImageData(blob["images"], blob["labels"], tuple(blob["classes"]))
+        except Exception:  # a corrupt cache is rebuilt, never trusted
+            cached.unlink(missing_ok=True)
+    _check_fits_in_memory(path, split, size)
+    entries = _from_tar(path, split) if path.is_file() else _from_dir(path, split)
+    if split is not None and not entries:
+        raise DataError(f"{path}: no images under a '{split}/' folder; expected <...>/{split}/<class>/<image>.")
+    blobs, labels, classes, names = _labelled(entries, str(path), _class_folders(path, split))
+    data = ImageData(_decode(blobs, size, names), torch.tensor(labels, dtype=torch.int64), classes)
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = cached.with_suffix(".tmp")
+    torch.save({"images": data.images, "labels": data.labels, "classes": list(classes)}, tmp)
+    tmp.replace(cached)
+    return data
