@@ -15,7 +15,6 @@ A failed arm is reported with its log; it never stops or hides the others.
 """
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import sys
@@ -35,7 +34,7 @@ from simclr.config.files import inside, writable_dir
 from simclr.config.run import load_config
 from simclr.config.schema import ConfigError
 from simclr.train import RunInterrupted
-from simclr.utils import format_duration
+from simclr.utils import format_duration, write_json_atomic
 
 LAUNCHERS = ("inline", "local", "slurm")
 
@@ -79,9 +78,7 @@ def _write_plan(spec, arms, root: Path, tasks: list[ArmTask]) -> None:
             policy_file.write_text(arm.policy.to_yaml())
     plan = {"reference": reference_arm(spec, arms),  # what the report takes paired differences against
             "runs": [{"key": t.key, "arm": t.arm, "kind": t.kind, "seed": t.seed} for t in tasks]}
-    tmp = root / ".plan.json.tmp"
-    tmp.write_text(json.dumps(plan, indent=2))
-    tmp.replace(root / "plan.json")
+    write_json_atomic(root / "plan.json", plan)
 
 
 def _check_devices(spec, launcher: str) -> None:

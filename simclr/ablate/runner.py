@@ -20,7 +20,7 @@ from simclr.ablate.spec import AblationSpec, Arm
 from simclr.ablate.status import RECORD
 from simclr.config.run import load_config
 from simclr.evaluate import evaluate_run
-from simclr.utils import first_free
+from simclr.utils import first_free, write_json_atomic
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,5 @@ def run_arm(task: ArmTask) -> dict:
               "results": str(Path(result["eval_dir"]).resolve().relative_to(run_dir.resolve()) / "results.json"),
               "job": {"host": os.uname().nodename, "pid": os.getpid(), "started": started, "ended": time.time(),
                       "slurm_job_id": os.environ.get("SLURM_JOB_ID")}}
-    tmp = run_dir / f".{RECORD}.tmp"
-    tmp.write_text(json.dumps(record, indent=2))
-    tmp.replace(run_dir / RECORD)
+    write_json_atomic(run_dir / RECORD, record)
     return record

@@ -35,6 +35,7 @@ from simclr.ablate.search_spec import SearchSpec, base_policy, build_policy, loa
 from simclr.config.run import load_config
 from simclr.config.schema import ConfigError, to_dict
 from simclr.evaluate.proxies import selection_metrics
+from simclr.utils import write_json_atomic
 
 MAX_RETRIES = 2
 LOCK = ".trial.lock"
@@ -118,9 +119,7 @@ def prepare(spec: SearchSpec, spec_path: Path) -> Path:
         (root / "policies").mkdir()
         (root / "spec.yaml").write_text(spec_path.read_text())
         (root / "base_policy.yaml").write_text(base_policy(spec).to_yaml())
-        tmp = record.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"identity": _identity(spec), "storage": storage_url(spec)}, indent=2))
-        tmp.replace(record)
+        write_json_atomic(record, {"identity": _identity(spec), "storage": storage_url(spec)})
     return root
 
 

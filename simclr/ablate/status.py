@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from simclr.config.schema import ConfigError
+from simclr.utils import write_json_atomic
 
 RECORD = "arm.json"   # runs/<key>/arm.json: one arm x seed's result, written by its job alone
 
@@ -70,9 +71,7 @@ def write_index(root: Path) -> dict:
     """manifest.json: an index of the finished records, rebuilt whole by the launching command (the only
     writer), for readers of older ablation directories; the records stay the source of truth."""
     index = {"finished": finished_records(root)}
-    tmp = Path(root) / ".manifest.json.tmp"
-    tmp.write_text(json.dumps(index, indent=2))
-    tmp.replace(Path(root) / "manifest.json")
+    write_json_atomic(Path(root) / "manifest.json", index)
     return index
 
 
@@ -91,18 +90,14 @@ def add_attempt(root: Path, key: str, attempt: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     jobs = _read_json(path) or {"attempts": []}
     jobs["attempts"].append(attempt)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(jobs, indent=2))
-    tmp.replace(path)
+    write_json_atomic(path, jobs)
 
 
 def update_last_attempt(root: Path, key: str, **fields) -> None:
     path = job_file(root, key)
     jobs = _read_json(path)
     jobs["attempts"][-1].update(fields)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(jobs, indent=2))
-    tmp.replace(path)
+    write_json_atomic(path, jobs)
 
 
 def slurm_queue() -> dict[str, str]:

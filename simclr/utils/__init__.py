@@ -72,3 +72,11 @@ def format_duration(seconds: float) -> str:
     m, s = divmod(int(seconds), 60)
     h, m = divmod(m, 60)
     return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    """`path` holds the old JSON or the new, never a half-written file (a reader or a kill mid-write)."""
+    import json
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    tmp.replace(path)
