@@ -33,7 +33,7 @@ from simclr.evaluate.monitor import KNNMonitor
 from simclr.module import SimCLRModule, Throughput
 from simclr.module.checkpoints import AtomicCheckpoint, LastEveryEpoch, resumable
 from simclr.module.loggers import build_loggers, check_loggers
-from simclr.utils import first_free, git_commit, tune_cpu_allocator
+from simclr.utils import first_free, git_commit, tune_cpu_allocator, write_json_atomic
 
 log = logging.getLogger("simclr")
 
@@ -89,7 +89,7 @@ def _write_status(run_dir: Path, **fields) -> None:
     status_file = run_dir / "run.json"
     status = json.loads(status_file.read_text()) if status_file.exists() else {}
     status.update(fields)
-    status_file.write_text(json.dumps(status, indent=2))
+    write_json_atomic(status_file, status)  # a kill -9 mid-write must not leave a run.json resume cannot read
 
 
 def _accelerator(cfg: RunConfig) -> str:
