@@ -28,6 +28,8 @@ class DataConfig:
     name: Literal["cifar10", "cifar100", "fashion_mnist", "stl10", "imagefolder", "digits"] = "cifar10"
     path: str | None = field(default=None, metadata={"help": "dataset folder or archive; not needed for digits"})
     train_split: str = field(default="train", metadata={"help": "stl10: train, unlabeled or train+unlabeled"})
+    test_split: str = field(default="test", metadata={
+        "help": "ImageFolder trees/archives: the folder holding the test split (ImageNet's is 'val')"})
     train_per_class: int | None = field(default=None, metadata={"range": (1, None), "help": "seeded subset"})
     val_per_class: int = field(default=50, metadata={"range": (0, None),
                                "help": "held out from train for the kNN monitor; never the test set"})
@@ -46,6 +48,9 @@ class DataConfig:
     def __post_init__(self):
         if self.name != "digits" and not self.path:
             raise FieldError("path", f"required for dataset '{self.name}' (only 'digits' ships with scikit-learn).")
+        if self.test_split != "test" and self.name not in ("imagefolder", "cifar10", "cifar100"):
+            raise FieldError("test_split", f"names a folder of an ImageFolder tree; dataset '{self.name}' has "
+                                           "a fixed test split (leave it at 'test').")
         if self.loader == "stream" and self.name not in ("imagefolder", "cifar10", "cifar100"):
             raise FieldError("loader", f"'stream' reads ImageFolder trees and .tar shards; dataset '{self.name}' "
                                        "is read whole (use loader=memory).")

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from simclr.config.run import DataConfig
 from simclr.data.formats import DataError, ImageData, read_cifar_pickle, read_digits, read_idx, read_stl10
-from simclr.data.imagefolder import cache_dir, read_imagefolder
+from simclr.data.imagefolder import cache_dir, read_imagefolder, split_folder
 
 
 def _resize(data: ImageData, size: int | None) -> ImageData:
@@ -33,20 +33,20 @@ def load_split(cfg: DataConfig, split: str) -> ImageData:
     path = Path(cfg.path).expanduser()
     if not path.exists():
         raise DataError(f"data.path: {path} does not exist (dataset '{cfg.name}').")
+    folder = cfg.test_split if split == "test" else split  # an ImageFolder tree names its own test folder
     if cfg.name in ("cifar10", "cifar100"):
         pickled = any((path / d).is_dir() for d in ("cifar-10-batches-py", "cifar-100-python")) or \
             (path / "data_batch_1").exists() or (path / "train").is_file()
         if pickled:
             data = read_cifar_pickle(path, split, cifar100=cfg.name == "cifar100")
         else:
-            data = read_imagefolder(path, split, cfg.image_size, cache_dir(cfg.cache_dir))
+            data = read_imagefolder(path, folder, cfg.image_size, cache_dir(cfg.cache_dir))
     elif cfg.name == "fashion_mnist":
         data = read_idx(path, split)
     elif cfg.name == "stl10":
         data = read_stl10(path, split)
     else:
-        tree_split = split if (path.is_file() or (path / split).is_dir()) else None
-        data = read_imagefolder(path, tree_split, cfg.image_size, cache_dir(cfg.cache_dir))
+        data = read_imagefolder(path, split_folder(path, folder), cfg.image_size, cache_dir(cfg.cache_dir))
     return _resize(data, cfg.image_size)
 
 

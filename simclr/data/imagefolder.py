@@ -65,6 +65,19 @@ def _from_tar(path: Path, split: str | None) -> list[tuple[str, str, bytes]]:
     return entries
 
 
+def split_folder(path: Path, split: str) -> str | None:
+    """The folder that holds `split`: archives and .tar shards always carry one; a tree is either split
+    (train/<class>/..., test/<class>/...) or flat (<class>/<image>: None, every split reads it). A split
+    tree without this split is refused: read whole, its split folders would silently become classes."""
+    if path.is_file() or any(path.glob("*.tar")) or (path / split).is_dir():
+        return split
+    splits = sorted(e.name for e in os.scandir(path) if e.is_dir() and any(c.is_dir() for c in os.scandir(e.path)))
+    if splits:
+        raise DataError(f"{path}: no '{split}/' folder; the tree's split folders are {splits}. Set "
+                        "data.test_split (ImageNet's test split is 'val') or data.train_split to the right one.")
+    return None
+
+
 def _split_root(path: Path, split: str | None) -> Path:
     return path / split if split is not None and (path / split).is_dir() else path
 

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from simclr.data.datamodule import SeededBatchSampler, per_class_indices, split_indices
 from simclr.data.formats import IMAGE_EXTENSIONS, DataError, ImageData
-from simclr.data.imagefolder import _decode
+from simclr.data.imagefolder import _decode, split_folder
 
 
 class StreamIndex:
@@ -137,11 +137,6 @@ def stream_loader(index: StreamIndex, image_size: int | None, batch_size: int, s
     return StreamLoader(dataset, sampler, num_workers=num_workers, pin_memory=pin_memory)
 
 
-def _tree_split(path: Path, split: str) -> str | None:
-    """As the in-memory reader: archives and shards always carry the split folder; a tree may not."""
-    return split if (path.is_file() or any(path.glob("*.tar")) or (path / split).is_dir()) else None
-
-
 def decode_subset(index: StreamIndex, image_size: int, ids: torch.Tensor) -> ImageData:
     images, labels = StreamedImages(index, image_size, ids)[torch.arange(len(ids))]
     return ImageData(images, labels, index.classes)
@@ -151,13 +146,13 @@ def stream_splits(cfg, seed: int) -> tuple[dict[str, ImageData], tuple[StreamInd
     """The streamed training set (index + ids), and in memory only what evaluation needs: "train" =
     data.stream_eval_per_class labelled images per class of it, "val" and "test" as with the in-memory path."""
     path = Path(cfg.path).expanduser()
-    index = index_images(path, _tree_split(path, cfg.train_split))
+    index = index_images(path, split_folder(path, cfg.train_split))
     train_ids, val_ids = split_indices(index.labels, cfg, seed)
     if len(train_ids) < cfg.batch_size:
         raise DataError(f"data.batch_size={cfg.batch_size} exceeds the {len(train_ids)} training images; "
                         "lower data.batch_size or raise data.train_per_class.")
     bank = train_ids[per_class_indices(index.labels[train_ids], cfg.stream_eval_per_class, seed + 3)]
-    test_index = index_images(path, _tree_split(path, "test"))
+    test_index = index_images(path, split_folder(path, cfg.test_split))
     test_ids = per_class_indices(test_index.labels, cfg.test_per_class, seed + 2) if cfg.test_per_class else \
         torch.arange(len(test_index))
     splits = {"train": decode_subset(index, cfg.image_size, bank), "val": decode_subset(index, cfg.image_size, val_ids),
