@@ -167,6 +167,7 @@ def test_a_failed_arm_is_reported_and_does_not_hide_the_others(tmp_path, monkeyp
     assert main(["ablate", str(spec)]) == 1
     root = tmp_path / "t"
     assert "| plain (ref) |" in (root / "results.md").read_text()  # the finished arm is reported
+    assert "**Partial: 1 of 2 runs have finished**" in (root / "results.md").read_text()  # and says it is partial
     err = capsys.readouterr().err
     assert "rotated-seed0: failed: RuntimeError: CUDA error: out of memory" in err
     assert {s.key: s.state for s in arm_states(root)} == {"plain-seed0": "finished", "rotated-seed0": "failed"}
@@ -175,6 +176,7 @@ def test_a_failed_arm_is_reported_and_does_not_hide_the_others(tmp_path, monkeyp
     assert main(["ablate", str(spec)]) == 0
     assert trained == ["plain-seed0", "again"]  # only the failed arm ran again
     assert "| rotated |" in (root / "results.md").read_text()
+    assert "Partial" not in (root / "results.md").read_text()
 
 
 @pytest.mark.parametrize("args,message", [
@@ -191,3 +193,18 @@ def test_launcher_options_are_checked(tmp_path, capsys, args, message):
     assert main(["ablate", str(spec), *args]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "t" / "runs").exists()
+
+
+def test_a_job_that_left_the_queue_before_starting_is_cancelled_not_failed(tmp_path):
+    from simclr.ablate.status import add_attempt, arm_state
+
+    log = tmp_path / "jobs" / "slurm" / "7_3_0_log.err"
+    add_attempt(tmp_path, "a-seed0", {"launcher": "slurm", "job_id": "7_3", "stderr": str(log),
+                                      "result": str(log.with_name("7_3_0_result.pkl"))})
+    state = arm_state(tmp_path, "a-seed0", queue={}, finished={})
+    assert state.state == "cancelled" and "before it started" in state.detail and not state.log
+    log.parent.mkdir(parents=True)
+    log.write_text("Traceback ...\n")  # it ran, and ended without a result: failed, with the log to read
+    state = arm_state(tmp_path, "a-seed0", queue={}, finished={})
+    assert state.state == "failed" and state.log == str(log)
+    assert arm_state(tmp_path, "a-seed0", queue={"7_3": "PENDING"}, finished={}).state == "queued"

@@ -8,7 +8,7 @@
     simclr ablate report ablations/NAME                      # tables and plots from the finished records
 
 Relaunching the same command submits only what is missing: finished arms are skipped, arms whose job is
-queued or running are left alone, failed and interrupted ones are resubmitted and resume from their last
+queued or running are left alone, failed, cancelled and interrupted ones are resubmitted and resume from their last
 checkpoint. SLURM jobs ask for `--requeue` and carry submitit's checkpoint hook: a preempted or timed-out
 job is requeued and its arm continues from `checkpoints/last.ckpt` (written at every epoch end).
 A failed arm is reported with its log; it never stops or hides the others.
@@ -240,7 +240,7 @@ def run_ablation(spec_path: str | Path, dry_run: bool = False, launcher: str = "
     _write_plan(spec, arms, root, tasks)
     keys = [t.key for t in tasks]
     states = {s.key: s for s in status.arm_states(root, keys)}
-    todo = [t for t in tasks if states[t.key].state in ("missing", "failed", "interrupted")]
+    todo = [t for t in tasks if states[t.key].state in ("missing", "failed", "cancelled", "interrupted")]
     for i, t in enumerate(tasks, 1):
         s = states[t.key]
         if s.state == "finished":

@@ -92,6 +92,7 @@ def write_tables(root: Path, values: dict, info: dict, baselines: dict, referenc
     reference = reference or reference_of(root, values, info)
     metrics = sorted({k for arm in values.values() for k in arm})
     rows = table_rows(values, info, baselines, reference)
+    done, planned = len(finished_records(root)), _planned_runs(root)
     flat = [{"arm": r["arm"], "kind": r["kind"], "metric": r["metric"], "mean": r["mean"], "std": r["std"],
              "seeds": r["seeds"], "values": json.dumps(r["values"]), **_flat(r["vs_reference"], "d_ref"),
              **_flat(r["vs_random_init"], "d_rand"), **_flat(r["vs_random_init_bn"], "d_rand_bn")} for r in rows]
@@ -100,7 +101,7 @@ def write_tables(root: Path, values: dict, info: dict, baselines: dict, referenc
         w.writeheader()
         w.writerows(flat)
     (root / f"results{suffix}.json").write_text(json.dumps({
-        "reference": reference, "ci_level": 0.95,
+        "reference": reference, "ci_level": 0.95, "runs_finished": done, "runs_planned": planned,
         "paired": "per-seed differences (arm - reference, arm - random_init, arm - random_init_bn) over the "
                   "seeds both have; "
                   "ci = Student t interval of the mean difference; same_sign = seeds agreeing with the mean's sign",
@@ -121,14 +122,21 @@ def write_tables(root: Path, values: dict, info: dict, baselines: dict, referenc
                      + "".join(f" | {describe(by[(a, main)][key]) if (a, main) in by else '–'}"
                                for key in ("vs_random_init", "vs_random_init_bn")) + " |"
                      for a in arms if a != reference]
-    md = [f"# Ablation results: {root.name}", "",
+    partial = [f"**Partial: {done} of {planned} runs have finished**; `simclr ablate status {root}` lists the "
+               "others. Means and intervals below cover the finished runs only.", ""] if done < planned else []
+    md = [f"# Ablation results: {root.name}", "", *partial,
           f"Accuracy in %, mean ± sample std over {seeds} seed(s); `[random_init]` (untouched BN statistics), "
           "`[random_init_bn]` (BN statistics recomputed on training images) and `[raw_pixels]` are the floors.", "",
           *lines, "", f"## Paired differences vs `{reference}` (points)", "",
           "Per seed, arm − reference on the same splits and random streams; mean [95 % t-interval], and how "
           "many seeds agree in sign with the mean.", "", *paired_lines, ""]
     (root / f"results{suffix}.md").write_text("\n".join(md))
-    return lines + [""] + paired_lines
+    return partial + lines + [""] + paired_lines
+
+
+def _planned_runs(root: Path) -> int:
+    plan = root / "plan.json"  # studies reported before plan.json existed have none
+    return len(json.loads(plan.read_text())["runs"]) if plan.exists() else 0
 
 
 def plot_pairwise(root: Path, values: dict, info: dict, metric: str, suffix: str = "",

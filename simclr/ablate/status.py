@@ -4,6 +4,7 @@
     queued       its job waits in the scheduler (SLURM PENDING, or requeued after preemption)
     running      its job runs (SLURM RUNNING, or a live local process)
     failed       its last job ended without a record: the error, and the log path to read
+    cancelled    its last job left the queue before it started (no log): e.g. `scancel` of a pending array
     interrupted  a run directory without a record and no job: the next launch resumes it
     missing      never launched
 
@@ -34,7 +35,7 @@ RUNNING = {"RUNNING", "COMPLETING", "SIGNALING", "STAGE_OUT"}
 @dataclass(frozen=True)
 class ArmState:
     key: str
-    state: str          # finished | queued | running | failed | interrupted | missing
+    state: str          # finished | queued | running | failed | cancelled | interrupted | missing
     detail: str = ""    # job id, error line
     log: str = ""       # the job's stderr log, where there is one
 
@@ -145,6 +146,9 @@ def arm_state(root: Path, key: str, queue: dict[str, str], finished: dict[str, d
             return ArmState(key, "queued" if queue[job] in QUEUED else "running", f"SLURM job {job} {queue[job]}", log)
         if attempt["launcher"] == "local" and _process_alive(int(job)):
             return ArmState(key, "running", f"local process {job}", log)
+        if log and not Path(log).exists() and not (Path(root) / "runs" / key).exists():
+            return ArmState(key, "cancelled", f"{attempt['launcher']} job {job} left the queue before it started; "
+                                              "relaunching submits it again")
         return ArmState(key, "failed", f"{attempt['launcher']} job {job}: {_job_error(attempt)}", log)
     if attempt is not None and attempt.get("error"):
         return ArmState(key, "failed", attempt["error"], attempt.get("stderr", ""))
