@@ -61,3 +61,17 @@ def test_unknown_key_in_yaml_file(tmp_path):
     bad.write_text("data:\n  name: digits\n  batchsize: 64\n")
     with pytest.raises(ConfigError, match=r"bad.yaml: data.batchsize: unknown key. Did you mean 'batch_size'"):
         load_config(bad)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs" / "ablations").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_ablation_specs_load_and_generate_their_arms(path, monkeypatch):
+    from simclr.ablate.spec import generate_arms, load_spec
+
+    monkeypatch.chdir(ROOT)  # base_config paths are relative to the project root, where the docs run them
+    arms = generate_arms(load_spec(path))
+    assert len({a.name for a in arms}) == len(arms) > 0
+    if path.stem == "imagenet100_fig5":  # the full ordered Fig. 5 grid: 7 x 7, every cell named once
+        assert len(arms) == 49 and {a.name for a in arms} >= {"pair-crop+color", "pair-color+crop", "pair-rotate"}
