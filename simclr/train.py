@@ -48,7 +48,7 @@ class RunResult:
 
 class RunInterrupted(KeyboardInterrupt):
     """Training stopped by SIGINT/SIGTERM after a graceful shutdown; checkpoints/last.ckpt holds the last
-    completed epoch (a mid-epoch checkpoint would not resume bit-exactly, so none is written)."""
+    completed epoch (none is written on the way out)."""
 
     def __init__(self, run_dir: Path, epoch: int, signal_name: str):
         super().__init__(f"{signal_name} after {epoch} completed epoch(s); resume with: "

@@ -13,6 +13,11 @@ from simclr.data import DataError, batch_loader
 from simclr.data.formats import read_digits
 from simclr.data.imagefolder import read_imagefolder
 from simclr.data.stream import index_images, stream_loader
+from tests.conftest import TINY
+
+# 96 train images at 16 px, 4 batches of 16 per epoch, 2 epochs, no kNN monitor
+TINY_STREAM = ["data.name=imagefolder", "data.image_size=16", "data.val_per_class=2", "data.train_per_class=null",
+               "data.batch_size=16", "trainer.knn_monitor_every=0", "trainer.max_epochs=2"]
 
 
 @pytest.fixture(scope="module")
@@ -136,40 +141,76 @@ class Preempted(Exception):
     pass
 
 
-class StopMidEpoch(pytest.importorskip("pytorch_lightning").Callback):
-    """Checkpoint once batch `at` of epoch 1 is fully done, then stop the process's training (as a preemption
-    would). Saved as the next batch starts: in on_train_batch_end Lightning has not yet stepped the per-step
-    LR schedule for the batch, so a checkpoint taken there resumes one schedule step behind."""
+class StopInEpoch1(pytest.importorskip("pytorch_lightning").Callback):
+    """Checkpoint in epoch 1, then stop the process's training (as a preemption would). `where`:
+    'batch_end': after batch 2 is trained on (where ModelCheckpoint(every_n_train_steps) saves);
+    'batch_start': as batch 3 starts, loaded and augmented but not yet trained on;
+    'epoch_start': before epoch 1's first batch (last.ckpt holds epoch 0, as after a Ctrl-C)."""
 
-    def __init__(self, at):
-        self.at = at
+    def __init__(self, where):
+        self.where = where
+
+    def _stop(self, trainer):
+        if self.where != "epoch_start":
+            trainer.save_checkpoint(Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt")
+        raise Preempted
+
+    def on_train_epoch_start(self, trainer, module):
+        if trainer.current_epoch == 1 and self.where == "epoch_start":
+            self._stop(trainer)
 
     def on_train_batch_start(self, trainer, module, batch, batch_idx):
-        if trainer.current_epoch == 1 and batch_idx == self.at + 1:
-            trainer.save_checkpoint(Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt")
-            raise Preempted
+        if trainer.current_epoch == 1 and batch_idx == 3 and self.where == "batch_start":
+            self._stop(trainer)
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        if trainer.current_epoch == 1 and batch_idx == 2 and self.where == "batch_end":
+            self._stop(trainer)
 
 
-@pytest.mark.xfail(strict=True, reason="known gap (issue 13 stays open): since training moved to Lightning's automatic "
-                   "optimisation, a mid-epoch resume lands within ~1e-3 of the uninterrupted weights, not bit-exactly; "
-                   "epoch-end resume (what SIGINT/kill/requeue use) is bit-exact, see test_interrupt.py")
-def test_resume_continues_a_streamed_epoch_mid_way_to_the_uninterrupted_result(tree, tiny_overrides):
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """The last checkpoint of an uninterrupted run per loader, computed once for the resume tests."""
+    cache = {}
+
+    def get(loader, overrides):
+        if loader not in cache:
+            from simclr import train
+            from simclr.config.run import load_config
+            out = f"output_dir={tmp_path_factory.mktemp('whole')}"
+            cache[loader] = train.run(load_config(None, [*overrides, out, "name=whole"])).last_checkpoint
+        return cache[loader]
+    return get
+
+
+@pytest.mark.parametrize("loader,where", [("stream", "batch_start"), ("memory", "batch_end"),
+                                          ("memory", "batch_start"), ("stream", "epoch_start")])
+def test_resume_continues_an_epoch_mid_way_to_the_uninterrupted_result(tree, tmp_path, tiny_overrides, uninterrupted,
+                                                                       loader, where):
+    """4 batches per epoch; the cut run resumes at batch 3 of epoch 1 (at batch 0 for epoch_start): same weights,
+    augmenter streams, optimizer and step count as the run never cut. The stream cases use a worker, whose
+    loader starts fetching before Lightning restores its loop progress."""
     from simclr import train
     from simclr.config.run import load_config
 
-    overrides = [*tiny_overrides, "data.name=imagefolder", f"data.path={tree / 'shards'}", "data.image_size=16",
-                 "data.val_per_class=2", "data.train_per_class=null", "data.batch_size=16", "trainer.knn_monitor_every=0", "data.loader=stream",
-                 "data.num_workers=1", "trainer.max_epochs=2"]
-    whole = train.run(load_config(None, [*overrides, "name=whole"]))
+    overrides = [*TINY_STREAM, f"data.path={tree / ('shards' if loader == 'stream' else 'dir')}",
+                 f"data.loader={loader}", f"data.num_workers={int(loader == 'stream')}"]
+    whole = uninterrupted(loader, [*TINY, *overrides])
     with pytest.raises(Preempted):
-        train.run(load_config(None, [*overrides, "name=cut"]), callbacks=[StopMidEpoch(at=2)])
-    cut = whole.run_dir.with_name("cut")
-    resumed = train.run(resume=cut)
-    a, b = (torch.load(r.last_checkpoint, weights_only=False) for r in (whole, resumed))
-    assert a["global_step"] == b["global_step"]
+        train.run(load_config(None, [*tiny_overrides, *overrides, "name=cut"]), callbacks=[StopInEpoch1(where)])
+    resumed = train.run(resume=tmp_path / "runs" / "cut")
+    a, b = (torch.load(ckpt, weights_only=False) for ckpt in (whole, resumed.last_checkpoint))
+    assert a["global_step"] == b["global_step"] == 8
+    assert a["state_dict"].keys() == b["state_dict"].keys()
     for key, value in a["state_dict"].items():
         if isinstance(value, torch.Tensor):
             assert torch.equal(value, b["state_dict"][key]), key
+    streams = [ckpt["state_dict"]["augment._extra_state"]["states"] for ckpt in (a, b)]
+    for row_a, row_b in zip(*streams, strict=True):
+        assert all(torch.equal(x, y) for x, y in zip(row_a, row_b, strict=True))
+    momenta = [[s["momentum_buffer"] for s in c["optimizer_states"][0]["state"].values()] for c in (a, b)]
+    assert all(torch.equal(x, y) for x, y in zip(*momenta, strict=True))
+    assert a["lr_schedulers"] == b["lr_schedulers"]
 
 
 def test_a_dataset_too_large_for_memory_is_refused_with_the_streamed_path_named(tree, tmp_path, monkeypatch):

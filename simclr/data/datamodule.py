@@ -195,6 +195,7 @@ class SimCLRDataModule(pl.LightningDataModule):
         self.cfg, self.seed = cfg, seed
         self.splits = splits
         self.stream = None  # with data.loader=stream: (StreamIndex, the training images' ids in it)
+        self.resume: tuple[int, int] | None = None  # (epoch, batches done in it), from a checkpoint
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits is None and self.cfg.loader == "stream":
@@ -226,15 +227,25 @@ class SimCLRDataModule(pl.LightningDataModule):
         else:
             loader = batch_loader(self.splits["train"], self.cfg.batch_size, self.seed, shuffle=True,
                                   drop_last=True, rank=rank, world=world, pin_memory=pin)
-        if trainer is not None:
-            loader.sampler.resume_at(trainer.current_epoch, _batches_done_in_epoch(trainer, len(loader)))
+        if self.resume is not None:
+            loader.sampler.resume_at(*self.resume)
         return loader
 
+    # Lightning saves this in every checkpoint and hands it back on resume before it builds the training loader.
+    # The loader must learn where to start from here, not from the trainer's restored loop progress: the
+    # schedule's `estimated_stepping_batches` makes Lightning build the loader, and start its first pass
+    # (workers fetch ahead), before it restores that progress (Lightning issue #20550), and the resumed epoch
+    # runs on that first pass.
+    def state_dict(self) -> dict:
+        """Where a resumed run's sampler starts: the epoch in progress and the batches of it already trained on
+        (saved at the end of an epoch: the next epoch, from its first batch)."""
+        trainer = self.trainer
+        if trainer is None:
+            return {}
+        epoch, done = trainer.current_epoch, trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        if done >= trainer.num_training_batches:
+            epoch, done = epoch + 1, 0
+        return {"epoch": epoch, "batches_done": done}
 
-def _batches_done_in_epoch(trainer: pl.Trainer, batches: int) -> int:
-    """For a run resumed from a mid-epoch checkpoint: the batches of its epoch already trained on (Lightning
-    restores its loop progress before the loader is built, and continues counting from there)."""
-    limit = trainer.limit_train_batches
-    per_epoch = min(batches, int(limit)) if isinstance(limit, int) else int(batches * limit)
-    done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
-    return done if 0 < done < per_epoch else 0
+    def load_state_dict(self, state: dict) -> None:
+        self.resume = (int(state["epoch"]), int(state["batches_done"]))

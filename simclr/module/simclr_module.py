@@ -38,6 +38,7 @@ class SimCLRModule(pl.LightningModule):
         self.augment = TwoViewAugmenter(pol, seed=self.cfg.seed, compile=self.cfg.trainer.compile_augment)
         self.criterion = NTXentLoss(self.cfg.loss.temperature, self.cfg.loss.gather)
         object.__setattr__(self, "_compiled_encoder", None)  # not a submodule: checkpoints keep plain names
+        self._streams_before_batch: dict | None = None  # see on_save_checkpoint
 
     # ------------------------------------------------------------------ device-side augmentation
     def setup(self, stage: str) -> None:
@@ -51,6 +52,7 @@ class SimCLRModule(pl.LightningModule):
         if self.trainer is None or not self.trainer.training:
             return batch
         images, labels = batch                       # uint8 (B, C, H, W) already on self.device
+        self._streams_before_batch = self.augment.get_extra_state()  # host copies; draws nothing
         v1, v2 = self.augment(images)                # float (B, C, H', W') each
         if self.cfg.trainer.channels_last:
             v1, v2 = (v.contiguous(memory_format=torch.channels_last) for v in (v1, v2))
@@ -65,6 +67,7 @@ class SimCLRModule(pl.LightningModule):
         return encoder(x)
 
     def training_step(self, batch, batch_idx):
+        self._streams_before_batch = None  # the batch is being trained on: its draws are spent
         v1, v2, labels = batch
         n = v1.shape[0]
         h = self._encode(torch.cat([v1, v2]))                           # (2n, F)
@@ -88,6 +91,19 @@ class SimCLRModule(pl.LightningModule):
         self.log("train/contrastive_top1", top1, **log)
         self.log("train/probe_acc", probe_acc, prog_bar=True, **log)
         return loss + probe_loss  # the probe's parameters see only probe_loss (detached features)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """A checkpoint written after a batch was augmented (on_after_batch_transfer) but before it was trained
+        on (on_train_batch_start) resumes at that batch, so it holds the augmenter's streams from before the
+        batch's draws: a resumed run then draws the batch's views exactly as the uninterrupted run did.
+        Lightning, restoring such a checkpoint, counts one logging step more than it saved (it expects saves
+        after a batch's step): the saved count is one less, so the resumed run logs at the uninterrupted run's
+        steps."""
+        if self._streams_before_batch is not None:
+            checkpoint["state_dict"]["augment._extra_state"] = self._streams_before_batch
+            loop = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.state_dict", {})
+            if "_batches_that_stepped" in loop:
+                loop["_batches_that_stepped"] -= 1
 
     def configure_optimizers(self):
         cfg = self.cfg.optim
