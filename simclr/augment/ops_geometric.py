@@ -123,6 +123,11 @@ class RandomResizedCrop(Op):
             out = torch.lerp(x, out, applied.to(x.dtype).view(-1, 1, 1, 1))
         return out
 
+    apply_selected = apply  # unselected images are resized whole, not skipped
+
+    def out_shape(self, shape):
+        return (*shape[:2], self.params.size, self.params.size) if self.params.size else shape
+
 
 @dataclass(frozen=True)
 class FlipParams:

@@ -7,7 +7,7 @@ import torch
 from kornia.enhance import normalize, solarize
 from kornia.filters import gaussian_blur2d, sobel
 
-from simclr.augment.color import gray, jitter
+from simclr.augment.color import gray, jitter, jitter_selected
 from simclr.augment.registry import PROBABILITY, Op, check_interval, register, uniform
 from simclr.config.schema import FieldError
 
@@ -48,6 +48,9 @@ class ColorJitter(Op):
 
     def transform(self, x, d):
         return jitter(x, d["factors"], d["order"], use_hue=self.params.hue * self.params.s > 0)
+
+    def apply_selected(self, x, d, applied):
+        return jitter_selected(x, d["factors"], d["order"], self.params.hue * self.params.s > 0, applied)
 
 
 @dataclass(frozen=True)
@@ -160,8 +163,8 @@ class Normalize(Op):
         super().__init__(params)
         self._stats: dict = {}
 
-    def __call__(self, x, gen):
-        return self.apply(x, {}, None)
+    def draw(self, x, gen):
+        return None, {}  # nothing random
 
     def apply(self, x, draws, applied):
         channels = x.shape[1]
@@ -174,3 +177,5 @@ class Normalize(Op):
             self._stats[key] = (torch.tensor(mean, dtype=x.dtype).expand(channels).contiguous().to(x.device),
                                 torch.tensor(std, dtype=x.dtype).expand(channels).contiguous().to(x.device))
         return normalize(x, *self._stats[key])
+
+    apply_selected = apply
