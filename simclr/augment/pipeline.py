@@ -137,8 +137,10 @@ class TwoViewAugmenter(torch.nn.Module):
         for start in range(0, x_uint8.shape[0], step):
             rows = slice(start, start + step)
             x = run_ops(self.shared, shared, rows, to_unit_float(x_uint8[rows]))
-            # view 0 gets a copy: apply_selected writes into its input, and view 1 starts from x too
-            outs[0][rows] = run_ops(self.views[0], draws0, rows, x.clone())
+            # view 0 gets a copy (apply_selected may write into its input, and view 1 starts from x too)
+            # unless its first op makes a new tensor anyway
+            first_fresh = bool(self.views[0]) and self.views[0][0].fresh_output
+            outs[0][rows] = run_ops(self.views[0], draws0, rows, x if first_fresh else x.clone())
             outs[1][rows] = run_ops(self.views[1], draws1, rows, x)
         return outs
 
@@ -171,9 +173,20 @@ def draw_all(ops: list[Op], gens: list[torch.Generator], shape: tuple[int, ...])
 
 
 def run_ops(ops: list[Op], draws, rows: slice, x: torch.Tensor) -> torch.Tensor:
-    """The ops' pixel work on images `rows` of the batch that `draws` were made for; may write into x."""
-    for op, (applied, d) in zip(ops, draws):
-        x = op.apply_selected(x, {k: v[rows] for k, v in d.items()}, None if applied is None else applied[rows])
+    """The ops' pixel work on images `rows` of the batch that `draws` were made for; may write into x.
+    A horizontal flip right after a crop is folded into the crop's sampling grid (the same pixels)."""
+    i = 0
+    while i < len(ops):
+        op, (applied, d) = ops[i], draws[i]
+        d = {k: v[rows] for k, v in d.items()}
+        applied = None if applied is None else applied[rows]
+        if (op.name == "random_resized_crop" and i + 1 < len(ops) and ops[i + 1].name == "horizontal_flip"
+                and op.can_take_flip()):
+            x = op.apply_selected(x, d, applied, mirror=draws[i + 1][0][rows])
+            i += 2
+            continue
+        x = op.apply_selected(x, d, applied)
+        i += 1
     return x
 
 

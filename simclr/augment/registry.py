@@ -53,6 +53,7 @@ class Op:
 
     name: ClassVar[str]
     Params: ClassVar[type]
+    fresh_output: ClassVar[bool] = False  # True: apply_selected never returns or writes into its input
 
     def __init__(self, params):
         self.params = params
