@@ -62,6 +62,7 @@ def bench(policy_name: str, size: int, batch: int, repeats: int, strength: float
     print(f"{policy_name:16s} {batch:3d}x3x{size}x{size}  simclr: {ours_ms:8.1f} ms/batch   torchvision loop: "
           f"{tv_ms:8.1f} ms/batch   ratio: {tv_ms / ours_ms:5.1f}x")
     if compiled:
+        torch._dynamo.reset()  # each row compiles afresh: a previous row's graphs would hit the recompile limit
         fused = TwoViewAugmenter(policy, seed=0, compile=True)
         start = time.perf_counter()
         fused(x)

@@ -128,9 +128,9 @@ class GaussianBlur(Op):
         return gaussian_blur2d(x, (k, k), sigma, border_type="reflect")
 
 
-# Below this side a CPU blur is two batched matrix products with the kernel and the reflect border
-# folded into an (n, n) matrix per image: 2x faster than the depthwise convolution at 96 px (1 thread);
-# at 224 px the n MACs per pixel cost more than the convolution's k (measured: 1.7x slower).
+# Up to this side a CPU blur is two batched matrix products with the kernel and the reflect border
+# folded into an (n, n) matrix per image: about 2x the depthwise convolution at 96 px on this
+# project's machine; at 224 px the n multiply-adds per pixel cost more than the convolution's k.
 MATMUL_BLUR_MAX_SIDE = 128
 
 
