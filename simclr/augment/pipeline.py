@@ -131,7 +131,7 @@ class TwoViewAugmenter(torch.nn.Module):
         shared, shape = draw_all(self.shared, gens[2], tuple(x_uint8.shape))
         (draws0, shape0), (draws1, shape1) = (draw_all(self.views[v], gens[v], shape) for v in (0, 1))
         self._check_same_shape(shape0, shape1)
-        outs = (torch.empty(shape0), torch.empty(shape1))
+        outs = (torch.empty(shape0, dtype=torch.float32), torch.empty(shape1, dtype=torch.float32))
         side = max(shape[-2] * shape[-1], shape0[-2] * shape0[-1], x_uint8.shape[-2] * x_uint8.shape[-1])
         step = max(1, self.chunk_bytes // (4 * shape[1] * side))
         for start in range(0, x_uint8.shape[0], step):
@@ -167,7 +167,7 @@ def draw_all(ops: list[Op], gens: list[torch.Generator], shape: tuple[int, ...])
     from shape, dtype and device only, so a zero-stride stand-in replaces the images."""
     draws = []
     for op, gen in zip(ops, gens, strict=True):
-        draws.append(op.draw(torch.empty(()).expand(shape), gen))
+        draws.append(op.draw(torch.empty((), dtype=torch.float32).expand(shape), gen))  # to_unit_float dtype
         shape = op.out_shape(shape)
     return draws, shape
 
