@@ -41,36 +41,42 @@ def blend_stage(x: torch.Tensor, op: torch.Tensor, factor: torch.Tensor) -> torc
 
     Samples whose op is HUE are left exactly unchanged (their factor becomes 1).
     Per-sample choices are (B,1,1,1) float weights: on CPU a full-size `torch.where` costs ~30x a
-    multiply, so selection is done by arithmetic on small tensors.
+    multiply, so selection is done by arithmetic on small tensors. The (1 - f) weight is folded into
+    those small tensors, so the full-size work is one gray, one addcmul on it and one on x.
     """
     g = gray(x)                                                  # (B, 1, H, W)
     mean = g.mean(dim=(-3, -2, -1), keepdim=True)                # (B, 1, 1, 1)
+    f = torch.where(op == HUE, torch.ones_like(factor), factor).to(x.dtype).view(-1, 1, 1, 1)
+    keep = 1 - f
     is_c = (op == CONTRAST).to(x.dtype).view(-1, 1, 1, 1)
     is_s = (op == SATURATION).to(x.dtype).view(-1, 1, 1, 1)
-    f = torch.where(op == HUE, torch.ones_like(factor), factor).to(x.dtype).view(-1, 1, 1, 1)
-    ref = torch.addcmul(is_c * mean, is_s, g)                    # 0, mean or gray, per sample
-    return torch.addcmul(ref * (1 - f), x, f).clamp_(0, 1)       # torchvision's _blend
+    ref = torch.addcmul(is_c * mean * keep, g, is_s * keep)      # (1-f) * (0, mean or gray), per sample
+    return torch.addcmul(ref, x, f).clamp_(0, 1)                 # torchvision's _blend
 
 
 def shift_hue(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    """Rotate hue of RGB images x (B, 3, H, W) in [0, 1] by factor (B,) in [-0.5, 0.5] turns."""
+    """Rotate hue of RGB images x (B, 3, H, W) in [0, 1] by factor (B,) in [-0.5, 0.5] turns.
+
+    Only arithmetic passes: on CPU a full-size comparison, `where` or `remainder` costs 3-15x a
+    subtraction, so the branch "which channel is the max" is a 0/1 float weight from `sign` (max - c
+    is >= 0) fed to `lerp`, which returns either end exactly.
+    """
     r, g, b = x.unbind(dim=1)                                    # each (B, H, W)
     maxc = torch.maximum(torch.maximum(r, g), b)
     minc = torch.minimum(torch.minimum(r, g), b)
     chroma = maxc - minc
-    safe = chroma.clamp_min(1e-30)                               # 0/0 -> 0, as torchvision's where(eqc, 1, cr)
-    rc, gc, bc = (maxc - r) / safe, (maxc - g) / safe, (maxc - b) / safe
-    is_r = (maxc == r).to(x.dtype)
-    is_g = (maxc == g).to(x.dtype)
-    # torchvision: max in r -> bc-gc; elif in g -> 2+rc-bc; else 4+gc-rc (lerp with 0/1 weights is exact)
-    h6 = torch.lerp(torch.lerp(4.0 + gc - rc, 2.0 + rc - bc, is_g), bc - gc, is_r)
-    h = torch.frac(h6 / 6.0 + 1.0) + factor.view(-1, 1, 1).to(x.dtype)  # fmod(h6/6 + 1, 1) + shift
-    h = h - torch.floor(h)                                       # wrap to [0, 1)
+    inv = chroma.clamp_min(1e-30).reciprocal_()                  # 0/0 -> 0, as torchvision's where(eqc, 1, cr)
+    not_r, not_g = (maxc - r).sign_(), (maxc - g).sign_()        # 0 where that channel is the max, else 1
+    # 6 * hue * chroma; torchvision: max in r -> bc-gc; elif in g -> 2+rc-bc; else 4+gc-rc
+    num = torch.lerp(g - b, torch.lerp((b - r).add_(chroma, alpha=2.0), (r - g).add_(chroma, alpha=4.0), not_g),
+                     not_r)
+    h6 = torch.addcmul((6.0 * factor).to(x.dtype).view(-1, 1, 1), num, inv)  # 6 * (hue + shift), not yet wrapped
     n = (5.0 - 2.0 * torch.arange(3, device=x.device, dtype=x.dtype)).view(1, 3, 1, 1)  # R, G, B: 5, 3, 1
-    t = n + 6.0 * h.unsqueeze(1)                                 # (B, 3, H, W) in [1, 11)
-    k = t - 6.0 * torch.floor(t / 6.0)                           # t mod 6
+    t = h6.unsqueeze(1) + n
+    k = t.add_(torch.div(t, 6.0).floor_(), alpha=-6.0)           # (n + 6 * wrapped hue) mod 6, in one wrap
     w = torch.minimum(k, 4.0 - k).clamp_(0, 1)
-    return torch.addcmul(maxc.unsqueeze(1), chroma.unsqueeze(1), w, value=-1.0).clamp_(0, 1)
+    # max - chroma * w lies in [min, max]: no clamp needed (both roundings stay inside)
+    return torch.addcmul(maxc.unsqueeze(1), chroma.unsqueeze(1), w, value=-1.0)
 
 
 def jitter(x: torch.Tensor, factors: torch.Tensor, order: torch.Tensor, use_hue: bool) -> torch.Tensor:
@@ -95,4 +101,41 @@ def jitter(x: torch.Tensor, factors: torch.Tensor, order: torch.Tensor, use_hue:
         op = order.gather(1, pos.clamp(max=3).unsqueeze(1)).squeeze(1)
         op = torch.where(pos <= 3, op, torch.full_like(op, HUE))
         x = blend_stage(x, op, factors.gather(1, op.clamp(max=2).unsqueeze(1)).squeeze(1))
+    return x
+
+
+def jitter_selected(x: torch.Tensor, factors: torch.Tensor, order: torch.Tensor, use_hue: bool,
+                    applied: torch.Tensor) -> torch.Tensor:
+    """`jitter` on the `applied` images of x, written into x (which the caller owns); for CPU.
+
+    `jitter` runs six blend stages over every image because the hue position varies per image;
+    here images are grouped by hue position, so each goes through its own three blend stages and
+    one hue shift only. Grouping needs group sizes on the host (a sync on a GPU), hence CPU only.
+    """
+    if x.shape[1] != 3:
+        return torch.lerp(x, jitter(x, factors, order, use_hue), applied.to(x.dtype).view(-1, 1, 1, 1))
+    hue_pos = (order == HUE).to(torch.int64).argmax(dim=1)       # (B,)
+    group = torch.where(applied, hue_pos, 4)                     # 4: not applied, left as it is
+    x = x.contiguous()
+    for j in range(4):
+        idx = (group == j).nonzero().squeeze(1)
+        if idx.numel() == 0:
+            continue
+        blends = order.index_select(0, idx)[:, [t for t in range(4) if t != j]]  # (n, 3) the blend ops, in order
+        f = factors.index_select(0, idx)
+        fb = f.gather(1, blends).to(x.dtype)                     # their factors
+        keep = 1 - fb
+        mean_w, gray_w = (blends == CONTRAST).to(x.dtype) * keep, (blends == SATURATION).to(x.dtype) * keep
+        y = x.index_select(0, idx)
+        for t in range(4):
+            if t == j:
+                if use_hue:
+                    y = shift_hue(y, f[:, HUE])
+                continue
+            s = t - (t > j)                                      # blend stage number
+            g = gray(y)                                          # as blend_stage, weights made for all 3 stages
+            ref = torch.addcmul(g.mean(dim=(-3, -2, -1), keepdim=True) * mean_w[:, s].view(-1, 1, 1, 1),
+                                g, gray_w[:, s].view(-1, 1, 1, 1))
+            y = torch.addcmul(ref, y, fb[:, s].view(-1, 1, 1, 1)).clamp_(0, 1)
+        x.index_copy_(0, idx, y)
     return x

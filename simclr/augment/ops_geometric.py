@@ -62,7 +62,8 @@ def center_fallback(height, width, ratio):
     return (height - h) // 2, (width - w) // 2, h, w
 
 
-def resample_boxes(x: torch.Tensor, x1, y1, x2, y2, out_hw: tuple[int, int]) -> torch.Tensor:
+def resample_boxes(x: torch.Tensor, x1, y1, x2, y2, out_hw: tuple[int, int],
+                   mirror: torch.Tensor | None = None) -> torch.Tensor:
     """Bilinear crop-and-resize of per-sample axis-aligned boxes (inclusive pixel corners), batched.
 
     Same mapping as Kornia's `crop_and_resize(..., align_corners=True)` (box corners -> output
@@ -76,6 +77,8 @@ def resample_boxes(x: torch.Tensor, x1, y1, x2, y2, out_hw: tuple[int, int]) -> 
     tx = torch.linspace(0, 1, ow, device=x.device, dtype=x.dtype)
     xs = (x1.to(x.dtype)[:, None] + (x2 - x1).to(x.dtype)[:, None] * tx) * (2.0 / max(width - 1, 1)) - 1.0   # (B, ow)
     ys = (y1.to(x.dtype)[:, None] + (y2 - y1).to(x.dtype)[:, None] * ty) * (2.0 / max(height - 1, 1)) - 1.0  # (B, oh)
+    if mirror is not None:  # (B,) bool: sample those columns right to left = the crop flipped, exactly
+        xs = torch.where(mirror[:, None], xs.flip(-1), xs)
     grid = torch.stack([xs[:, None, :].expand(batch, oh, ow), ys[:, :, None].expand(batch, oh, ow)], dim=-1)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
 
@@ -113,15 +116,29 @@ class RandomResizedCrop(Op):
             d[key] = torch.where(d["found"], d[key], torch.full_like(d[key], value))
         return d
 
-    def apply(self, x, d, applied):
+    fresh_output = True  # never returns or writes its input
+
+    def apply(self, x, d, applied, mirror=None):
         _, _, height, width = x.shape
         top, left = torch.where(applied, d["top"], 0), torch.where(applied, d["left"], 0)
         h, w = torch.where(applied, d["h"], height), torch.where(applied, d["w"], width)
         out_hw = (self.params.size, self.params.size) if self.params.size else (height, width)
-        out = resample_boxes(x, left, top, left + w - 1, top + h - 1, out_hw)
+        out = resample_boxes(x, left, top, left + w - 1, top + h - 1, out_hw, mirror)
         if out_hw == (height, width):  # images not selected stay exactly themselves
             out = torch.lerp(x, out, applied.to(x.dtype).view(-1, 1, 1, 1))
         return out
+
+    def apply_selected(self, x, d, applied, mirror=None):
+        """Unselected images are resized whole, not skipped. `mirror` (B,) bool: flip those crops
+        horizontally for free (a following horizontal_flip's selection, see pipeline.run_ops)."""
+        return self.apply(x, d, applied, mirror)
+
+    def can_take_flip(self) -> bool:
+        """A flip right after this crop can be folded into it: no whole-image lerp follows the resample."""
+        return self.params.p == 1.0
+
+    def out_shape(self, shape):
+        return (*shape[:2], self.params.size, self.params.size) if self.params.size else shape
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,8 @@ from simclr.augment.policy import Policy, crop_size
 from simclr.augment.registry import REGISTRY, Op
 from simclr.utils import to_unit_float
 
+CHUNK_BYTES = 8 << 20  # CPU chunk: images whose float pixels (and the ops' temporaries) stay near cache
+
 
 def stream_seed(seed: int, key: str) -> int:
     digest = hashlib.sha256(f"{seed}/{key}".encode()).digest()
@@ -42,10 +44,13 @@ class TwoViewAugmenter(torch.nn.Module):
     resumed run continues the exact random streams.
     """
 
-    def __init__(self, policy: Policy, seed: int = 0, rank: int = 0, compile: bool = False):
+    def __init__(self, policy: Policy, seed: int = 0, rank: int = 0, compile: bool = False,
+                 chunk_bytes: int = CHUNK_BYTES):
         super().__init__()
         self.policy = policy
         self.seed = seed
+        self.compiled = compile
+        self.chunk_bytes = chunk_bytes  # CPU: images per chunk ~ this many bytes of float pixels; 0: whole batch
         self.views: list[list[Op]] = [[REGISTRY[o.name](o.params) for o in view] for view in policy.views]
         self.shared: list[Op] = [REGISTRY[o.name](o.params) for o in policy.shared]
         if compile:  # fuses each op's pixel work; draws stay eager, so results and streams are unchanged
@@ -99,12 +104,45 @@ class TwoViewAugmenter(torch.nn.Module):
         return x
 
     def forward(self, x_uint8: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if x_uint8.device.type == "cpu" and not self.compiled and self.chunk_bytes:
+            return self._forward_in_chunks(x_uint8)
         x = self.shared_view(x_uint8)  # computed once for both views: ops never modify their input in place
         v1, v2 = self.view(x_uint8, 0, _float=x), self.view(x_uint8, 1, _float=x)
-        if v1.shape != v2.shape:
-            raise ValueError(f"policy '{self.policy.name}' makes views of different shapes {tuple(v1.shape)} "
-                             f"and {tuple(v2.shape)}; give both crops the same size.")
+        self._check_same_shape(v1.shape, v2.shape)
         return v1, v2
+
+    def _check_same_shape(self, a, b) -> None:
+        if tuple(a) != tuple(b):
+            raise ValueError(f"policy '{self.policy.name}' makes views of different shapes {tuple(a)} "
+                             f"and {tuple(b)}; give both crops the same size.")
+
+    def _forward_in_chunks(self, x_uint8: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """CPU: `forward`'s result (same draws, same per-op results), computed a few images at a time.
+
+        On CPU the ops are memory-bound: each is a few passes over the batch, and a 256x3x96x96
+        float batch (28 MB) does not stay in cache between passes. All draws are made first, for the
+        whole batch (each op has its own stream, so drawing ahead changes nothing), then each chunk
+        of ~`chunk_bytes` goes through the shared ops and both views while it is in cache, with each
+        probabilistic op computed only for the images it selects (`Op.apply_selected`).
+        """
+        if x_uint8.dtype != torch.uint8 or x_uint8.ndim != 4:
+            raise ValueError(f"augmenter expects uint8 images (B, C, H, W), got {x_uint8.dtype} {tuple(x_uint8.shape)}")
+        gens = self.generators(x_uint8.device)
+        shared, shape = draw_all(self.shared, gens[2], tuple(x_uint8.shape))
+        (draws0, shape0), (draws1, shape1) = (draw_all(self.views[v], gens[v], shape) for v in (0, 1))
+        self._check_same_shape(shape0, shape1)
+        outs = (torch.empty(shape0, dtype=torch.float32), torch.empty(shape1, dtype=torch.float32))
+        side = max(shape[-2] * shape[-1], shape0[-2] * shape0[-1], x_uint8.shape[-2] * x_uint8.shape[-1])
+        step = max(1, self.chunk_bytes // (4 * shape[1] * side))
+        for start in range(0, x_uint8.shape[0], step):
+            rows = slice(start, start + step)
+            x = run_ops(self.shared, shared, rows, to_unit_float(x_uint8[rows]))
+            # view 0 gets a copy (apply_selected may write into its input, and view 1 starts from x too)
+            # unless its first op makes a new tensor anyway
+            first_fresh = bool(self.views[0]) and self.views[0][0].fresh_output
+            outs[0][rows] = run_ops(self.views[0], draws0, rows, x if first_fresh else x.clone())
+            outs[1][rows] = run_ops(self.views[1], draws1, rows, x)
+        return outs
 
     # Generator states are checkpointed with the module (Lightning saves state_dict()).
     def get_extra_state(self):
@@ -122,6 +160,34 @@ class TwoViewAugmenter(torch.nn.Module):
 
     def extra_repr(self) -> str:
         return f"policy={self.policy.name}, seed={self.seed}, views={self.views}"
+
+
+def draw_all(ops: list[Op], gens: list[torch.Generator], shape: tuple[int, ...]):
+    """Every op's (applied, draws) for a batch of `shape`, and the shape after the ops. Ops draw
+    from shape, dtype and device only, so a zero-stride stand-in replaces the images."""
+    draws = []
+    for op, gen in zip(ops, gens, strict=True):
+        draws.append(op.draw(torch.empty((), dtype=torch.float32).expand(shape), gen))  # to_unit_float dtype
+        shape = op.out_shape(shape)
+    return draws, shape
+
+
+def run_ops(ops: list[Op], draws, rows: slice, x: torch.Tensor) -> torch.Tensor:
+    """The ops' pixel work on images `rows` of the batch that `draws` were made for; may write into x.
+    A horizontal flip right after a crop is folded into the crop's sampling grid (the same pixels)."""
+    i = 0
+    while i < len(ops):
+        op, (applied, d) = ops[i], draws[i]
+        d = {k: v[rows] for k, v in d.items()}
+        applied = None if applied is None else applied[rows]
+        if (op.name == "random_resized_crop" and i + 1 < len(ops) and ops[i + 1].name == "horizontal_flip"
+                and op.can_take_flip()):
+            x = op.apply_selected(x, d, applied, mirror=draws[i + 1][0][rows])
+            i += 2
+            continue
+        x = op.apply_selected(x, d, applied)
+        i += 1
+    return x
 
 
 def eval_preprocess(policy: Policy):

@@ -7,9 +7,10 @@ and two ablation arms would stop being comparable. Here each op instance owns a
 op's randomness depends only on its own stream. Kornia still does the pixel work
 (its functional kernels are batched and accept per-sample parameters).
 
-Every op is applied per sample: a Bernoulli(p) mask picks which images get the op; the op is
-computed for the whole batch and blended in with `torch.where` — no boolean indexing, which
-would force a host/device sync on CUDA.
+Every op is applied per sample: a Bernoulli(p) mask picks which images get the op. On an
+accelerator the op is computed for the whole batch and blended in (`apply`) — no boolean
+indexing, which would force a host/device sync; on CPU only the selected images are computed
+(`apply_selected`), with the same result.
 """
 from __future__ import annotations
 
@@ -52,6 +53,7 @@ class Op:
 
     name: ClassVar[str]
     Params: ClassVar[type]
+    fresh_output: ClassVar[bool] = False  # True: apply_selected never returns or writes into its input
 
     def __init__(self, params):
         self.params = params
@@ -67,10 +69,18 @@ class Op:
     def transform(self, x: torch.Tensor, draws: dict[str, torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError
 
+    def draw(self, x: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
+        """(which images get the op (B,), per-sample params). Uses only x's shape, dtype and device."""
+        applied = torch.rand(x.shape[0], generator=gen, device=x.device) < self.p  # (B,)
+        return applied, self.sample(x, gen)
+
+    def out_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The output shape for an input of `shape` (only a crop changes it)."""
+        return shape
+
     def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         # x: (B, C, H, W) float in [0, 1] (normalize excepted)
-        applied = torch.rand(x.shape[0], generator=gen, device=x.device) < self.p  # (B,)
-        draws = self.sample(x, gen)
+        applied, draws = self.draw(x, gen)
         return self.apply(x, draws, applied)
 
     def apply(self, x: torch.Tensor, draws: dict[str, torch.Tensor], applied: torch.Tensor) -> torch.Tensor:
@@ -79,6 +89,19 @@ class Op:
         out = self.transform(x, draws)
         # lerp with 0/1 weights is exact at both ends and, on CPU, ~15x cheaper than a full-size where
         return torch.lerp(x, out, applied.to(x.dtype).view(-1, 1, 1, 1))
+
+    def apply_selected(self, x: torch.Tensor, draws: dict[str, torch.Tensor], applied: torch.Tensor) -> torch.Tensor:
+        """`apply`'s result, with the pixel work done for the selected images only, written into `x`
+        (which the caller must own). For CPU: picking the selected images needs their count on the
+        host, which would sync a GPU, so `apply` computes every image and blends instead. Equal to
+        `apply` because a 0/1 lerp returns exactly one of its ends."""
+        idx = applied.nonzero().squeeze(1)
+        if idx.numel() == 0:
+            return x
+        if idx.numel() == x.shape[0]:
+            return self.transform(x, draws)
+        out = self.transform(x.index_select(0, idx), {k: v.index_select(0, idx) for k, v in draws.items()})
+        return x.contiguous().index_copy_(0, idx, out)
 
     def compile_pixel_work(self) -> None:
         self.apply = torch.compile(self.apply, dynamic=False)
