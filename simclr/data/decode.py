@@ -41,23 +41,37 @@ def as_tensor(blob: bytes | bytearray | torch.Tensor) -> torch.Tensor:
     return torch.frombuffer(bytearray(blob) if isinstance(blob, bytes) else blob, dtype=torch.uint8)
 
 
-def _is_jpeg(blob: torch.Tensor) -> bool:
-    return len(blob) >= 3 and bytes(blob[:3].tolist()) == JPEG_MAGIC
+def _is_jpeg(blob: bytes | bytearray | torch.Tensor) -> bool:
+    head = blob[:3] if not isinstance(blob, torch.Tensor) else blob[:3].numpy().tobytes()
+    return head == JPEG_MAGIC
 
 
-def _decode_jpegs(blobs: list[torch.Tensor], names: list[str], device: torch.device) -> list[torch.Tensor]:
+def _decode_jpegs(blobs: list[torch.Tensor], names: Sequence[str], device: torch.device) -> list[torch.Tensor]:
     from torchvision.io import ImageReadMode, decode_jpeg
 
     try:  # one call per batch: on CUDA a batched nvJPEG decode
         return decode_jpeg(blobs, mode=ImageReadMode.RGB, device=device)
     except RuntimeError:
-        for blob, name in zip(blobs, names, strict=True):  # find the file to name
+        for j, blob in enumerate(blobs):  # find the file to name
             try:
                 decode_jpeg(blob, mode=ImageReadMode.RGB, device=device)
             except RuntimeError as e:
                 reason = str(e).splitlines()[0].rsplit(", ", 1)[-1]  # drop torchvision's source location
-                raise DataError(f"{name}: not a readable image (JPEG: {reason}).") from None
+                raise DataError(f"{names[j]}: not a readable image (JPEG: {reason}).") from None
         raise
+
+
+class _Subset:
+    """names[ks[j]] for j, without building the names (they are needed only to report a failure)."""
+
+    def __init__(self, names: Sequence[str], ks: list[int]):
+        self.names, self.ks = names, ks
+
+    def __getitem__(self, j: int) -> str:
+        return self.names[self.ks[j]]
+
+    def __len__(self) -> int:
+        return len(self.ks)
 
 
 def _decode_pil(blob: torch.Tensor, name: str) -> torch.Tensor:
@@ -71,20 +85,25 @@ def _decode_pil(blob: torch.Tensor, name: str) -> torch.Tensor:
 
 
 def _resized(images: list[torch.Tensor], size: int | None) -> torch.Tensor:
-    """Stacked, the images of each shape resized in one call."""
+    """Stacked, the images of each shape resized in one call (channels_last: torch's fast uint8 antialiased
+    kernel on CPU)."""
     from torchvision.transforms.v2.functional import resize
 
-    shapes = {tuple(x.shape) for x in images}
-    if size is None and len(shapes) > 1:
-        raise DataError(f"images have different sizes {sorted(shapes)[:3]}...; set data.image_size to resize them.")
-    side = (size, size) if size is not None else images[0].shape[-2:]
+    shapes = [x.shape for x in images]
+    distinct = set(shapes)
+    if size is None and len(distinct) > 1:
+        raise DataError(f"images have different sizes {sorted(distinct)[:3]}...; set data.image_size to resize them.")
+    side = [size, size] if size is not None else list(shapes[0][-2:])
+    if len(distinct) == 1:  # the common case: one stack, one resize (none when stored at the training size)
+        out = torch.stack(images)
+        return out if list(out.shape[-2:]) == side else \
+            resize(out.contiguous(memory_format=torch.channels_last), side, antialias=True).contiguous()
     out = torch.empty((len(images), 3, *side), dtype=torch.uint8, device=images[0].device)
-    for shape in shapes:
-        ks = [k for k, x in enumerate(images) if tuple(x.shape) == shape]
-        group = torch.stack([images[k] for k in ks]) if len(ks) > 1 else images[ks[0]][None]
-        if shape[-2:] != tuple(side):  # channels_last: torch's fast uint8 antialiased kernel on CPU
-            group = resize(group.contiguous(memory_format=torch.channels_last), list(side), antialias=True)
-        out[ks] = group
+    for shape in distinct:
+        ks = [k for k, s in enumerate(shapes) if s == shape]
+        group = torch.stack([images[k] for k in ks])
+        out[ks] = group if list(shape[-2:]) == side else \
+            resize(group.contiguous(memory_format=torch.channels_last), side, antialias=True)
     return out
 
 
@@ -93,11 +112,11 @@ def decode_images(blobs: Sequence[bytes | bytearray | torch.Tensor], size: int |
     """Encoded files (bytes or 1-D uint8 CPU tensors) -> uint8 (B, 3, size, size) on `device`; names for errors.
     JPEGs are decoded on `device`, other formats by PIL on the CPU, then moved; the resize runs on `device`."""
     device = torch.device(device)
+    jpeg = [k for k, b in enumerate(blobs) if _is_jpeg(b)]
     tensors = [as_tensor(b) for b in blobs]
-    jpeg = [k for k, t in enumerate(tensors) if _is_jpeg(t)]
     images: list[torch.Tensor | None] = [None] * len(tensors)
     if jpeg:
-        for k, img in zip(jpeg, _decode_jpegs([tensors[k] for k in jpeg], [names[k] for k in jpeg], device)):
+        for k, img in zip(jpeg, _decode_jpegs([tensors[k] for k in jpeg], _Subset(names, jpeg), device)):
             images[k] = img
     for k in sorted(set(range(len(tensors))) - set(jpeg)):
         images[k] = _decode_pil(tensors[k], names[k]).to(device)
