@@ -62,15 +62,16 @@ def _config(tree: str, path: str, args: argparse.Namespace, workers: int | None 
 def _loader(cfg, tree: str, cache: Path):
     from simclr.data.datamodule import batch_loader
     from simclr.data.imagefolder import read_imagefolder
-    from simclr.data.stream import index_images, stream_loader
+    from simclr.data.stream import default_workers, index_images, stream_loader
 
     if cfg.data.loader == "memory":
         start = time.perf_counter()
         data = read_imagefolder(Path(tree), None, cfg.data.image_size, cache)
         return batch_loader(data, cfg.data.batch_size, seed=0, shuffle=True, drop_last=True), \
             time.perf_counter() - start
+    workers = cfg.data.num_workers if cfg.data.num_workers is not None else default_workers()  # as training does
     return stream_loader(index_images(tree), cfg.data.image_size, cfg.data.batch_size, seed=0,
-                         num_workers=cfg.data.num_workers), None
+                         num_workers=workers), None
 
 
 def _loader_and_augment(loader, batches: int) -> tuple[int, float]:
@@ -131,44 +132,77 @@ def measure_memory(path: str, tree: str, args: argparse.Namespace) -> dict:
         _loader_and_augment(loader, 5)
         return {"path": path, "images": len(loader.dataset), "decode_s": decode_s,
                 "peak_rss_main_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 2**20,
-                "workers_private_mib": _children_private_mib(), "workers": cfg.data.num_workers}
+                "workers_private_mib": _children_private_mib(), "workers": loader.num_workers}
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process (all threads) and of its live children (the decode workers)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    total = own.ru_utime + own.ru_stime
+    for pid in _children():
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+        except (OSError, IndexError):
+            pass
+    return total
+
+
+def _settle() -> None:
+    """Wait until the workers stop filling their prefetch queues, so that work lands in its own segment."""
+    last = _cpu_seconds()
+    for _ in range(50):
+        time.sleep(0.1)
+        now = _cpu_seconds()
+        if now - last < 0.005:
+            return
+        last = now
 
 
 def measure_speed(tree: str, args: argparse.Namespace) -> dict:
     """Both paths in one process, segments interleaved (memory, stream, stream, memory, ...), so that the load
-    of a shared machine falls on both alike: pairs/s = all pairs / all seconds of that path and row."""
+    of a shared machine falls on both alike: pairs/s = all pairs / all seconds of that path and row. CPU
+    seconds per 1000 pairs (main process + workers, settled after each segment) do not depend on that load."""
     import torch
 
     with tempfile.TemporaryDirectory() as cache:
         variants = {"memory": _setup(tree, "memory", args, Path(cache))}
         for w in args.stream_workers:
             variants["stream" if w is None else f"stream-{w}w"] = _setup(tree, "stream", args, Path(cache), w)
-        totals = {(v, row): [0, 0.0] for v in variants for row in ("loader+augment", "train step")}
+        totals = {(v, row): [0, 0.0, 0.0] for v in variants for row in ("loader+augment", "train step")}
         for r in range(args.rounds):
             order = list(variants) if r % 2 == 0 else list(variants)[::-1]
             for v in order:
                 cfg, loader, _ = variants[v]
-                for row, (pairs, secs) in (("loader+augment", _loader_and_augment(loader, args.batches)),
-                                           ("train step", _train_steps(cfg, loader, args.step_batches)
-                                            if args.step_batches else (0, 0.0))):
+                for row in ("loader+augment", "train step") if args.step_batches else ("loader+augment",):
+                    _settle()
+                    cpu = _cpu_seconds()
+                    pairs, secs = _loader_and_augment(loader, args.batches) if row == "loader+augment" else \
+                        _train_steps(cfg, loader, args.step_batches)
+                    _settle()
                     totals[v, row][0] += pairs
                     totals[v, row][1] += secs
-        return {"threads": torch.get_num_threads(), "workers": {v: c.data.num_workers for v, (c, _, _) in variants.items()},
-                "pairs_per_s": {f"{v}|{row}": p / s for (v, row), (p, s) in totals.items() if s > 0}}
+                    totals[v, row][2] += _cpu_seconds() - cpu  # includes warm-up batches: an upper bound
+        return {"threads": torch.get_num_threads(), "workers": {v: ld.num_workers for v, (_, ld, _) in variants.items()},
+                "pairs_per_s": {f"{v}|{row}": p / s for (v, row), (p, s, _) in totals.items() if s > 0},
+                "cpu_s_per_1000": {f"{v}|{row}": 1000 * c / p for (v, row), (p, s, c) in totals.items() if s > 0}}
+
+
+def _children() -> list[str]:
+    return [pid for children in Path("/proc/self/task").glob("*/children") for pid in children.read_text().split()]
 
 
 def _children_private_mib() -> float:
     """Memory the live decode workers hold privately (forked workers share the parent's pages, so their RSS
     would count the parent again)."""
     total = 0
-    for children in Path("/proc/self/task").glob("*/children"):
-        for pid in children.read_text().split():
-            try:
-                for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-                    if line.startswith(("Private_Clean:", "Private_Dirty:")):
-                        total += int(line.split()[1]) * 1024
-            except OSError:
-                pass
+    for pid in _children():
+        try:
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith(("Private_Clean:", "Private_Dirty:")):
+                    total += int(line.split()[1]) * 1024
+        except OSError:
+            pass
     return total / 2**20
 
 
@@ -212,13 +246,14 @@ def main() -> None:
                       f"private {row['workers_private_mib']:4.0f} MiB ({row['workers'] if path == 'stream' else 0} workers)  decode {decode}",
                       flush=True)
             speed = _child([*passed, "--_child", "speed", "-", tree])
-            pps = speed["pairs_per_s"]
+            pps, cpu = speed["pairs_per_s"], speed["cpu_s_per_1000"]
             for key, value in pps.items():
                 variant, row = key.split("|")
-                line = f"{variant:11s} N={n:6d}  {row:14s} {value:6.0f} pairs/s"
-                if not variant.startswith("memory"):
-                    line += f"  stream/memory {value / pps[f'memory|{row}']:.2f}x"
-                print(f"{line}  ({speed['threads']} torch threads, {speed['workers'][variant]} workers)", flush=True)
+                line = f"{variant:9s} N={n:6d}  {row:14s} {value:6.0f} pairs/s"
+                line += f"  stream/memory {value / pps[f'memory|{row}']:.2f}x" if variant != "memory" else " " * 21
+                workers = speed["workers"][variant] if variant != "memory" else 0
+                print(f"{line}  CPU {cpu[key]:5.2f} s/1000 pairs  ({speed['threads']} torch threads, {workers} workers)",
+                      flush=True)
     print(f"load average after: {os.getloadavg()[0]:.1f}", flush=True)
 
 

@@ -258,3 +258,32 @@ def test_a_dataset_too_large_for_memory_is_refused_with_the_streamed_path_named(
     assert "96 images" in str(err.value)
     monkeypatch.setattr(imagefolder, "available_memory", lambda: 10**9)
     assert len(read_imagefolder(tree / "dir", "train", 16, tmp_path)) == 96
+
+
+def test_simclr_evaluate_on_a_streamed_run(tree, tiny_overrides, capsys):
+    """The CLI evaluates a run trained with data.loader=stream: its train split is data.stream_eval_per_class
+    images per class (decoded into memory), val and test as in-memory; evaluating the same checkpoint with
+    data.loader=memory uses the whole train split and does not reuse the streamed run's cached features."""
+    import json
+
+    from simclr import train
+    from simclr.cli import main
+    from simclr.config.run import load_config
+
+    cfg = load_config(None, [*tiny_overrides, "data.name=imagefolder", f"data.path={tree / 'dir'}",
+                             "data.image_size=16", "data.val_per_class=1", "data.train_per_class=null",
+                             "data.test_per_class=null", "data.batch_size=16", "trainer.knn_monitor_every=0",
+                             "trainer.max_epochs=1", "policy=simclr_cifar", "data.loader=stream",
+                             "data.stream_eval_per_class=3", "data.num_workers=1", "eval.knn_k=[3]"])
+    run_dir = train.run(cfg).run_dir
+    index = index_images(tree / "dir", "train")
+    classes = len(index.classes)
+    assert main(["evaluate", str(run_dir), "--protocol", "knn"]) == 0
+    streamed = json.loads((run_dir / "eval" / "eval-1" / "results.json").read_text())
+    sizes = streamed["settings"]["data"]["split_sizes"]
+    counts = torch.bincount(index.labels, minlength=classes)
+    assert sizes == {"train": int(counts.clamp(max=4).sub(1).clamp(max=3).sum()), "val": classes, "test": 30}
+    assert 0 <= streamed["metrics"]["simclr"]["knn_k3"]["top1"] <= 1
+    assert main(["evaluate", str(run_dir), "--protocol", "knn", "data.loader=memory"]) == 0
+    memory = json.loads((run_dir / "eval" / "eval-2" / "results.json").read_text())
+    assert memory["settings"]["data"]["split_sizes"] == {"train": 96 - classes, "val": classes, "test": 30}
