@@ -175,9 +175,9 @@ class StreamedImages(Dataset):
 
 def default_workers(devices_per_node: int = 1) -> int:
     """data.num_workers=null: one decode process per CPU core beyond the first of each device's share, at most 8.
-    On 2 cores that is 1 worker next to torch's 2 intra-op threads: decoding a 32 px JPEG costs ~1/7 of its
-    two-view augmentation, so one worker keeps up, and taking a torch thread away would slow the model more
-    than decoding slows it (docs/scaling.md)."""
+    On 2 cores that is 1 worker next to torch's 2 intra-op threads: decoding is the smaller part of a step, so
+    one worker keeps up, and taking a torch thread away would slow the model more than decoding slows it
+    (scripts/bench_data.py, docs/scaling.md)."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, min(8, cpus // max(1, devices_per_node) - 1))
 
