@@ -1,13 +1,14 @@
 """Streamed vs in-memory data path: peak RSS and image pairs/s on the CIFAR-10 JPEG archive, side by side.
 
-    python scripts/bench_data.py                       # 10k and 60k images, batch 256 (about 3 min idle, 2 cores)
-    python scripts/bench_data.py --sizes 10000 --batches 20 --step-batches 8
+    python scripts/bench_data.py                       # 10k and 60k images, batch 256, threads as in training
+    python scripts/bench_data.py --threads 1 --workers 1,2 --sizes 10000   # other thread/worker choices side by side
 
 The archive is unpacked once into a temporary folder (a .tar.gz cannot be read at offsets); an ImageFolder
-tree of the first N images (symlinks) is what both paths read. Each (N, path) runs in a fresh process, so its
-peak RSS is its own (`main`: the training process; workers: their private memory), memory and stream
-alternating. Threads are what `simclr pretrain` uses: torch's default intra-op threads and, for the streamed
-path, `data.num_workers` decode workers (configs/cifar10_cpu.yaml leaves both at their defaults). Two rows:
+tree of the first N images (symlinks) is what both paths read. Peak RSS: each (N, path) in a fresh process of
+its own (`main`: the training process; workers: their private memory). Throughput: both paths in one process,
+segments interleaved over `--rounds` rounds. Threads are what `simclr pretrain` uses: torch's default
+intra-op threads and, for the streamed path, `data.num_workers` decode workers (configs/cifar10_cpu.yaml
+leaves both at their defaults: 2 threads and 1 worker on 2 cores). Two rows:
 
 * `loader+augment`: the strict data-path ratio, loader -> two-view augmentation (simclr_cifar policy, on the
   CPU as in the CPU configs), `--batches` batches after one warm-up batch.
