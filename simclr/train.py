@@ -105,6 +105,12 @@ def check_device_options(cfg: RunConfig) -> None:
         raise ConfigError("trainer.precision: 16-mixed (fp16 autocast) needs a GPU; on CPU use bf16-mixed or 32.")
     if acc in ("gpu", "cuda") and not torch.cuda.is_available():
         raise ConfigError(f"trainer.accelerator: '{t.accelerator}' but no CUDA device is visible; use cpu or auto.")
+    if cfg.data.decode_device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("data.decode_device: 'cuda' but no CUDA device is visible; use data.decode_device=cpu "
+                          "(decoding in the DataLoader workers).")
+    if cfg.data.decode_device == "cuda" and acc not in ("gpu", "cuda"):
+        raise ConfigError(f"data.decode_device: 'cuda' decodes on the model's GPU, but trainer.accelerator is "
+                          f"'{t.accelerator}'; use data.decode_device=cpu or trainer.accelerator=gpu.")
     if acc in ("gpu", "cuda") and t.devices > torch.cuda.device_count():
         raise ConfigError(f"trainer.devices: {t.devices} requested, {torch.cuda.device_count()} CUDA devices visible.")
 

@@ -167,6 +167,12 @@ CASES = [
                                                    f"data.path={image_tree(t / 'img', {'train': {'a': 3}, 'test': {'a': 2}}, lambda s: 8 if s == 'train' else 10)}",
                                                    f"data.cache_dir={t / 'cache'}"),
      "test images are (3, 10, 10)"),
+    ("GPU decode of the in-memory loader", lambda t: tiny(t, "data.decode_device=cuda"),
+     "data.decode_device: 'cuda' decodes streamed batches (data.loader=stream)"),
+    ("GPU decode on a CPU model", lambda t: tiny(t, "data.name=imagefolder", "data.loader=stream", "data.image_size=8",
+                                                 "data.decode_device=cuda", "data.val_per_class=0",
+                                                 f"data.path={image_tree(t / 'img', {'train': {'a': 3}})}"),
+     "data.decode_device: 'cuda'"),  # no CUDA visible, or (on a GPU machine) trainer.accelerator=cpu
     # resume
     ("resume after config.yaml was edited", "finished:edit_config", "config.yaml: edited after the run started (optim.lr"),
     ("resume from a truncated last.ckpt", "finished:truncate", "last.ckpt: cannot be resumed from"),

@@ -64,6 +64,83 @@ def test_streamed_batches_equal_the_in_memory_path_on_every_rank(tree, tmp_path,
                 assert torch.equal(sx, x) and torch.equal(sy, y)
 
 
+def _files(root: Path) -> list[Path]:
+    return sorted(root.glob("train/*/*"))
+
+
+def test_the_decoder_gives_pil_pixels(tree):
+    """Independent reference: PIL. JPEG decode (torchvision's libjpeg-turbo) identical; the antialiased resize
+    within 1 grey level of PIL's BILINEAR (the same kernel, rounded in integers)."""
+    from simclr.data.decode import decode_images
+
+    files = _files(tree / "dir")
+    assert {f.suffix for f in files} == {".jpg", ".png"}
+    blobs = [f.read_bytes() for f in files]
+    native = decode_images(blobs, 12, [str(f) for f in files])
+    resized = decode_images(blobs, 16, [str(f) for f in files])
+    for k, f in enumerate(files):
+        img = Image.open(f).convert("RGB")
+        assert np.array_equal(native[k].permute(1, 2, 0).numpy(), np.asarray(img)), f
+        reference = np.asarray(img.resize((16, 16), Image.BILINEAR)).astype(int)
+        assert np.abs(resized[k].permute(1, 2, 0).numpy().astype(int) - reference).max() <= 1, f
+    # a batch of several sizes (resized shape by shape) equals its images decoded one by one
+    buf = io.BytesIO()
+    Image.open(files[0]).convert("RGB").resize((20, 14)).save(buf, format="jpeg")
+    mixed = [blobs[0], buf.getvalue(), blobs[1], buf.getvalue()]
+    one_by_one = torch.cat([decode_images([b], 16, ["x"]) for b in mixed])
+    assert torch.equal(decode_images(mixed, 16, ["x"] * 4), one_by_one)
+    with pytest.raises(DataError, match="different sizes"):
+        decode_images(mixed, None, ["x"] * 4)
+
+
+@pytest.mark.parametrize("source", ["dir", "shards"])
+def test_batches_decoded_by_the_module_equal_batches_decoded_in_workers(tree, source):
+    """data.decode_device=cuda: the workers hand over the files' bytes and the module decodes them on its device.
+    On the CPU (device='cpu') the same code path runs, and gives the workers' pixels (PNGs: the CPU fallback)."""
+    from simclr.config.run import load_config
+    from simclr.config.schema import to_dict
+    from simclr.data.decode import EncodedBatch
+    from simclr.module import SimCLRModule
+
+    cfg = load_config(None, ["data.name=imagefolder", f"data.path={tree / 'dir'}", "data.image_size=16",
+                             "data.loader=stream", "data.decode_device=cuda", "model.backbone=small_cnn",
+                             "model.width=8", "policy=digits"])
+    module = SimCLRModule(to_dict(cfg), 3, 10, image_size=16)
+    index = index_images(tree / source, "train")
+    decoded = stream_loader(index, 16, 10, seed=2, num_workers=0)
+    encoded = stream_loader(index, 16, 10, seed=2, num_workers=2, decode_in_worker=False, pin_memory=True)
+    pairs = list(zip(decoded, encoded, strict=True))
+    assert len(pairs) == 9
+    for (x, y), batch in pairs:
+        assert isinstance(batch, EncodedBatch) and batch.data.dtype == torch.uint8 and batch.data.ndim == 1
+        assert int(batch.lengths.sum()) == len(batch.data) and len(batch.names) == 10
+        mx, my = module.on_before_batch_transfer(batch, 0)
+        assert mx.device.type == "cpu" and torch.equal(mx, x) and torch.equal(my, y)
+    assert module.on_before_batch_transfer(pairs[0][0], 0) is pairs[0][0]  # decoded batches pass through
+
+
+def test_an_unreadable_streamed_file_is_named(tree, tmp_path):
+    import shutil
+
+    root = tmp_path / "tree"
+    shutil.copytree(tree / "dir", root)
+    victim = next(f for f in _files(root) if f.suffix == ".jpg")
+    victim.write_bytes(victim.read_bytes()[:40])  # truncated, JPEG header intact
+    index = index_images(root, "train")
+    with pytest.raises(DataError, match=f"{victim.name}: not a readable image"):
+        list(stream_loader(index, 16, 96, shuffle=False, drop_last=False))
+
+
+def test_default_workers_leave_a_core_per_device(monkeypatch):
+    import os
+
+    from simclr.data.stream import default_workers
+
+    for cpus, devices, expected in [(2, 1, 1), (1, 1, 1), (16, 1, 8), (16, 4, 3), (64, 1, 8)]:
+        monkeypatch.setattr(os, "sched_getaffinity", lambda _, n=cpus: set(range(n)), raising=False)
+        assert default_workers(devices) == expected, (cpus, devices)
+
+
 def test_ranks_split_each_epoch_into_disjoint_shares(tree):
     index = index_images(tree / "shards", "train")
     seen = []
@@ -222,3 +299,32 @@ def test_a_dataset_too_large_for_memory_is_refused_with_the_streamed_path_named(
     assert "96 images" in str(err.value)
     monkeypatch.setattr(imagefolder, "available_memory", lambda: 10**9)
     assert len(read_imagefolder(tree / "dir", "train", 16, tmp_path)) == 96
+
+
+def test_simclr_evaluate_on_a_streamed_run(tree, tiny_overrides, capsys):
+    """The CLI evaluates a run trained with data.loader=stream: its train split is data.stream_eval_per_class
+    images per class (decoded into memory), val and test as in-memory; evaluating the same checkpoint with
+    data.loader=memory uses the whole train split and does not reuse the streamed run's cached features."""
+    import json
+
+    from simclr import train
+    from simclr.cli import main
+    from simclr.config.run import load_config
+
+    cfg = load_config(None, [*tiny_overrides, "data.name=imagefolder", f"data.path={tree / 'dir'}",
+                             "data.image_size=16", "data.val_per_class=1", "data.train_per_class=null",
+                             "data.test_per_class=null", "data.batch_size=16", "trainer.knn_monitor_every=0",
+                             "trainer.max_epochs=1", "policy=simclr_cifar", "data.loader=stream",
+                             "data.stream_eval_per_class=3", "data.num_workers=1", "eval.knn_k=[3]"])
+    run_dir = train.run(cfg).run_dir
+    index = index_images(tree / "dir", "train")
+    classes = len(index.classes)
+    assert main(["evaluate", str(run_dir), "--protocol", "knn"]) == 0
+    streamed = json.loads((run_dir / "eval" / "eval-1" / "results.json").read_text())
+    sizes = streamed["settings"]["data"]["split_sizes"]
+    counts = torch.bincount(index.labels, minlength=classes)
+    assert sizes == {"train": int(counts.clamp(max=4).sub(1).clamp(max=3).sum()), "val": classes, "test": 30}
+    assert 0 <= streamed["metrics"]["simclr"]["knn_k3"]["top1"] <= 1
+    assert main(["evaluate", str(run_dir), "--protocol", "knn", "data.loader=memory"]) == 0
+    memory = json.loads((run_dir / "eval" / "eval-2" / "results.json").read_text())
+    assert memory["settings"]["data"]["split_sizes"] == {"train": 96 - classes, "val": classes, "test": 30}

@@ -40,7 +40,12 @@ class DataConfig:
     loader: Literal["memory", "stream"] = field(default="memory", metadata={
         "help": "memory: decode the dataset once into one uint8 tensor (small data); stream: decode+resize each "
                 "batch in DataLoader workers from an ImageFolder tree or .tar shards (data larger than memory)"})
-    num_workers: int = field(default=4, metadata={"range": (0, 256), "help": "with loader=stream: decoding processes"})
+    num_workers: int | None = field(default=None, metadata={
+        "range": (0, 256), "help": "with loader=stream: decoding processes per device; null: one per CPU core beyond "
+                                   "the first of each device's share, at most 8 (1 on 2 cores); 0: in the main process"})
+    decode_device: Literal["cpu", "cuda"] = field(default="cpu", metadata={
+        "help": "with loader=stream: cpu decodes+resizes in the workers; cuda: workers only read the files and the "
+                "module decodes each batch on the model's GPU (nvJPEG) and resizes it there"})
     stream_eval_per_class: int = field(default=100, metadata={
         "range": (1, None), "help": "with loader=stream: labelled train images per class decoded into memory as "
                                     "the kNN monitor's bank and the evaluation's train set"})
@@ -54,6 +59,9 @@ class DataConfig:
         if self.loader == "stream" and self.name not in ("imagefolder", "cifar10", "cifar100"):
             raise FieldError("loader", f"'stream' reads ImageFolder trees and .tar shards; dataset '{self.name}' "
                                        "is read whole (use loader=memory).")
+        if self.decode_device == "cuda" and self.loader != "stream":
+            raise FieldError("decode_device", "'cuda' decodes streamed batches (data.loader=stream); the in-memory path "
+                                              "decodes once on the CPU and caches the result. Use cpu.")
         if self.loader == "stream" and self.image_size is None:
             raise FieldError("image_size", "required with loader=stream: every batch is resized to it in the workers.")
 

@@ -219,11 +219,13 @@ class SimCLRDataModule(pl.LightningDataModule):
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         pin = trainer is not None and trainer.accelerator.__class__.__name__ == "CUDAAccelerator"
         if self.cfg.loader == "stream":
-            from simclr.data.stream import stream_loader
+            from simclr.data.stream import default_workers, stream_loader
             index, ids = self.stream
+            workers = self.cfg.num_workers if self.cfg.num_workers is not None else \
+                default_workers(trainer.num_devices if trainer is not None else 1)
             loader = stream_loader(index, self.cfg.image_size, self.cfg.batch_size, self.seed, shuffle=True,
-                                   drop_last=True, rank=rank, world=world, num_workers=self.cfg.num_workers,
-                                   pin_memory=pin, ids=ids)
+                                   drop_last=True, rank=rank, world=world, num_workers=workers,
+                                   pin_memory=pin, ids=ids, decode_in_worker=self.cfg.decode_device == "cpu")
         else:
             loader = batch_loader(self.splits["train"], self.cfg.batch_size, self.seed, shuffle=True,
                                   drop_last=True, rank=rank, world=world, pin_memory=pin)

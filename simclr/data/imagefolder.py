@@ -6,36 +6,32 @@ is read again, never served stale.
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import tarfile
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from simclr.data.decode import DECODER_VERSION, decode_images
 from simclr.data.formats import IMAGE_EXTENSIONS, DataError, ImageData, _need
 
 def _decode(blobs: list[bytes], size: int | None, where: list[str]) -> torch.Tensor:
-    from PIL import Image, UnidentifiedImageError
-
-    out = []
-    items = zip(blobs, where, strict=True)
+    """The whole dataset, decoded into one preallocated tensor chunk by chunk (no second copy while stacking)."""
+    chunk = 1024
+    first = decode_images(blobs[:chunk], size, where[:chunk])
+    out = torch.empty((len(blobs), *first.shape[1:]), dtype=torch.uint8)
+    out[:len(first)] = first
+    starts = range(chunk, len(blobs), chunk)
     if len(blobs) > 2000:  # a one-off decode (then cached): show progress
         from tqdm.auto import tqdm
-        items = tqdm(items, total=len(blobs), desc="decoding images (cached afterwards)", unit="img", leave=False)
-    for blob, name in items:
-        try:
-            img = Image.open(io.BytesIO(blob)).convert("RGB")
-        except (UnidentifiedImageError, OSError) as e:
-            raise DataError(f"{name}: not a readable image ({e}).") from None
-        if size is not None and img.size != (size, size):
-            img = img.resize((size, size), Image.BILINEAR)
-        out.append(np.asarray(img))
-    shapes = {a.shape for a in out}
-    if len(shapes) > 1:
-        raise DataError(f"images have different sizes {sorted(shapes)[:3]}...; set data.image_size to resize them.")
-    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).contiguous()
+        starts = tqdm(starts, desc="decoding images (cached afterwards)", unit="chunk", leave=False)
+    for i in starts:
+        part = decode_images(blobs[i:i + chunk], size, where[i:i + chunk])
+        if part.shape[1:] != first.shape[1:]:
+            raise DataError(f"images have different sizes ({tuple(first.shape[2:])} and {tuple(part.shape[2:])}, "
+                            f"e.g. {where[i]}); set data.image_size to resize them.")
+        out[i:i + len(part)] = part
+    return out
 
 
 def _labelled(entries: list[tuple[str, str, bytes]], source: str, folders: set[str] = frozenset()
@@ -159,7 +155,7 @@ def read_imagefolder(path: Path, split: str | None, size: int | None, cache: Pat
     every file in the tree (of the archive itself for a .tar.gz).
     """
     _need(path, "an ImageFolder tree (<class>/<image>) or a .tar.gz of one")
-    key = hashlib.sha256(f"{path.resolve()}|{_tree_digest(path, split)}|{split}|{size}".encode()).hexdigest()[:20]
+    key = hashlib.sha256(f"{path.resolve()}|{_tree_digest(path, split)}|{split}|{size}|{DECODER_VERSION}".encode()).hexdigest()[:20]
     cached = cache / f"imagefolder-{key}.pt"
     if cached.exists():
         try:

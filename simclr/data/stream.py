@@ -2,9 +2,9 @@
 
 Sources: an ImageFolder tree (`<class>/<image>`, optionally under `train/` and `test/`) or uncompressed tar
 shards (one `.tar`, or a folder of `*.tar`, with members `[<split>/]<class>/<image>`). What is held in memory
-is an index: (file, byte offset, byte size, label) per image, 28 bytes; pixels exist only for the batches in
-flight. The index is sorted by (class, name) exactly like `imagefolder.read_imagefolder`, so image i of the
-streamed path is image i of the in-memory path, decoded by the same code (`imagefolder._decode`).
+is an index: (shard, byte offset, byte size, label, name) per image, 36 bytes + the name; pixels exist only for
+the batches in flight. The index is sorted by (class, name) exactly like `imagefolder.read_imagefolder`, so
+image i of the streamed path is image i of the in-memory path, decoded by the same code (`decode.decode_images`).
 
 Why not WebDataset: its shards are read front to back through a shuffle buffer, so the order is not a
 permutation drawn from (seed, epoch) and a run cannot continue mid-epoch without replaying the epoch. Reading
@@ -14,6 +14,8 @@ Compressed archives (.tar.gz) cannot be read at an offset; unpack them once (`ta
 """
 from __future__ import annotations
 
+import itertools
+import os
 import tarfile
 from pathlib import Path
 
@@ -21,23 +23,28 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from simclr.data.datamodule import SeededBatchSampler, per_class_indices, split_indices
+from simclr.data.decode import EncodedBatch, decode_images
 from simclr.data.formats import IMAGE_EXTENSIONS, DataError, ImageData
-from simclr.data.imagefolder import _decode, split_folder
+from simclr.data.imagefolder import split_folder
 
 
 class StreamIndex:
-    """Where each image's bytes are: files[file_of[i]] at offset[i], size[i] bytes (-1: the whole file)."""
+    """Where each image's bytes are: in shard files[file_of[i]] at offset[i], size[i] bytes, or (file_of[i] = -1)
+    the whole file root/name(i). Per image, tensors only (no Python object per image, so forked workers
+    reading the index do not copy it page by page): 36 bytes + the name's UTF-8 bytes."""
 
-    def __init__(self, files: list[str], entries: list[tuple[str, str, int, int, int]], source: str):
-        # entries: (class, name within its tree or shard, file number, offset, size)
+    def __init__(self, root: str, files: list[str], entries: list[tuple[str, str, int, int, int]], source: str):
+        # entries: (class, name within its tree or shard, shard number or -1, offset, size)
         classes = tuple(sorted({e[0] for e in entries}))
         if not classes:
             raise DataError(f"{source}: no images found; expected <class>/<image>{IMAGE_EXTENSIONS[0]} files "
                             "or .tar shards of them.")
         entries.sort(key=lambda e: (e[0], e[1]))
         label = {c: i for i, c in enumerate(classes)}
-        self.files, self.classes = tuple(files), classes
-        self.names = [f"{Path(files[e[2]]).name}:{e[1]}" if e[4] >= 0 else e[1] for e in entries]  # for errors
+        self.root, self.files, self.classes = root, tuple(files), classes
+        encoded = [e[1].encode() for e in entries]
+        self._name_bytes = torch.frombuffer(bytearray(b"".join(encoded)), dtype=torch.uint8) if encoded else None
+        self._name_start = torch.tensor([0, *itertools.accumulate(len(n) for n in encoded)], dtype=torch.int64)
         self.file_of = torch.tensor([e[2] for e in entries], dtype=torch.int32)
         self.offset = torch.tensor([e[3] for e in entries], dtype=torch.int64)
         self.size = torch.tensor([e[4] for e in entries], dtype=torch.int64)
@@ -45,6 +52,30 @@ class StreamIndex:
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def names(self, ids: list[int]) -> list[str]:
+        """The images' member names (shards) or paths relative to root (trees)."""
+        blob = memoryview(self._name_bytes.numpy()) if self._name_bytes is not None else memoryview(b"")
+        start = self._name_start.numpy()
+        return [str(blob[start[i]:start[i + 1]], "utf-8") for i in ids]
+
+    def where(self, ids: list[int]) -> list[str]:
+        """The images as error messages name them: shard.tar:member or the file's path."""
+        return [f"{Path(self.files[f]).name}:{n}" if f >= 0 else os.path.join(self.root, n)
+                for f, n in zip(self.file_of[ids].tolist(), self.names(ids))]
+
+
+class _Where:
+    """Error-message names, built only for an image that fails to decode."""
+
+    def __init__(self, index: StreamIndex, ids: list[int]):
+        self.index, self.ids = index, ids
+
+    def __getitem__(self, k: int) -> str:
+        return self.index.where([self.ids[k]])[0]
+
+    def __len__(self) -> int:
+        return len(self.ids)
 
 
 def _wanted(parts: tuple[str, ...], split: str | None) -> bool:
@@ -75,46 +106,81 @@ def index_images(path: str | Path, split: str | None = None) -> StreamIndex:
             except (tarfile.TarError, OSError) as e:
                 raise DataError(f"{shard}: cannot read as an uncompressed tar shard ({e}).") from None
             files.append(str(shard))
-    else:
-        root = path / split if split is not None and (path / split).is_dir() else path
-        for f in sorted(root.glob("*/*")):
-            if f.suffix.lower() in IMAGE_EXTENSIONS:
-                entries.append((f.parent.name, str(f), len(files), 0, -1))
-                files.append(str(f))
+    root = path / split if not shards and split is not None and (path / split).is_dir() else path
+    if not shards:
+        for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+            for name in sorted(os.listdir(folder)):  # no Path object per image: trees may hold millions
+                if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:  # as the in-memory reader
+                    entries.append((folder.name, f"{folder.name}/{name}", -1, 0, -1))
     if split is not None and not entries:
         raise DataError(f"{path}: no images under a '{split}/' folder; expected <...>/{split}/<class>/<image>.")
-    return StreamIndex(files, entries, str(path))
+    return StreamIndex(str(root), files, entries, str(path))
+
+
+def _read_file(path: str) -> bytes:
+    """The whole file, with the fewest system calls (about half the CPU time of open().read() on small images)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        parts = [os.read(fd, size)]
+        while sum(map(len, parts)) < size and parts[-1]:  # a short read (large files): go on
+            parts.append(os.read(fd, size - sum(map(len, parts))))
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+    finally:
+        os.close(fd)
 
 
 class StreamedImages(Dataset):
-    """dataset[batch of positions] -> (uint8 (B, C, size, size), labels), decoded in the worker that asks.
+    """dataset[batch of positions] -> (uint8 (B, 3, size, size), labels), decoded in the worker that asks, or
+    with decode_in_worker=False an EncodedBatch (the files' bytes) for the module to decode on its device.
     Position p is image ids[p] of the index (all images when ids is None)."""
 
-    def __init__(self, index: StreamIndex, image_size: int | None, ids: torch.Tensor | None = None):
-        self.index, self.image_size = index, image_size
+    def __init__(self, index: StreamIndex, image_size: int | None, ids: torch.Tensor | None = None,
+                 decode_in_worker: bool = True):
+        self.index, self.image_size, self.decode_in_worker = index, image_size, decode_in_worker
         self.ids = torch.arange(len(index)) if ids is None else ids
         self._handles: dict[int, object] = {}  # per worker process: open shards, reused
 
     def __len__(self) -> int:
         return len(self.ids)
 
-    def _read(self, i: int) -> bytes:
-        f, offset, size = int(self.index.file_of[i]), int(self.index.offset[i]), int(self.index.size[i])
-        if size < 0:
-            return Path(self.index.files[f]).read_bytes()
+    def _shard(self, f: int):
         if f not in self._handles:
             self._handles[f] = open(self.index.files[f], "rb")  # noqa: SIM115 - kept open for the worker's life
-        fh = self._handles[f]
-        fh.seek(offset)
-        return fh.read(size)
+        return self._handles[f]
+
+    def _read(self, ids: list[int]) -> list[bytes]:
+        files, offsets, sizes = (t[ids].tolist() for t in (self.index.file_of, self.index.offset, self.index.size))
+        blobs: list[bytes] = [b""] * len(files)
+        paths = self.index.where(ids) if min(files) < 0 else None
+        for k in sorted(range(len(files)), key=lambda k: (files[k], offsets[k])):  # each shard front to back
+            if files[k] < 0:
+                blobs[k] = _read_file(paths[k])
+            else:
+                fh = self._shard(files[k])
+                fh.seek(offsets[k])
+                blobs[k] = fh.read(sizes[k])
+        return blobs
 
     def __getitem__(self, positions: torch.Tensor):
-        ids = [int(i) for i in self.ids[positions]]
-        images = _decode([self._read(i) for i in ids], self.image_size, [self.index.names[i] for i in ids])
-        return images, self.index.labels[ids]
+        ids = self.ids[positions].tolist()
+        blobs, labels = self._read(ids), self.index.labels[ids]
+        if self.decode_in_worker:
+            return decode_images(blobs, self.image_size, _Where(self.index, ids)), labels
+        data = torch.frombuffer(bytearray(b"".join(blobs)), dtype=torch.uint8)  # one tensor: one shared-memory handover
+        return EncodedBatch(data, torch.tensor([len(b) for b in blobs]), labels, self.index.where(ids))
 
     def __getstate__(self):  # open files do not travel to worker processes
         return {**self.__dict__, "_handles": {}}
+
+
+def default_workers(devices_per_node: int = 1) -> int:
+    """data.num_workers=null: one decode process per CPU core beyond the first of each device's share, at most 8.
+    On 2 cores that is 1 worker next to torch's 2 intra-op threads: decoding is the smaller part of a step, so
+    one worker keeps up, and taking a torch thread away would slow the model more than decoding slows it
+    (scripts/bench_data.py, docs/scaling.md)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(8, cpus // max(1, devices_per_node) - 1))
 
 
 class StreamLoader(DataLoader):
@@ -131,15 +197,23 @@ class StreamLoader(DataLoader):
 
 def stream_loader(index: StreamIndex, image_size: int | None, batch_size: int, seed: int = 0, shuffle: bool = True,
                   drop_last: bool = True, rank: int = 0, world: int = 1, num_workers: int = 0,
-                  pin_memory: bool = False, ids: torch.Tensor | None = None) -> StreamLoader:
-    dataset = StreamedImages(index, image_size, ids)
+                  pin_memory: bool = False, ids: torch.Tensor | None = None,
+                  decode_in_worker: bool = True) -> StreamLoader:
+    """decode_in_worker=False: batches are EncodedBatch, for `decode.decode_on_device` (data.decode_device=cuda);
+    their bytes are never pinned (nvJPEG reads them from ordinary memory)."""
+    dataset = StreamedImages(index, image_size, ids, decode_in_worker)
     sampler = SeededBatchSampler(len(dataset), batch_size, seed, shuffle, drop_last, rank, world)
-    return StreamLoader(dataset, sampler, num_workers=num_workers, pin_memory=pin_memory)
+    return StreamLoader(dataset, sampler, num_workers=num_workers, pin_memory=pin_memory and decode_in_worker)
 
 
-def decode_subset(index: StreamIndex, image_size: int, ids: torch.Tensor) -> ImageData:
-    images, labels = StreamedImages(index, image_size, ids)[torch.arange(len(ids))]
-    return ImageData(images, labels, index.classes)
+def decode_subset(index: StreamIndex, image_size: int, ids: torch.Tensor, chunk: int = 1024) -> ImageData:
+    """Images `ids` of the index decoded into one tensor, chunk by chunk (no second copy while stacking)."""
+    images = torch.empty((len(ids), 3, image_size, image_size), dtype=torch.uint8)
+    dataset = StreamedImages(index, image_size, ids)
+    for start in range(0, len(ids), chunk):
+        part = torch.arange(start, min(start + chunk, len(ids)))
+        images[part] = dataset[part][0]
+    return ImageData(images, index.labels[ids], index.classes)
 
 
 def stream_splits(cfg, seed: int) -> tuple[dict[str, ImageData], tuple[StreamIndex, torch.Tensor]]:

@@ -129,6 +129,8 @@ def evaluate_run(target: str | Path, protocols: Sequence[str] = ("knn", "linear"
     cache = (run.run_dir / "features") if run.run_dir else None
     data_key = (cfg.data.name, cfg.data.path, cfg.data.train_split, cfg.data.train_per_class, cfg.data.val_per_class,
                 cfg.data.test_per_class, cfg.data.image_size, cfg.seed)
+    if cfg.data.loader == "stream":  # another train split (a per-class subset): never the in-memory path's features
+        data_key += ("stream", cfg.data.stream_eval_per_class)
 
     encoders = {"simclr": (build_encoder(run).to(device), _cache_key(run.checkpoint_sha256, *data_key))}
     if baselines:

@@ -15,6 +15,7 @@ from torch import nn
 
 from simclr.augment import TwoViewAugmenter, load_policy, policy_from_dict
 from simclr.config.run import RunConfig, config_from_dict
+from simclr.data.decode import EncodedBatch, decode_on_device
 from simclr.losses import NTXentLoss
 from simclr.models import Encoder, ProjectionHead
 from simclr.module.optim import build_optimizer, scaled_lr, warmup_cosine
@@ -47,6 +48,11 @@ class SimCLRModule(pl.LightningModule):
             self.encoder.to(memory_format=torch.channels_last)
         if self.cfg.trainer.compile:
             object.__setattr__(self, "_compiled_encoder", torch.compile(self.encoder))
+
+    def on_before_batch_transfer(self, batch, dataloader_idx: int):
+        if isinstance(batch, EncodedBatch):  # data.decode_device=cuda: the workers only read the files
+            return decode_on_device(batch, self.cfg.data.image_size, self.device)
+        return batch
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         if self.trainer is None or not self.trainer.training:
