@@ -4,7 +4,7 @@ outputs alone (spec.yaml, base_policy.yaml, best_policy.yaml, summary.json), wit
     python scripts/rerun_search_final.py docs/searches/digits_rotation --work results/searches/digits_rotation-final
 
 The comparison is the search's own `final_comparison` (an ordinary two-arm ablation over `final.seeds`) run
-in `--work` (a new directory; never reused). The committed directory then gets the new `comparison.json`,
+in `--work` (a new directory, or one this script made for the same policies: the comparison resumes there). The committed directory then gets the new `comparison.json`,
 `final_results.{md,json}` (the ablation's report) and `summary.{json,md}` with its `final` section replaced;
 `summary.json` records the git commit the comparison ran at.
 """
@@ -28,11 +28,16 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     spec = load_search_spec(args.committed / "spec.yaml")
     summary = json.loads((args.committed / "summary.json").read_text())
-    if args.work.exists():
-        sys.exit(f"error: --work {args.work}: exists; give a new directory (nothing is overwritten).")
-    (args.work / "policies").mkdir(parents=True)
-    for name in ("base_policy.yaml", "best_policy.yaml"):
-        shutil.copy(args.committed / name, args.work / name)
+    names = ("base_policy.yaml", "best_policy.yaml")
+    if args.work.exists():  # resume (the ablation skips finished runs) only a comparison of these same policies
+        if any(not (args.work / n).is_file() or (args.work / n).read_text() != (args.committed / n).read_text()
+               for n in names):
+            sys.exit(f"error: --work {args.work}: exists and is not a rerun of {args.committed}'s policies; "
+                     "give a new directory (nothing is overwritten).")
+    else:
+        (args.work / "policies").mkdir(parents=True)
+        for name in names:
+            shutil.copy(args.committed / name, args.work / name)
     best = int(summary["best"]["trial"])
     final = final_comparison(spec, args.work, best, run=True)
     report = args.work / f"final-trial-{best:04d}"
