@@ -122,7 +122,8 @@ def markdown(report: dict) -> str:
         lines += [f"## {s['study']} ({s['arms']} arms x {len(s['seeds'])} seeds = {s['runs']} runs; test {m})", "",
                   f"best arm on test: {s['best_test_arm']} ({100 * s['best_test']:.1f}); validation kNN picks "
                   f"{s['val_knn_pick']} ({100 * s['val_knn_pick_test']:.1f}); median seed-to-seed sd of an arm's "
-                  f"test {m}: {100 * s['median_seed_sd_of_test_metric']:.1f}", "",
+                  f"test {m}: " + (f"{100 * sd:.1f}" if (sd := s["median_seed_sd_of_test_metric"]) is not None
+                                   else "n/a (one seed)"), "",
                   f"| objective | rho per run | rho of arm means | picks | its test {m} | regret vs val-kNN pick | "
                   "per-seed regrets |", "|---|---|---|---|---|---|---|"]
         for k, o in s["objectives"].items():
