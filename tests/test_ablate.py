@@ -212,3 +212,36 @@ def test_sweep_adds_no_base_arm_when_the_base_value_is_swept(tmp_path):
           sweep: {op: color_jitter, param: s, values: [1.0]}
         """))
     assert [a.name for a in generate_arms(spec)] == ["base", "color_jitter.s=1"]
+
+
+def test_selection_protocol_stores_the_search_objectives_per_run(tmp_path):
+    import csv
+
+    from simclr.evaluate.proxies import selection_metrics
+    path = spec_file(tmp_path, """
+        overrides: [trainer.max_epochs=1, trainer.progress_bar=false, data.val_per_class=5]
+        seeds: [0]
+        protocols: [knn, selection]
+        arms:
+          named:
+            plain: augment_policies/digits.yaml
+        """)
+    assert main(["ablate", str(path)]) == 0
+    run_dir = tmp_path / "t" / "runs" / "plain-seed0"
+    stored = json.loads((run_dir / "selection.json").read_text())
+    assert json.loads((run_dir / "arm.json").read_text())["selection"] == "selection.json"
+    fresh = selection_metrics(run_dir)  # recomputed independently: same encoder, splits and seeds
+    for key in ("knn_val_top1", "rankme", "rotation_acc"):
+        assert stored[key] == pytest.approx(fresh[key], abs=1e-6), key
+    rows = list(csv.DictReader(open(tmp_path / "t" / "selection.csv")))
+    test = json.loads(next((run_dir / "eval").glob("*/results.json")).read_text())["metrics"]["simclr"]
+    knn = next(k for k in test if k.startswith("knn_"))
+    assert [r["arm"] for r in rows] == ["plain"]
+    assert float(rows[0]["rankme"]) == pytest.approx(stored["rankme"])
+    assert float(rows[0][f"{knn}/top1"]) == pytest.approx(test[knn]["top1"])
+
+
+def test_unknown_protocol_error_lists_selection(tmp_path):
+    path = spec_file(tmp_path, "arms: {drop_one: true}\nprotocols: [selectoin]\n")
+    with pytest.raises(ConfigError, match="protocols\\[0\\]: unknown 'selectoin'. Did you mean 'selection'"):
+        load_spec(path)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from simclr.ablate.selection import write_selection_table
 from simclr.ablate.stats import describe, paired, summary
 from simclr.ablate.status import finished_records
 from simclr.config.schema import ConfigError, suggest
@@ -303,6 +304,7 @@ def report(root: Path, metric: str | None = None, reference: str | None = None) 
                         plot_bars(root, values, info, metric, baselines=baselines, suffix=suffix, reference=reference),
                         plot_sweep(root, values, info, metric, baselines=baselines, suffix=suffix),
                         plot_paired(root, values, baselines, metric, reference, suffix)) if p is not None]
-    print("\n".join(lines))
+    selection = write_selection_table(root)
+    print("\n".join(lines) + (f"\nwrote {selection} (search objectives per run)" if selection else ""))
     print(f"wrote {root / f'results{ref_suffix}.csv'}, .md, .json" + "".join(f", {p.name}" for p in made))
     return made

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from simclr import train
+from simclr.ablate.selection import SELECTION, SELECTION_FILE, score_run
 from simclr.ablate.spec import AblationSpec, Arm
 from simclr.ablate.status import RECORD
 from simclr.config.run import load_config
@@ -81,9 +82,13 @@ def run_arm(task: ArmTask) -> dict:
     os.chdir(task.cwd)  # a job starts wherever its scheduler puts it; the spec's paths are relative to here
     started = time.time()
     run_dir = _train(task)
-    result = evaluate_run(run_dir, list(task.protocols), baselines=task.baselines, quiet=True)
+    result = evaluate_run(run_dir, [p for p in task.protocols if p != SELECTION], baselines=task.baselines,
+                          quiet=True)
+    if SELECTION in task.protocols:  # search objectives (train/val only), for label-free vs labelled checks
+        score_run(run_dir)
     record = {"arm": task.arm, "kind": task.kind, "seed": task.seed, "meta": task.meta,
               "results": str(Path(result["eval_dir"]).resolve().relative_to(run_dir.resolve()) / "results.json"),
+              **({"selection": SELECTION_FILE} if SELECTION in task.protocols else {}),
               "job": {"host": os.uname().nodename, "pid": os.getpid(), "started": started, "ended": time.time(),
                       "slurm_job_id": os.environ.get("SLURM_JOB_ID")}}
     write_json_atomic(run_dir / RECORD, record)

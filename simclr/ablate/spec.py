@@ -104,9 +104,10 @@ def _validate(spec: AblationSpec) -> None:
     if repeated:
         raise ConfigError(f"seeds: {repeated} listed more than once; each seed is one run per arm, so give "
                           "distinct seeds.")
+    valid = (*EVAL_PROTOCOLS, "selection")  # selection: the search objectives (simclr.ablate.selection)
     for i, p in enumerate(spec.protocols):
-        if p not in EVAL_PROTOCOLS:
-            raise ConfigError(f"protocols[{i}]: unknown '{p}'.{suggest(p, EVAL_PROTOCOLS)}")
+        if p not in valid:
+            raise ConfigError(f"protocols[{i}]: unknown '{p}'.{suggest(p, valid)}")
     a = spec.arms
     if not (a.drop_one or a.pairwise or a.sweep or a.named):
         raise ConfigError("arms: no arms; set drop_one, pairwise, sweep or named.")
