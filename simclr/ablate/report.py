@@ -10,7 +10,7 @@ import numpy as np
 
 from simclr.ablate.selection import write_selection_table
 from simclr.ablate.stats import describe, paired, summary
-from simclr.ablate.status import finished_records
+from simclr.ablate.status import finished_records, planned_runs
 from simclr.config.schema import ConfigError, suggest
 from simclr.utils import pyplot
 
@@ -93,7 +93,7 @@ def write_tables(root: Path, values: dict, info: dict, baselines: dict, referenc
     reference = reference or reference_of(root, values, info)
     metrics = sorted({k for arm in values.values() for k in arm})
     rows = table_rows(values, info, baselines, reference)
-    done, planned = len(finished_records(root)), _planned_runs(root)
+    done, planned = len(finished_records(root)), planned_runs(root)
     flat = [{"arm": r["arm"], "kind": r["kind"], "metric": r["metric"], "mean": r["mean"], "std": r["std"],
              "seeds": r["seeds"], "values": json.dumps(r["values"]), **_flat(r["vs_reference"], "d_ref"),
              **_flat(r["vs_random_init"], "d_rand"), **_flat(r["vs_random_init_bn"], "d_rand_bn")} for r in rows]
@@ -133,11 +133,6 @@ def write_tables(root: Path, values: dict, info: dict, baselines: dict, referenc
           "many seeds agree in sign with the mean.", "", *paired_lines, ""]
     (root / f"results{suffix}.md").write_text("\n".join(md))
     return partial + lines + [""] + paired_lines
-
-
-def _planned_runs(root: Path) -> int:
-    plan = root / "plan.json"  # studies reported before plan.json existed have none
-    return len(json.loads(plan.read_text())["runs"]) if plan.exists() else 0
 
 
 def plot_pairwise(root: Path, values: dict, info: dict, metric: str, suffix: str = "",

@@ -55,6 +55,12 @@ def load_plan(root: Path) -> list[dict]:
     return plan["runs"]
 
 
+def planned_runs(root: Path) -> int:
+    """How many arm x seed runs the plan holds (0 for studies reported before plan.json existed)."""
+    plan = _read_json(Path(root) / "plan.json")
+    return len(plan["runs"]) if plan else 0
+
+
 def finished_records(root: Path) -> dict[str, dict]:
     """key -> {arm, kind, seed, meta, run_dir, results} for every arm x seed whose job wrote its record."""
     out = {}
