@@ -21,3 +21,24 @@ def test_changed_spec_is_refused_with_a_diff_or_moved_to_a_new_directory(tmp_pat
     assert claim(root, new, spec_file, new_dir=True) == tmp_path / "t-2"
     assert claim(root, new, spec_file, new_dir=True) == tmp_path / "t-2"
     assert (tmp_path / "t-2" / RECORD).read_text() == new and (root / RECORD).read_text() == old
+
+
+def test_keys_a_newer_simclr_added_at_their_defaults_do_not_make_a_different_spec():
+    import yaml
+
+    from simclr.ablate.store import _same
+
+    new = {"spec": {"name": "s"}, "arms": {}, "base_config": {
+        "seed": 0, "data": {"loader": "memory", "num_workers": None, "test_split": "test", "batch_size": 64}}}
+    old = {"spec": {"name": "s"}, "arms": {}, "base_config": {   # written before test_split existed,
+        "seed": 0, "data": {"loader": "memory", "num_workers": 4, "batch_size": 64}}}   # num_workers then 4
+    dump = lambda r: yaml.safe_dump(r, sort_keys=True)  # noqa: E731
+    assert _same(dump(old), dump(new))
+    changed = {**new, "base_config": {**new["base_config"], "data": {**new["base_config"]["data"], "batch_size": 32}}}
+    assert not _same(dump(old), dump(changed))                   # a real change is still one
+    off_default = {**new, "base_config": {**new["base_config"],
+                                          "data": {**new["base_config"]["data"], "test_split": "val"}}}
+    assert not _same(dump(old), dump(off_default))               # a new key away from its default too
+    streamed = lambda r: {**r, "base_config": {**r["base_config"],  # noqa: E731
+                                               "data": {**r["base_config"]["data"], "loader": "stream"}}}
+    assert not _same(dump(streamed(old)), dump(streamed(new)))   # with the streamed loader, workers matter

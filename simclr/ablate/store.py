@@ -4,6 +4,7 @@ on to a fresh `name-N` directory), so results are never reported under a spec th
 """
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import yaml
 
 from simclr.ablate.spec import AblationSpec, Arm
 from simclr.config.files import parse_yaml
-from simclr.config.run import load_config
+from simclr.config.run import RunConfig, load_config
 from simclr.config.schema import ConfigError, build, to_dict
 
 RECORD = "spec.resolved.yaml"
@@ -34,11 +35,47 @@ def _recorded(root: Path) -> str | None:
     return None
 
 
+# Keys that do nothing with the in-memory loader: a directory that ran with data.loader=memory is not a
+# different study because a later simclr changed their defaults.
+STREAM_ONLY = ("num_workers", "decode_device", "stream_eval_per_class")
+
+
+def _comparable(old: dict, new: dict) -> tuple[dict, dict]:
+    """The two records without what cannot change a result: base-config keys a newer simclr added (absent
+    from the old record) at their default value, and stream-only data keys of in-memory runs."""
+    old_cfg, new_cfg = old.get("base_config"), new.get("base_config")
+    if not (isinstance(old_cfg, dict) and isinstance(new_cfg, dict)):
+        return old, new
+    defaults = _defaults(RunConfig)
+    new_cfg = {section: ({k: v for k, v in values.items() if k in old_cfg.get(section, {})
+                          or v != defaults.get(section, {}).get(k, object())}
+                         if isinstance(values, dict) else values) for section, values in new_cfg.items()}
+    old_cfg = dict(old_cfg)
+    for cfg in (old_cfg, new_cfg):
+        if isinstance(cfg.get("data"), dict) and cfg["data"].get("loader", "memory") == "memory":
+            cfg["data"] = {k: v for k, v in cfg["data"].items() if k not in STREAM_ONLY}
+    return {**old, "base_config": old_cfg}, {**new, "base_config": new_cfg}
+
+
+def _defaults(cls) -> dict:
+    """Default values of a (nested) config dataclass, as to_dict writes them."""
+    out = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = to_dict(f.default)
+        elif f.default_factory is not dataclasses.MISSING and dataclasses.is_dataclass(f.default_factory):
+            out[f.name] = _defaults(f.default_factory)
+    return out
+
+
 def _same(recorded: str, record: str) -> bool:
     if recorded == record:
         return True
     old, new = yaml.safe_load(recorded), yaml.safe_load(record)
-    return set(old) == {"spec"} and old["spec"] == new["spec"]
+    if set(old) == {"spec"}:
+        return old["spec"] == new["spec"]
+    old, new = _comparable(old, new)
+    return old == new
 
 
 def claim(root: Path, record: str, spec_path: Path, new_dir: bool) -> Path:
