@@ -233,7 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
 def quiet_library_noise() -> None:
     """Hide third-party notices that say nothing about the user's run."""
     import warnings
-    for pattern in (".*LeafSpec.*", ".*overridden `on_after_batch_transfer`.*", ".*litlogger.*",
+    for pattern in (".*LeafSpec.*", ".*overridden `on_(after|before)_batch_transfer`.*", ".*litlogger.*",
+                    ".*`srun` command is available on your system but is not used.*",
                     ".*does not have many workers.*", ".*smaller than the logging interval.*"):
         warnings.filterwarnings("ignore", message=pattern)
     logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(
