@@ -50,3 +50,14 @@ def test_a_split_tree_without_the_test_folder_is_refused_naming_its_folders(imag
 def test_test_split_is_refused_for_datasets_with_a_fixed_test_split():
     with pytest.raises(ConfigError, match="test_split"):
         load_config(None, ["data.name=digits", "data.test_split=val"])
+
+
+def test_test_split_cannot_be_the_training_split_or_missing_from_a_flat_tree(imagenet_tree, tmp_path):
+    with pytest.raises(ConfigError, match="data.test_split.*also the training split"):
+        _cfg(imagenet_tree, "data.test_split=train")
+    flat = imagenet_tree / "train"  # <class>/<image>: no split folders
+    cfg = _cfg(flat, "data.test_split=vall", f"data.cache_dir={tmp_path}")
+    with pytest.raises(DataError, match="no 'vall/' folder .*without split folders"):
+        load_split(cfg, "test")
+    with pytest.raises(DataError, match="no 'vall/' folder .*without split folders"):
+        stream_splits(_cfg(flat, "data.test_split=vall", "data.loader=stream"), seed=0)

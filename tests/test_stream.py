@@ -119,16 +119,43 @@ def test_batches_decoded_by_the_module_equal_batches_decoded_in_workers(tree, so
     assert module.on_before_batch_transfer(pairs[0][0], 0) is pairs[0][0]  # decoded batches pass through
 
 
-def test_an_unreadable_streamed_file_is_named(tree, tmp_path):
+@pytest.mark.parametrize("damage,message", [(lambda b: b[:40], "not a readable image"),  # JPEG header intact
+                                             (lambda b: b"", "empty file")])
+@pytest.mark.parametrize("workers", [0, 1])
+def test_an_unreadable_streamed_file_is_named(tree, tmp_path, damage, message, workers):
     import shutil
+
+    from simclr.cli import user_message
 
     root = tmp_path / "tree"
     shutil.copytree(tree / "dir", root)
     victim = next(f for f in _files(root) if f.suffix == ".jpg")
-    victim.write_bytes(victim.read_bytes()[:40])  # truncated, JPEG header intact
+    victim.write_bytes(damage(victim.read_bytes()))
     index = index_images(root, "train")
-    with pytest.raises(DataError, match=f"{victim.name}: not a readable image"):
-        list(stream_loader(index, 16, 96, shuffle=False, drop_last=False))
+    with pytest.raises(DataError) as err:
+        list(stream_loader(index, 16, 96, shuffle=False, drop_last=False, num_workers=workers))
+    # raised in a worker, torch puts the worker's traceback in the message: the CLI shows its last line
+    assert user_message(err.value).startswith(f"{victim}: {message}") and "\n" not in user_message(err.value)
+
+
+def test_streamed_class_lists_match_the_in_memory_reader_and_are_checked(tree, tmp_path):
+    import shutil
+
+    from simclr.config.run import load_config
+    from simclr.data.stream import stream_splits
+
+    root = tmp_path / "tree"
+    shutil.copytree(tree / "dir", root)
+    for f in (root / "train" / "3").iterdir():  # an empty class folder in train still names class '3'
+        f.unlink()
+    assert index_images(root, "train").classes == read_imagefolder(root, "train", 16, tmp_path).classes
+    cfg = load_config(None, ["data.name=imagefolder", f"data.path={root}", "data.image_size=16", "data.loader=stream",
+                             "data.val_per_class=1", "data.batch_size=4", f"data.cache_dir={tmp_path}"]).data
+    splits, _ = stream_splits(cfg, seed=0)
+    assert splits["test"].classes == splits["train"].classes
+    shutil.rmtree(root / "test" / "5")  # now test lacks a class train has: refused, as with the in-memory path
+    with pytest.raises(DataError, match=r"different class lists \(only in train: \['5'\]\)"):
+        stream_splits(cfg, seed=0)
 
 
 def test_default_workers_leave_a_core_per_device(monkeypatch):
@@ -150,6 +177,23 @@ def test_ranks_split_each_epoch_into_disjoint_shares(tree):
         seen.append(torch.cat([y for _, y in loader]))
     assert sum(len(s) for s in seen) == 96
     assert sorted(torch.cat(seen).tolist()) == sorted(index.labels.tolist())
+
+
+@pytest.mark.parametrize("n,world,batch", [(122_873, 8, 256), (101, 4, 5), (96, 3, 4)])
+def test_every_training_rank_gets_the_same_number_of_batches(n, world, batch):
+    # one more batch on some rank would leave it waiting in NT-Xent's all_gather for ranks that have finished
+    from simclr.data.datamodule import SeededBatchSampler
+
+    for epoch in (0, 1):
+        shares = []
+        for rank in range(world):
+            sampler = SeededBatchSampler(n, batch, seed=3, shuffle=True, drop_last=True, rank=rank, world=world)
+            sampler.set_epoch(epoch)
+            shares.append(list(sampler))
+            assert len(shares[-1]) == len(sampler)
+        assert len({len(s) for s in shares}) == 1
+        seen = torch.cat([b for s in shares for b in s])
+        assert len(seen) == len(set(seen.tolist()))  # still disjoint
 
 
 def test_an_epoch_continued_mid_way_in_a_new_loader_equals_the_uninterrupted_epoch(tree):

@@ -53,6 +53,9 @@ class DataConfig:
     def __post_init__(self):
         if self.name != "digits" and not self.path:
             raise FieldError("path", f"required for dataset '{self.name}' (only 'digits' ships with scikit-learn).")
+        if self.test_split in self.train_split.split("+"):
+            raise FieldError("test_split", f"'{self.test_split}' is also the training split (data.train_split); "
+                                           "testing on training images would overstate every score.")
         if self.test_split != "test" and self.name not in ("imagefolder", "cifar10", "cifar100"):
             raise FieldError("test_split", f"names a folder of an ImageFolder tree; dataset '{self.name}' has "
                                            "a fixed test split (leave it at 'test').")

@@ -46,7 +46,8 @@ def load_split(cfg: DataConfig, split: str) -> ImageData:
     elif cfg.name == "stl10":
         data = read_stl10(path, split)
     else:
-        data = read_imagefolder(path, split_folder(path, folder), cfg.image_size, cache_dir(cfg.cache_dir))
+        data = read_imagefolder(path, split_folder(path, folder, required=folder != split),
+                                cfg.image_size, cache_dir(cfg.cache_dir))
     return _resize(data, cfg.image_size)
 
 
@@ -167,9 +168,13 @@ class SeededBatchSampler(torch.utils.data.Sampler):
 
     def _indices(self) -> torch.Tensor:
         if not self.shuffle:
-            return torch.arange(self.n)[self.rank::self.world]
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return torch.randperm(self.n, generator=g)[self.rank::self.world]
+            order = torch.arange(self.n)
+        else:
+            order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch))
+        # training (drop_last): every rank the same number of images, so the same number of batches. With
+        # one more batch on some rank, its all_gather would wait for ranks that have finished the epoch.
+        usable = self.n - self.n % self.world if self.drop_last else self.n
+        return order[:usable][self.rank::self.world]
 
     def __iter__(self):
         idx = self._indices()
@@ -179,7 +184,7 @@ class SeededBatchSampler(torch.utils.data.Sampler):
             yield idx[i:i + self.batch_size]
 
     def __len__(self) -> int:
-        per_rank = len(range(self.rank, self.n, self.world))
+        per_rank = self.n // self.world if self.drop_last else len(range(self.rank, self.n, self.world))
         return per_rank // self.batch_size if self.drop_last else -(-per_rank // self.batch_size)
 
 

@@ -112,6 +112,9 @@ def decode_images(blobs: Sequence[bytes | bytearray | torch.Tensor], size: int |
     """Encoded files (bytes or 1-D uint8 CPU tensors) -> uint8 (B, 3, size, size) on `device`; names for errors.
     JPEGs are decoded on `device`, other formats by PIL on the CPU, then moved; the resize runs on `device`."""
     device = torch.device(device)
+    for k, b in enumerate(blobs):
+        if len(b) == 0:  # common after a failed download; torch.frombuffer would fail deep inside
+            raise DataError(f"{names[k]}: empty file (0 bytes); re-download or remove it.")
     jpeg = [k for k, b in enumerate(blobs) if _is_jpeg(b)]
     tensors = [as_tensor(b) for b in blobs]
     images: list[torch.Tensor | None] = [None] * len(tensors)

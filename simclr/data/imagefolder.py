@@ -14,6 +14,7 @@ import torch
 
 from simclr.data.decode import DECODER_VERSION, decode_images
 from simclr.data.formats import IMAGE_EXTENSIONS, DataError, ImageData, _need
+from simclr.utils import torch_save_atomic
 
 def _decode(blobs: list[bytes], size: int | None, where: list[str]) -> torch.Tensor:
     """The whole dataset, decoded into one preallocated tensor chunk by chunk (no second copy while stacking)."""
@@ -61,7 +62,7 @@ def _from_tar(path: Path, split: str | None) -> list[tuple[str, str, bytes]]:
     return entries
 
 
-def split_folder(path: Path, split: str) -> str | None:
+def split_folder(path: Path, split: str, required: bool = False) -> str | None:
     """The folder that holds `split`: archives and .tar shards always carry one; a tree is either split
     (train/<class>/..., test/<class>/...) or flat (<class>/<image>: None, every split reads it). A split
     tree without this split is refused: read whole, its split folders would silently become classes."""
@@ -71,6 +72,9 @@ def split_folder(path: Path, split: str) -> str | None:
     if splits:
         raise DataError(f"{path}: no '{split}/' folder; the tree's split folders are {splits}. Set "
                         "data.test_split (ImageNet's test split is 'val') or data.train_split to the right one.")
+    if required:  # a flat tree read as the test split would test on the training images
+        raise DataError(f"{path}: no '{split}/' folder (the tree is <class>/<image>, without split folders); "
+                        f"data.test_split={split} names a folder that does not exist.")
     return None
 
 
@@ -170,7 +174,5 @@ def read_imagefolder(path: Path, split: str | None, size: int | None, cache: Pat
     blobs, labels, classes, names = _labelled(entries, str(path), _class_folders(path, split))
     data = ImageData(_decode(blobs, size, names), torch.tensor(labels, dtype=torch.int64), classes)
     cache.mkdir(parents=True, exist_ok=True)
-    tmp = cached.with_suffix(".tmp")
-    torch.save({"images": data.images, "labels": data.labels, "classes": list(classes)}, tmp)
-    tmp.replace(cached)
+    torch_save_atomic({"images": data.images, "labels": data.labels, "classes": list(classes)}, cached)
     return data

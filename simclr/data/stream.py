@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from simclr.data.datamodule import SeededBatchSampler, per_class_indices, split_indices
+from simclr.data.datamodule import SeededBatchSampler, check_compatible_splits, per_class_indices, split_indices
 from simclr.data.decode import EncodedBatch, decode_images
 from simclr.data.formats import IMAGE_EXTENSIONS, DataError, ImageData
 from simclr.data.imagefolder import split_folder
@@ -33,9 +33,11 @@ class StreamIndex:
     the whole file root/name(i). Per image, tensors only (no Python object per image, so forked workers
     reading the index do not copy it page by page): 36 bytes + the name's UTF-8 bytes."""
 
-    def __init__(self, root: str, files: list[str], entries: list[tuple[str, str, int, int, int]], source: str):
-        # entries: (class, name within its tree or shard, shard number or -1, offset, size)
-        classes = tuple(sorted({e[0] for e in entries}))
+    def __init__(self, root: str, files: list[str], entries: list[tuple[str, str, int, int, int]], source: str,
+                 folders: set[str] = frozenset()):
+        # entries: (class, name within its tree or shard, shard number or -1, offset, size); folders: a tree's
+        # class folders, empty ones included (as the in-memory reader: dropping one would shift later labels)
+        classes = tuple(sorted({e[0] for e in entries} | set(folders)))
         if not classes:
             raise DataError(f"{source}: no images found; expected <class>/<image>{IMAGE_EXTENSIONS[0]} files "
                             "or .tar shards of them.")
@@ -107,14 +109,16 @@ def index_images(path: str | Path, split: str | None = None) -> StreamIndex:
                 raise DataError(f"{shard}: cannot read as an uncompressed tar shard ({e}).") from None
             files.append(str(shard))
     root = path / split if not shards and split is not None and (path / split).is_dir() else path
+    folders = set()
     if not shards:
+        folders = {p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")}
         for folder in sorted(p for p in root.iterdir() if p.is_dir()):
             for name in sorted(os.listdir(folder)):  # no Path object per image: trees may hold millions
                 if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:  # as the in-memory reader
                     entries.append((folder.name, f"{folder.name}/{name}", -1, 0, -1))
     if split is not None and not entries:
         raise DataError(f"{path}: no images under a '{split}/' folder; expected <...>/{split}/<class>/<image>.")
-    return StreamIndex(str(root), files, entries, str(path))
+    return StreamIndex(str(root), files, entries, str(path), folders)
 
 
 def _read_file(path: str) -> bytes:
@@ -216,17 +220,25 @@ def decode_subset(index: StreamIndex, image_size: int, ids: torch.Tensor, chunk:
     return ImageData(images, index.labels[ids], index.classes)
 
 
+def _without_pixels(index: StreamIndex, size: int) -> ImageData:
+    """The index as ImageData for the split checks: labels and classes, one shared all-zero image (no memory)."""
+    return ImageData(torch.zeros((1, 3, size, size), dtype=torch.uint8).expand(len(index), -1, -1, -1),
+                     index.labels, index.classes)
+
+
 def stream_splits(cfg, seed: int) -> tuple[dict[str, ImageData], tuple[StreamIndex, torch.Tensor]]:
     """The streamed training set (index + ids), and in memory only what evaluation needs: "train" =
     data.stream_eval_per_class labelled images per class of it, "val" and "test" as with the in-memory path."""
     path = Path(cfg.path).expanduser()
     index = index_images(path, split_folder(path, cfg.train_split))
+    test_index = index_images(path, split_folder(path, cfg.test_split, required=cfg.test_split != "test"))
     train_ids, val_ids = split_indices(index.labels, cfg, seed)
+    check_compatible_splits(cfg, _without_pixels(index, cfg.image_size), _without_pixels(test_index, cfg.image_size),
+                            val_ids)
     if len(train_ids) < cfg.batch_size:
         raise DataError(f"data.batch_size={cfg.batch_size} exceeds the {len(train_ids)} training images; "
                         "lower data.batch_size or raise data.train_per_class.")
     bank = train_ids[per_class_indices(index.labels[train_ids], cfg.stream_eval_per_class, seed + 3)]
-    test_index = index_images(path, split_folder(path, cfg.test_split))
     test_ids = per_class_indices(test_index.labels, cfg.test_per_class, seed + 2) if cfg.test_per_class else \
         torch.arange(len(test_index))
     splits = {"train": decode_subset(index, cfg.image_size, bank), "val": decode_subset(index, cfg.image_size, val_ids),

@@ -27,7 +27,7 @@ from simclr.evaluate.features import extract_features
 from simclr.evaluate.knn import knn_classify
 from simclr.evaluate.linear import ProbeSettings, linear_probe
 from simclr.evaluate.records import format_table, new_eval_dir, write_records
-from simclr.utils import git_commit
+from simclr.utils import git_commit, torch_save_atomic
 
 log = logging.getLogger("simclr")
 DIAGNOSTIC_IMAGES = 1000
@@ -73,12 +73,15 @@ def _cached_features(encoder, splits, pre, cache: Path | None, key: str) -> dict
     for split, data in splits.items():
         path = cache / f"{key}-{split}.pt" if cache else None
         if path is not None and path.exists():
-            out[split] = torch.load(path, weights_only=True)
-            continue
+            try:
+                out[split] = torch.load(path, weights_only=True)
+                continue
+            except Exception:  # a corrupt cache file is recomputed, never trusted
+                path.unlink(missing_ok=True)
         out[split] = extract_features(encoder, data, pre, progress=True)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            torch.save(out[split], path)
+            torch_save_atomic(out[split], path)
     return out
 
 

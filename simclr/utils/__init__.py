@@ -80,3 +80,14 @@ def write_json_atomic(path: Path, obj) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(obj, indent=2))
     tmp.replace(path)
+
+
+def torch_save_atomic(obj, path: Path) -> None:
+    """`path` holds a whole file or none: written under a name of this process's own, then renamed (several
+    jobs starting together on one dataset may write the same cache file at once)."""
+    import os
+
+    import torch
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
