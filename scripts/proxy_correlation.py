@@ -55,9 +55,20 @@ def clustered_bootstrap(groups: list[list[tuple[float, float]]], seed: int = 0) 
 
 
 def study_report(root: Path, metric: str) -> dict:
-    rows = [r for r in selection_rows(root) if r.get(metric) is not None]
+    if not (root / "runs").is_dir():
+        sys.exit(f"error: {root}: not an ablation directory (no runs/ folder); give output_dir/name of a study.")
+    found = selection_rows(root)
+    known = sorted({k for r in found for k, v in r.items() if v is not None} - {"arm", "seed", "kind", *OBJECTIVES})
+    if found and metric not in known:
+        sys.exit(f"error: --metric {metric}: not in {root}'s results; valid: {', '.join(known)}.")
+    rows = [r for r in found if r.get(metric) is not None and all(r.get(k) is not None for k in OBJECTIVES)]
     if not rows:
-        sys.exit(f"error: {root}: no runs with selection objectives and {metric} (protocols: [..., selection]).")
+        sys.exit(f"error: {root}: no runs with every selection objective and {metric} (the spec needs "
+                 "protocols: [..., selection], and labelled data for knn_val_top1).")
+    seeds_per_arm = {a: sum(r["arm"] == a for r in rows) for a in {r["arm"] for r in rows}}
+    if len(set(seeds_per_arm.values())) > 1:
+        sys.exit(f"error: {root}: arms have different numbers of finished seeds {seeds_per_arm}; arm means and "
+                 "per-seed picks would compare different sets. Finish the study (rerun its spec) first.")
     arms: dict[str, list[dict]] = defaultdict(list)
     for r in rows:
         arms[r["arm"]].append(r)
@@ -94,7 +105,15 @@ def study_report(root: Path, metric: str) -> dict:
 
 
 def search_report(trials_csv: Path) -> dict:
-    rows = [r for r in csv.DictReader(open(trials_csv)) if r["state"] == "COMPLETE"]
+    if not trials_csv.is_file():
+        sys.exit(f"error: --search {trials_csv}: no such file (a search's trials.csv).")
+    all_rows = list(csv.DictReader(open(trials_csv)))
+    missing = {"state", "number", "knn_val_top1", *LABEL_FREE} - set(all_rows[0] if all_rows else {})
+    if missing:
+        sys.exit(f"error: --search {trials_csv}: not a search's trials.csv (no column {', '.join(sorted(missing))}).")
+    rows = [r for r in all_rows if r["state"] == "COMPLETE" and all(r[k] not in ("", None) for k in OBJECTIVES)]
+    if len(rows) < 3:
+        sys.exit(f"error: --search {trials_csv}: {len(rows)} complete trial(s) with every objective; need 3+.")
     val = [float(r["knn_val_top1"]) for r in rows]
     out = {"trials_csv": str(trials_csv), "trials": len(rows), "objectives": {}}
     for k in LABEL_FREE:

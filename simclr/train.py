@@ -120,7 +120,7 @@ def build_trainer(cfg: RunConfig, run_dir: Path, callbacks: Sequence[pl.Callback
     knn = bool(t.knn_monitor_every and cfg.data.val_per_class)
     monitor, mode, every = ("monitor/knn_top1", "max", t.knn_monitor_every) if knn else ("train/loss_epoch", "min", 1)
     ckpt_dir = run_dir / "checkpoints"
-    last = LastEveryEpoch(ckpt_dir)
+    last = LastEveryEpoch(ckpt_dir, every_n_steps=t.checkpoint_every_n_steps)
     best = AtomicCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode=mode, save_top_k=1,
                            every_n_epochs=every, save_on_train_epoch_end=True, enable_version_counter=False)
     # last after best: last.ckpt carries best's updated state

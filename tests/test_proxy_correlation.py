@@ -34,6 +34,7 @@ def test_study_report_matches_hand_computed_values(pc, monkeypatch, tmp_path):
     data = rows()
     monkeypatch.setattr(pc, "selection_rows", lambda root: data)
     monkeypatch.setattr(pc, "BOOTSTRAP", 200)  # the interval's arithmetic, not its precision
+    (tmp_path / "runs").mkdir()
     rep = pc.study_report(tmp_path, "knn_k20/top1")
     o = rep["objectives"]
     assert o["rankme"]["spearman_per_arm_mean"] == pytest.approx(1.0)
@@ -46,10 +47,24 @@ def test_study_report_matches_hand_computed_values(pc, monkeypatch, tmp_path):
     assert o["rankme"]["regret_vs_val_knn_pick"] == pytest.approx(0.34 - 0.36)
     assert o["rotation_acc"]["regret_vs_val_knn_pick"] == pytest.approx(0.34 - 0.30)
     assert o["knn_val_top1"]["regret_vs_val_knn_pick"] == pytest.approx(0.0)
-    assert len(o["rankme"]["per_seed_regret_vs_val_knn_pick"]) == 3
+    # seed by seed the same picks (a seed's noise shifts every arm alike): val kNN a2, RankMe a3, rotation a0
+    assert o["rankme"]["per_seed_regret_vs_val_knn_pick"] == pytest.approx([0.34 - 0.36] * 3)
+    assert o["rotation_acc"]["per_seed_regret_vs_val_knn_pick"] == pytest.approx([0.34 - 0.30] * 3)
     lo, hi = o["rankme"]["spearman_per_arm_mean_ci95"]
     assert lo <= 1.0 <= hi + 1e-12 and np.isfinite(lo)
     # seeded: the same interval twice
     assert pc.study_report(tmp_path, "knn_k20/top1")["objectives"]["rankme"]["spearman_per_run_ci95"] == \
         o["rankme"]["spearman_per_run_ci95"]
     assert "| rankme |" in pc.markdown({"studies": [rep], "searches": []})
+
+
+def test_unequal_seed_counts_and_unknown_metrics_are_refused(pc, monkeypatch, tmp_path):
+    (tmp_path / "runs").mkdir()
+    monkeypatch.setattr(pc, "selection_rows", lambda root: rows()[:-1])  # arm a3 has 2 of 3 seeds
+    with pytest.raises(SystemExit, match="different numbers of finished seeds"):
+        pc.study_report(tmp_path, "knn_k20/top1")
+    monkeypatch.setattr(pc, "selection_rows", lambda root: rows())
+    with pytest.raises(SystemExit, match="--metric knn_k200/top1: not in .*valid: knn_k20/top1"):
+        pc.study_report(tmp_path, "knn_k200/top1")
+    with pytest.raises(SystemExit, match="not an ablation directory"):
+        pc.study_report(tmp_path / "nowhere", "knn_k20/top1")

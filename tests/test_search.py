@@ -71,6 +71,7 @@ space:
     ("space: {color_jitter: {params: {s: {low: 0, high: 2}, hue: {low: 0.1, high: 0.3}}}}",
      "at the high end of every range: "),  # each end alone is valid; together hue * s = 0.6 > 0.5 turns
     ("space: {rotation: {}}", "space.rotation: nothing to search"),
+    ("space: {rotation: {params: {p: {low: 0, high: 1, step: 0}}}}", "space.rotation.params.p.step: must be > 0"),
     ("objective: knn_val_top\nspace: {rotation: {toggle: true}}", "objective: 'knn_val_top' is not allowed. Did you mean 'knn_val_top1'"),
     ("objective: rankme\npruner: {kind: median}\nspace: {rotation: {toggle: true}}", "pruner.kind: median prunes"),
     ("final: {seeds: [0, 1]}\nspace: {rotation: {toggle: true}}", "final.seeds: contains the search seed 0"),
@@ -248,3 +249,18 @@ def test_two_concurrent_workers_share_one_sqlite_study(tmp_path):
         assert json.loads((Path(t.user_attrs["run_dir"]) / "search_metrics.json").read_text())["knn_val_top1"] == t.value
     # the two workers sampled different startup parameters (per-trial sampler seeds)
     assert len({json.dumps(t.params, sort_keys=True) for t in trials}) == 3
+
+
+def test_an_asymmetric_base_keeps_a_searched_op_on_its_own_view_only(tmp_path):
+    spec = load_search_spec(spec_file(tmp_path, """
+        base_policy: byol_asymmetric
+        space:
+          solarize:
+            params:
+              threshold: {low: 0.3, high: 0.9}
+        """))
+    base = base_policy(spec)
+    trial = build_policy(spec, base, {"solarize.threshold": 0.7}, "t")
+    assert [o.name for o in trial.views[0]] == [o.name for o in base.views[0]]  # view 1 never had solarize
+    [solarize] = [o for o in trial.views[1] if o.name == "solarize"]
+    assert solarize.params.threshold == 0.7 and solarize.params.p == 0.2  # searched value, base's p kept

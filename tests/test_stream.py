@@ -334,6 +334,33 @@ def test_resume_continues_an_epoch_mid_way_to_the_uninterrupted_result(tree, tmp
     assert a["lr_schedulers"] == b["lr_schedulers"]
 
 
+class PreemptWithoutSaving(pytest.importorskip("pytorch_lightning").Callback):
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        if trainer.current_epoch == 1 and batch_idx == 3:
+            raise Preempted  # as a kill: nothing saved here; last.ckpt is what the run wrote itself
+
+
+def test_checkpoint_every_n_steps_lets_a_killed_run_resume_mid_epoch_exactly(tree, tmp_path, tiny_overrides,
+                                                                          uninterrupted):
+    """trainer.checkpoint_every_n_steps=3: the run writes last.ckpt at steps 3 and 6 (epoch 1, batch 1); killed as
+    batch 3 of epoch 1 starts, it resumes from step 6 to the uninterrupted run's weights."""
+    from simclr import train
+    from simclr.config.run import load_config
+
+    overrides = [*TINY_STREAM, f"data.path={tree / 'dir'}", "data.loader=memory", "data.num_workers=0"]
+    whole = uninterrupted("memory", [*TINY, *overrides])
+    with pytest.raises(Preempted):
+        train.run(load_config(None, [*tiny_overrides, *overrides, "name=cut", "trainer.checkpoint_every_n_steps=3"]),
+                  callbacks=[PreemptWithoutSaving()])
+    assert torch.load(tmp_path / "runs" / "cut" / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 6
+    resumed = train.run(resume=tmp_path / "runs" / "cut")
+    a, b = (torch.load(ckpt, weights_only=False) for ckpt in (whole, resumed.last_checkpoint))
+    assert a["global_step"] == b["global_step"] == 8
+    for key, value in a["state_dict"].items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(value, b["state_dict"][key]), key
+
+
 def test_a_dataset_too_large_for_memory_is_refused_with_the_streamed_path_named(tree, tmp_path, monkeypatch):
     import simclr.data.imagefolder as imagefolder
 

@@ -58,6 +58,8 @@ class Dimension:
             raise FieldError("high" if self.high is None else "low", "low and high go together.")
         if ranged and self.low >= self.high:
             raise FieldError("high", f"must be > low ({self.low}), got {self.high}.")
+        if self.step is not None and (self.step <= 0 or not ranged):
+            raise FieldError("step", f"must be > 0 and go with low/high (a grid from low to high), got {self.step}.")
         if self.log and (not ranged or self.low <= 0 or self.step is not None):
             raise FieldError("log", "needs low > 0 and no step.")
         if self.choices is not None and not self.choices:
@@ -232,7 +234,8 @@ def _param_value(dim: Dimension, value: float, current: Any) -> Any:
 
 def build_policy(spec: SearchSpec, base: Policy, values: dict[str, Any], name: str) -> Policy:
     """The policy a trial's `values` (`op.param`, `op.on`) describe: the base policy with each searched op
-    changed, removed (`op.on` false) or, if the base lacks it, added before a trailing normalize."""
+    changed where it is, removed (`op.on` false) or, if no view of the base has it, added to every view
+    before a trailing normalize."""
     views = [[o.to_dict() for o in view] for view in base.views]
     for op, space in spec.space.items():
         on = values.get(f"{op}.on", True)
@@ -245,7 +248,7 @@ def build_policy(spec: SearchSpec, base: Policy, values: dict[str, Any], name: s
                 view[:] = [d for d in view if op not in d]
             elif any(op in d for d in view):
                 view[:] = [{op: {**d[op], **changes}} if op in d else d for d in view]
-            else:
+            elif not present:  # an asymmetric base keeps the op on the views that have it, and only there
                 cut = len(view) - 1 if view and "normalize" in view[-1] else len(view)
                 view.insert(cut, {op: {**current, **changes}})
     description = "search trial: " + ", ".join(f"{k}={_fmt(v)}" for k, v in values.items())

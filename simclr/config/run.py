@@ -115,6 +115,9 @@ class TrainerConfig:
     accumulate_grad_batches: int = field(default=1, metadata={"range": (1, None), "help":
                                          "must be 1 with a contrastive loss (see __post_init__)"})
     knn_monitor_every: int = field(default=1, metadata={"range": (0, None), "help": "epochs; 0 disables"})
+    checkpoint_every_n_steps: int = field(default=0, metadata={
+        "range": (0, None), "help": "also write checkpoints/last.ckpt every N training steps, mid-epoch, so a "
+                                    "preempted run loses at most N steps (0: at epoch ends only)"})
     log_every_n_steps: int = field(default=10, metadata=POSITIVE_INT)
     progress_bar: bool = True
     limit_train_batches: int | None = field(default=None, metadata={"range": (1, None), "help": "for smoke runs"})

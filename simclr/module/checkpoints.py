@@ -33,10 +33,19 @@ class LastEveryEpoch(AtomicCheckpoint):
     the metric-producing callbacks such as the kNN monitor; list it after `best` so its file holds best's
     updated state)."""
 
-    def __init__(self, dirpath: Path):
+    def __init__(self, dirpath: Path, every_n_steps: int = 0):
         super().__init__(dirpath=dirpath, filename="last", monitor=None, save_top_k=1, every_n_epochs=1,
                          save_on_train_epoch_end=True, enable_version_counter=False)
         self.saved_epochs = 0  # completed epochs in the file this run last wrote
+        self.every_n_steps = every_n_steps
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        """trainer.checkpoint_every_n_steps: the same file mid-epoch (the checkpoint records how far the epoch
+        got; a resume continues there exactly). Not on an epoch's last batch: the epoch-end save follows."""
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        n = self.every_n_steps
+        if n and trainer.global_step % n == 0 and not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            AtomicCheckpoint._save_checkpoint(self, trainer, str(Path(self.dirpath) / "last.ckpt"))
 
     def _save_checkpoint(self, trainer, filepath: str) -> None:
         super()._save_checkpoint(trainer, filepath)
