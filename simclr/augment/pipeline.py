@@ -15,7 +15,9 @@ from simclr.augment.policy import Policy, crop_size
 from simclr.augment.registry import REGISTRY, Op
 from simclr.utils import to_unit_float
 
-CHUNK_BYTES = 8 << 20  # CPU chunk: images whose float pixels (and the ops' temporaries) stay near cache
+CHUNK_BYTES = 256 << 20  # CPU chunk of float pixels. On 2 cores (scripts/bench_augment_chunks.py, docs/benchmarks.md)
+# chunks of 32-256 MiB beat cache-sized 8 MiB ones by 1.2-1.5x at 96 and 224 px: the per-op call overhead of many
+# small chunks outweighed the cache they saved. It still bounds the working set of very large batches.
 
 
 def stream_seed(seed: int, key: str) -> int:
@@ -119,11 +121,10 @@ class TwoViewAugmenter(torch.nn.Module):
     def _forward_in_chunks(self, x_uint8: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """CPU: `forward`'s result (same draws, same per-op results), computed a few images at a time.
 
-        On CPU the ops are memory-bound: each is a few passes over the batch, and a 256x3x96x96
-        float batch (28 MB) does not stay in cache between passes. All draws are made first, for the
-        whole batch (each op has its own stream, so drawing ahead changes nothing), then each chunk
-        of ~`chunk_bytes` goes through the shared ops and both views while it is in cache, with each
-        probabilistic op computed only for the images it selects (`Op.apply_selected`).
+        All draws are made first, for the whole batch (each op has its own stream, so drawing ahead
+        changes nothing), then each chunk of ~`chunk_bytes` of float pixels (by default the whole batch)
+        goes through the shared ops and both views, with each probabilistic op computed only for the
+        images it selects (`Op.apply_selected`).
         """
         if x_uint8.dtype != torch.uint8 or x_uint8.ndim != 4:
             raise ValueError(f"augmenter expects uint8 images (B, C, H, W), got {x_uint8.dtype} {tuple(x_uint8.shape)}")
