@@ -78,14 +78,14 @@ def split_folder(path: Path, split: str, required: bool = False) -> str | None:
     return None
 
 
-def _split_root(path: Path, split: str | None) -> Path:
+def split_root(path: Path, split: str | None) -> Path:
     return path / split if split is not None and (path / split).is_dir() else path
 
 
-def _class_folders(path: Path, split: str | None) -> set[str]:
+def class_folders(path: Path, split: str | None) -> set[str]:
     if path.is_file():
         return set()
-    return {p.name for p in _split_root(path, split).iterdir() if p.is_dir() and not p.name.startswith(".")}
+    return {p.name for p in split_root(path, split).iterdir() if p.is_dir() and not p.name.startswith(".")}
 
 
 def _tree_digest(path: Path, split: str | None) -> str:
@@ -94,7 +94,7 @@ def _tree_digest(path: Path, split: str | None) -> str:
         st = path.stat()
         return f"{st.st_size}|{st.st_mtime_ns}"
     h = hashlib.sha256()
-    root = _split_root(path, split)
+    root = split_root(path, split)
     for folder, dirs, files in sorted(os.walk(root)):
         dirs.sort()
         h.update(f"{folder}/".encode())
@@ -105,7 +105,7 @@ def _tree_digest(path: Path, split: str | None) -> str:
 
 
 def _from_dir(path: Path, split: str | None) -> list[tuple[str, str, bytes]]:
-    root = _split_root(path, split)
+    root = split_root(path, split)
     entries = []
     for cls in sorted(p for p in root.iterdir() if p.is_dir()):
         for f in sorted(cls.iterdir()):
@@ -143,7 +143,7 @@ def _check_fits_in_memory(path: Path, split: str | None, size: int | None) -> No
         except (tarfile.TarError, OSError, EOFError) as e:
             raise DataError(f"{path}: cannot read archive ({e}).") from None
     else:
-        root = path / split if split is not None and (path / split).is_dir() else path
+        root = split_root(path, split)
         sizes = [f.stat().st_size for f in root.glob("*/*") if f.suffix.lower() in IMAGE_EXTENSIONS]
     need = sum(sizes) + len(sizes) * 3 * size * size
     if need > 0.8 * avail:
@@ -171,7 +171,7 @@ def read_imagefolder(path: Path, split: str | None, size: int | None, cache: Pat
     entries = _from_tar(path, split) if path.is_file() else _from_dir(path, split)
     if split is not None and not entries:
         raise DataError(f"{path}: no images under a '{split}/' folder; expected <...>/{split}/<class>/<image>.")
-    blobs, labels, classes, names = _labelled(entries, str(path), _class_folders(path, split))
+    blobs, labels, classes, names = _labelled(entries, str(path), class_folders(path, split))
     data = ImageData(_decode(blobs, size, names), torch.tensor(labels, dtype=torch.int64), classes)
     cache.mkdir(parents=True, exist_ok=True)
     torch_save_atomic({"images": data.images, "labels": data.labels, "classes": list(classes)}, cached)

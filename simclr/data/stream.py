@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 from simclr.data.datamodule import SeededBatchSampler, check_compatible_splits, per_class_indices, split_indices
 from simclr.data.decode import EncodedBatch, decode_images
 from simclr.data.formats import IMAGE_EXTENSIONS, DataError, ImageData
-from simclr.data.imagefolder import split_folder
+from simclr.data.imagefolder import class_folders, split_folder, split_root
 
 
 class StreamIndex:
@@ -108,10 +108,10 @@ def index_images(path: str | Path, split: str | None = None) -> StreamIndex:
             except (tarfile.TarError, OSError) as e:
                 raise DataError(f"{shard}: cannot read as an uncompressed tar shard ({e}).") from None
             files.append(str(shard))
-    root = path / split if not shards and split is not None and (path / split).is_dir() else path
+    root = path if shards else split_root(path, split)
     folders = set()
     if not shards:
-        folders = {p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")}
+        folders = class_folders(path, split)
         for folder in sorted(p for p in root.iterdir() if p.is_dir()):
             for name in sorted(os.listdir(folder)):  # no Path object per image: trees may hold millions
                 if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:  # as the in-memory reader
