@@ -28,9 +28,7 @@ import numpy as np
 from scipy.stats import rankdata
 
 from simclr.ablate.selection import selection_rows
-
-LABEL_FREE = ("rankme", "rotation_acc")
-OBJECTIVES = ("knn_val_top1", *LABEL_FREE)
+from simclr.evaluate.proxies import LABEL_FREE, OBJECTIVES
 BOOTSTRAP = 2000
 
 

@@ -34,7 +34,7 @@ from simclr.ablate.search_report import write_outputs
 from simclr.ablate.search_spec import SearchSpec, base_policy, build_policy, load_search_spec
 from simclr.config.run import load_config
 from simclr.config.schema import ConfigError, to_dict
-from simclr.evaluate.proxies import selection_metrics
+from simclr.evaluate.proxies import OBJECTIVES, selection_metrics
 from simclr.utils import write_json_atomic
 
 MAX_RETRIES = 2
@@ -208,7 +208,7 @@ def run_trial(trial: optuna.Trial, spec: SearchSpec, root: Path) -> float:
         _retry(trial.study, trial)  # the next `simclr search` runs these parameters first, resuming the run
         raise KeyboardInterrupt from e  # Optuna records FAIL for this, and the CLI exits 130
     (run_dir / "search_metrics.json").write_text(json.dumps(metrics, indent=2))
-    for key in ("knn_val_top1", "rankme", "rotation_acc"):
+    for key in OBJECTIVES:
         trial.set_user_attr(key, metrics[key])
     trial.set_user_attr("seconds", time.time() - started)
     value = metrics[spec.objective]
