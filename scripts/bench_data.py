@@ -55,7 +55,7 @@ def _config(tree: str, path: str, args: argparse.Namespace, workers: int | None 
 
     overrides = ["data.name=imagefolder", f"data.path={tree}", f"data.loader={path}", "data.image_size=32",
                  f"data.batch_size={args.batch_size}", "data.train_per_class=null"]
-    if workers is not None:
+    if workers is not None and path == "stream":  # the in-memory loader refuses the key
         overrides.append(f"data.num_workers={workers}")
     return load_config(str(CONFIG), overrides)
 

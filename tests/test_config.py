@@ -56,6 +56,25 @@ def test_missing_file_and_malformed_override():
         load_config(CONFIGS[0], ["trainer.max_epochs"])
 
 
+def test_runs_recorded_with_a_stream_only_key_still_load_but_users_cannot_write_one(tmp_path):
+    """Runs recorded before the in-memory loader refused data.num_workers hold its old default (2) in config.yaml
+    and in the checkpoint: they still resume and evaluate; the same file given as a new run's config is refused."""
+    from simclr.config.run import config_from_dict
+    from simclr.config.schema import to_dict
+
+    old = to_dict(load_config(None, ["data.name=digits"]))
+    old["data"].update(num_workers=2, stream_eval_per_class=100)
+    path = tmp_path / "config.yaml"
+    path.write_text(__import__("yaml").safe_dump(old))
+    assert load_config(path, stored=True).data.num_workers is None
+    assert config_from_dict(old).data.num_workers is None
+    with pytest.raises(ConfigError, match=r"data.num_workers: 2 would be ignored"):
+        load_config(path)
+    streamed = {**old, "data": {**old["data"], "name": "imagefolder", "path": "x", "loader": "stream",
+                                "image_size": 8}}
+    assert config_from_dict(streamed).data.num_workers == 2  # the streamed loader reads it: kept
+
+
 def test_unknown_key_in_yaml_file(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("data:\n  name: digits\n  batchsize: 64\n")

@@ -12,7 +12,7 @@ import yaml
 
 from simclr.ablate.spec import AblationSpec, Arm
 from simclr.config.files import parse_yaml
-from simclr.config.run import RunConfig, load_config
+from simclr.config.run import STREAM_ONLY, RunConfig, load_config
 from simclr.config.schema import ConfigError, build, to_dict
 
 RECORD = "spec.resolved.yaml"
@@ -35,9 +35,8 @@ def _recorded(root: Path) -> str | None:
     return None
 
 
-# Keys that do nothing with the in-memory loader: a directory that ran with data.loader=memory is not a
-# different study because a later simclr changed their defaults.
-STREAM_ONLY = ("num_workers", "decode_device", "stream_eval_per_class")
+# STREAM_ONLY keys do nothing with the in-memory loader: a directory that ran with data.loader=memory is not
+# a different study because a later simclr changed their defaults.
 
 
 def _comparable(old: dict, new: dict) -> tuple[dict, dict]:

@@ -21,6 +21,9 @@ EVAL_PROTOCOLS = ("knn", "linear", "diagnostics")  # simclr evaluate --protocol,
 LOGGERS = {"csv": "CSVLogger", "tensorboard": "TensorBoardLogger", "mlflow": "MLFlowLogger", "wandb": "WandbLogger",
            "comet": "CometLogger", "neptune": "NeptuneLogger"}
 NON_NEGATIVE = {"range": (0.0, None)}
+STREAM_EVAL_PER_CLASS = 100
+# data keys that only the streamed loader reads; the in-memory loader refuses them rather than ignore them
+STREAM_ONLY = ("num_workers", "decode_device", "stream_eval_per_class")
 
 
 @dataclass(frozen=True)
@@ -46,7 +49,7 @@ class DataConfig:
     decode_device: Literal["cpu", "cuda"] = field(default="cpu", metadata={
         "help": "with loader=stream: cpu decodes+resizes in the workers; cuda: workers only read the files and the "
                 "module decodes each batch on the model's GPU (nvJPEG) and resizes it there"})
-    stream_eval_per_class: int = field(default=100, metadata={
+    stream_eval_per_class: int = field(default=STREAM_EVAL_PER_CLASS, metadata={
         "range": (1, None), "help": "with loader=stream: labelled train images per class decoded into memory as "
                                     "the kNN monitor's bank and the evaluation's train set"})
 
@@ -65,6 +68,14 @@ class DataConfig:
         if self.decode_device == "cuda" and self.loader != "stream":
             raise FieldError("decode_device", "'cuda' decodes streamed batches (data.loader=stream); the in-memory path "
                                               "decodes once on the CPU and caches the result. Use cpu.")
+        if self.loader == "memory" and self.num_workers is not None:
+            raise FieldError("num_workers", f"{self.num_workers} would be ignored: decoding processes serve "
+                                            "data.loader=stream; the in-memory loader decodes once and batches from "
+                                            "that tensor. Drop the key, or set data.loader=stream.")
+        if self.loader == "memory" and self.stream_eval_per_class != STREAM_EVAL_PER_CLASS:
+            raise FieldError("stream_eval_per_class", f"{self.stream_eval_per_class} would be ignored: it sizes the "
+                             "streamed loader's in-memory evaluation set; with data.loader=memory every train "
+                             "image is evaluated (subset with data.train_per_class). Drop the key.")
         if self.loader == "stream" and self.image_size is None:
             raise FieldError("image_size", "required with loader=stream: every batch is resized to it in the workers.")
 
@@ -188,10 +199,12 @@ def _override_keys(overrides) -> list[str]:
     return [item.split("=", 1)[0].strip() for item in overrides if "=" in item]
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
+                stored: bool = False) -> RunConfig:
     """YAML file + `dotted.key=value` overrides -> validated, frozen RunConfig.
 
     An error about a key set on the command line names the override, not the file (the file is not at fault).
+    `stored`: the file is a run directory's config.yaml, written by simclr (see `as_stored`).
     """
     base = OmegaConf.create({})
     if path is not None:
@@ -200,7 +213,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             raise ConfigError(f"{path}: a run config is a mapping of keys (name, data, model, ...), "
                               f"got a {type(raw).__name__}.")
         try:
-            base = OmegaConf.create(raw or {})
+            base = OmegaConf.create(as_stored(raw) if stored and raw else raw or {})
         except OmegaConfBaseException as e:
             raise ConfigError(f"{path}: {e}".split("\n")[0]) from None
     try:
@@ -221,5 +234,16 @@ def save_config(cfg: RunConfig, path: Path) -> None:
     path.write_text(OmegaConf.to_yaml(OmegaConf.create(to_dict(cfg))))
 
 
+def as_stored(raw: dict) -> dict:
+    """A config that simclr itself recorded (config.yaml, a checkpoint), read by today's schema. Runs recorded
+    before the in-memory loader refused stream-only keys carry their defaults of then (num_workers: 2), which
+    that loader never read; they are dropped, so such runs still evaluate and resume."""
+    data = raw.get("data") if isinstance(raw, dict) else None
+    if not isinstance(data, dict) or data.get("loader", "memory") != "memory":
+        return raw
+    return {**raw, "data": {k: v for k, v in data.items() if k not in ("num_workers", "stream_eval_per_class")}}
+
+
 def config_from_dict(raw: dict) -> RunConfig:
-    return build(RunConfig, raw)
+    """A config simclr recorded (a checkpoint's hyper-parameters) -> RunConfig."""
+    return build(RunConfig, as_stored(raw))

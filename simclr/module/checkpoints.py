@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from simclr.config.run import RunConfig, load_config
+from simclr.config.run import RunConfig, config_from_dict, load_config
 from simclr.config.schema import ConfigError, to_dict
 
 
@@ -86,14 +86,18 @@ def resumable(run_dir: Path) -> tuple[RunConfig, Path]:
     if not ckpt.is_file():
         raise ConfigError(f"--resume {run_dir}: no checkpoints/last.ckpt (the run stopped before its first epoch "
                           "ended); start it afresh.")
-    cfg = load_config(config_file)
+    cfg = load_config(config_file, stored=True)
     blob = read_checkpoint(ckpt, action="be resumed from")
     try:
         saved = blob["hyper_parameters"]["config"]
     except (KeyError, TypeError):
         raise ConfigError(f"{ckpt}: cannot be resumed from; it is not a simclr checkpoint (no "
                           "hyper_parameters.config).") from None
-    now, then = _flat(to_dict(cfg)), _flat(saved if isinstance(saved, dict) else {})
+    try:  # both read by today's schema, so keys it adds or drops at their defaults are no edit
+        then = _flat(to_dict(config_from_dict(saved)))
+    except (ConfigError, TypeError):
+        then = _flat(saved if isinstance(saved, dict) else {})
+    now = _flat(to_dict(cfg))
     changed = [f"{k}: {then.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(now) | set(then))
                if now.get(k) != then.get(k)]
     if changed:
