@@ -116,6 +116,23 @@ def victim_arm(tmp):
     return ["ablate", str(spec(tmp, "arms:\n  named: {'../../victim': augment_policies/digits.yaml}"))]
 
 
+def damaged_plan(text: str, command: str):
+    """An ablation directory whose plan.json was edited by hand."""
+    def setup(tmp):
+        write(tmp / "abl" / "plan.json", text)
+        return ["ablate", command, str(tmp / "abl")]
+    return setup
+
+
+def damaged_results(tmp):
+    """A finished run whose results file was truncated, under a valid plan."""
+    write(tmp / "abl" / "plan.json", '{"reference": "base", "runs": [{"key": "base-seed0"}]}')
+    write(tmp / "abl" / "runs" / "base-seed0" / "arm.json",
+          '{"arm": "base", "kind": "base", "seed": 0, "meta": {}, "results": "results.json"}')
+    write(tmp / "abl" / "runs" / "base-seed0" / "results.json", '{"metrics": {"simclr": {"knn": {"top1"')
+    return ["ablate", "report", str(tmp / "abl")]
+
+
 CASES = [
     # names that become paths
     ("run name escapes output_dir", lambda t: tiny(t, "name=../x"), "command-line override name: '../x'"),
@@ -184,6 +201,12 @@ CASES = [
     ("evaluate a malicious pickle", "finished:malicious:evaluate", "best.ckpt: cannot be read as a simclr checkpoint"),
     # ablations
     ("ablation rerun with another spec", prior_ablation, "holds results of a different spec"),
+    ("status of a truncated plan.json", damaged_plan('{"runs": [{"key": "a-', "status"),
+     "plan.json: not readable JSON (Unterminated string starting at, line 1)"),
+    ("status of a plan.json without runs", damaged_plan('{"reference": "base"}', "status"),
+     "plan.json: not an ablation plan (expected {'runs'"),
+    ("report of a truncated results file", damaged_results,
+     "base-seed0/results.json: not readable JSON (Expecting ':' delimiter, line 1); restore it, or move that run's folder"),
 ]
 
 

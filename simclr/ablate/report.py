@@ -9,7 +9,7 @@ from pathlib import Path
 from simclr.ablate.report_plots import plot_bars, plot_paired, plot_pairwise, plot_sweep
 from simclr.ablate.selection import write_selection_table
 from simclr.ablate.stats import describe, paired, summary
-from simclr.ablate.status import finished_records, planned_runs
+from simclr.ablate.status import RELAUNCH, finished_records, planned_runs, read_plan, read_recorded
 from simclr.config.schema import ConfigError, suggest
 
 
@@ -17,12 +17,13 @@ def collect(root: Path) -> tuple[dict, dict, dict]:
     """-> (values[arm][metric][seed] = value, arm info, baselines[encoder][metric][seed] = value)."""
     entries = list(finished_records(root).values())
     if not entries and (root / "manifest.json").exists():  # a directory from before per-run records
-        entries = list(json.loads((root / "manifest.json").read_text())["finished"].values())
+        entries = list(read_recorded(root / "manifest.json", RELAUNCH)["finished"].values())
     values: dict = defaultdict(lambda: defaultdict(dict))
     baselines: dict = defaultdict(lambda: defaultdict(dict))
     info: dict = {}
     for entry in entries:
-        record = json.loads(Path(entry["results"]).read_text())
+        record = read_recorded(Path(entry["results"]), "restore it, or move that run's folder aside and relaunch "
+                               "the study to run it again.")
         info[entry["arm"]] = {"kind": entry["kind"], "meta": entry["meta"]}
         for encoder, protocols in record["metrics"].items():
             target = values[entry["arm"]] if encoder == "simclr" else baselines[encoder]
@@ -39,8 +40,9 @@ ACCURACIES = ("top1", "top5")
 def reference_of(root: Path, values: dict, info: dict) -> str:
     """The spec's reference arm (plan.json; manifest.json for older directories), else base, else pair-crop,
     else the first arm."""
-    recorded = [json.loads((root / name).read_text()).get("reference") for name in ("plan.json", "manifest.json")
-                if (root / name).is_file()]
+    plan = read_plan(root)
+    recorded = [plan.get("reference")] if plan else \
+        [read_recorded(root / "manifest.json", RELAUNCH).get("reference")] if (root / "manifest.json").is_file() else []
     for candidate in (*recorded, "base", "pair-crop"):
         if candidate in values:
             return candidate

@@ -47,8 +47,34 @@ def _read_json(path: Path) -> dict | None:
         return None
 
 
+def read_recorded(path: Path, fix: str):
+    """A JSON file simclr wrote atomically, or one ConfigError naming it: a broken one was edited or damaged,
+    never caught half-written. `fix`: what the user can do about it."""
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}: not readable JSON ({e.msg}, line {e.lineno}); {fix}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not readable JSON (not UTF-8 text); {fix}") from None
+
+
+RELAUNCH = "`simclr ablate SPEC` writes it afresh when it relaunches the study, leaving finished runs as they are."
+
+
+def read_plan(root: Path) -> dict | None:
+    """plan.json, None where there is none."""
+    path = Path(root) / "plan.json"
+    if not path.is_file():
+        return None
+    plan = read_recorded(path, RELAUNCH)
+    if not (isinstance(plan, dict) and isinstance(plan.get("runs"), list)
+            and all(isinstance(run, dict) and "key" in run for run in plan["runs"])):
+        raise ConfigError(f"{path}: not an ablation plan (expected {{'runs': [{{'key': ...}}, ...]}}); {RELAUNCH}")
+    return plan
+
+
 def load_plan(root: Path) -> list[dict]:
-    plan = _read_json(Path(root) / "plan.json")
+    plan = read_plan(root)
     if plan is None:
         raise ConfigError(f"{root}: no plan.json; is this an ablation directory (output_dir/name) "
                           "launched by `simclr ablate SPEC`?")
@@ -57,7 +83,7 @@ def load_plan(root: Path) -> list[dict]:
 
 def planned_runs(root: Path) -> int:
     """How many arm x seed runs the plan holds (0 for studies reported before plan.json existed)."""
-    plan = _read_json(Path(root) / "plan.json")
+    plan = read_plan(root)
     return len(plan["runs"]) if plan else 0
 
 
