@@ -77,6 +77,8 @@ space:
     ("final: {seeds: [0, 1]}\nspace: {rotation: {toggle: true}}", "final.seeds: contains the search seed 0"),
     ("storage: 'not a url'\nspace: {rotation: {toggle: true}}", "storage: 'not a url' is not an SQLAlchemy URL"),
     ("name: ../x\nspace: {rotation: {toggle: true}}", "name: '../x' becomes a directory"),
+    ("overrides: [data.name=stl10, data.path=stl, data.train_split=unlabeled]\nspace: {rotation: {toggle: true}}",
+     "objective: knn_val_top1 needs labelled training images"),
 ])
 def test_spec_errors_name_the_key(tmp_path, body, key):
     path = spec_file(tmp_path, body)

@@ -142,6 +142,10 @@ def _validate(spec: SearchSpec) -> None:
     if spec.final.enabled and spec.seed in spec.final.seeds:
         raise ConfigError(f"final.seeds: contains the search seed {spec.seed}; the best trial was chosen on that "
                           "seed's draws, which would favour it. Use other seeds.")
+    if spec.uses_labels and cfg.data.train_split == "unlabeled":
+        raise ConfigError(f"objective: {spec.objective} needs labelled training images, but the base config trains "
+                          "on data.train_split=unlabeled, which has none. Use train+unlabeled (the STL-10 protocol), "
+                          f"or a label-free objective ({', '.join(LABEL_FREE)}).")
     if spec.uses_labels and not cfg.data.val_per_class:
         raise ConfigError(f"objective: {spec.objective} needs a validation split carved from train; "
                           f"data.val_per_class is 0. Raise it, or use a label-free objective ({', '.join(LABEL_FREE)}).")

@@ -97,9 +97,14 @@ def load_spec(path: str | Path) -> AblationSpec:
 def _validate(spec: AblationSpec) -> None:
     check_name(spec.name, "name")
     try:
-        load_config(spec.base_config, spec.overrides)  # the base run config must be valid as is
+        cfg = load_config(spec.base_config, spec.overrides)  # the base run config must be valid as is
     except ConfigError as e:  # load_config blames "command-line" overrides; these are the spec's own
         raise ConfigError(str(e).replace("command-line override ", "overrides: ", 1)) from None
+    if cfg.data.train_split == "unlabeled":  # refused now, not after every arm has trained
+        raise ConfigError(f"protocols: {list(spec.protocols)} evaluate each run with labelled training images (kNN "
+                          "bank, probe, validation split, diagnostics' class-balanced sample), but the base config "
+                          "trains on data.train_split=unlabeled, which has none. Use train+unlabeled (the STL-10 "
+                          "protocol: its 5,000 labelled train images serve the evaluation).")
     repeated = sorted({s for s in spec.seeds if spec.seeds.count(s) > 1})
     if repeated:
         raise ConfigError(f"seeds: {repeated} listed more than once; each seed is one run per arm, so give "
