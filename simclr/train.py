@@ -186,6 +186,11 @@ def run(cfg: RunConfig | None = None, resume: str | Path | None = None, callback
             raise RunInterrupted(run_dir, epochs,
                                  "SIGTERM" if isinstance(e, SIGTERMException) else "SIGINT") from None
         raise
+    except Exception as e:  # a damaged file, a bug: failed, not interrupted; --resume continues it once fixed
+        lines = [line for line in str(e).strip().splitlines() if line.strip()]  # a worker's: traceback, then error
+        _write_status(run_dir, status="failed", epoch=LastEveryEpoch.completed_epochs(trainer),
+                      error=lines[-1] if lines else type(e).__name__)
+        raise
     except BaseException:
         _write_status(run_dir, status="interrupted", epoch=LastEveryEpoch.completed_epochs(trainer))
         raise

@@ -138,6 +138,37 @@ def test_an_unreadable_streamed_file_is_named(tree, tmp_path, damage, message, w
     assert user_message(err.value).startswith(f"{victim}: {message}") and "\n" not in user_message(err.value)
 
 
+def test_a_run_failing_on_a_damaged_file_mid_training_is_recorded_as_failed(tree, tmp_path):
+    """Not "interrupted": run.json says failed with the file's error line, and `ablate status` shows it."""
+    import json
+    import shutil
+
+    from pytorch_lightning import Callback
+
+    from simclr import train
+    from simclr.ablate.status import arm_state
+    from simclr.config.run import load_config
+
+    root = tmp_path / "tree"
+    shutil.copytree(tree / "dir", root)
+
+    class EmptyTheJpegsAfterBatch0(Callback):
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            if batch_idx == 0:
+                for f in (root / "train").rglob("*.jpg"):
+                    f.write_bytes(b"")
+
+    study = tmp_path / "study"
+    cfg = load_config(None, [*TINY, *TINY_STREAM, f"data.path={root}", "data.loader=stream", "data.num_workers=0",
+                             f"output_dir={study / 'runs'}", "name=base-seed0"])
+    with pytest.raises(DataError, match="empty file"):
+        train.run(cfg, callbacks=[EmptyTheJpegsAfterBatch0()])
+    record = json.loads((study / "runs" / "base-seed0" / "run.json").read_text())
+    assert record["status"] == "failed" and ".jpg: empty file (0 bytes)" in record["error"], record
+    state = arm_state(study, "base-seed0", {}, {})
+    assert state.state == "failed" and "empty file" in state.detail
+
+
 def test_streamed_class_lists_match_the_in_memory_reader_and_are_checked(tree, tmp_path):
     import shutil
 

@@ -185,7 +185,12 @@ def arm_state(root: Path, key: str, queue: dict[str, str], finished: dict[str, d
     if attempt is not None and attempt.get("error"):
         return ArmState(key, "failed", attempt["error"], attempt.get("stderr", ""))
     if (Path(root) / "runs" / key).exists():
-        return ArmState(key, "interrupted", "no job; the next launch resumes it from its last checkpoint")
+        record = _read_json(Path(root) / "runs" / key / "run.json") or {}
+        if record.get("status") == "failed":  # ran inline (no job file) and raised
+            return ArmState(key, "failed", f"{record.get('error', 'failed')}; the next launch runs it again "
+                                           "(from its last checkpoint, if it wrote one)")
+        return ArmState(key, "interrupted", "no job; the next launch runs it again (from its last "
+                                                "checkpoint, if it wrote one)")
     return ArmState(key, "missing")
 
 
