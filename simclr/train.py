@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import signal
 import time
@@ -33,7 +34,8 @@ from simclr.evaluate.monitor import KNNMonitor
 from simclr.module import SimCLRModule, Throughput
 from simclr.module.checkpoints import AtomicCheckpoint, LastEveryEpoch, resumable
 from simclr.module.loggers import build_loggers, check_loggers
-from simclr.utils import first_free, git_commit, tune_cpu_allocator, write_json_atomic
+from simclr.utils import first_free, git_commit, process_running, this_process, tune_cpu_allocator, \
+    write_json_atomic
 
 log = logging.getLogger("simclr")
 
@@ -83,6 +85,20 @@ def check_policy_fits(policy, channels: int) -> None:
                         raise ConfigError(f"{policy.source}: views[{i}] normalize.{key} has {n} values but the "
                                           f"images have {channels} channel(s); give 1 or {channels} values "
                                           "(or choose a policy made for this data).")
+
+
+def _check_not_running(run_dir: Path) -> None:
+    """Refuse to resume a run another live process is training: both would write its checkpoints."""
+    status_file = run_dir / "run.json"
+    try:
+        record = json.loads(status_file.read_text())
+    except (OSError, ValueError):
+        return
+    who = record.get("process") if isinstance(record, dict) and record.get("status") == "running" else None
+    if process_running(who) and who["pid"] != os.getpid():  # this process: a run it left (a retried trial)
+        raise ConfigError(f"--resume {run_dir}: process {who['pid']} on {who['host']} is training this run now "
+                          f"({status_file}); a second one would write the same checkpoints. Let it finish, or "
+                          "stop it (Ctrl-C) and resume then.")
 
 
 def _write_status(run_dir: Path, **fields) -> None:
@@ -146,6 +162,7 @@ def run(cfg: RunConfig | None = None, resume: str | Path | None = None, callback
     if resume is not None:
         run_dir = Path(resume)
         cfg, ckpt = resumable(run_dir)
+        _check_not_running(run_dir)
     elif cfg is None:
         raise ValueError("run() needs a config or a run directory to resume")
     check_device_options(cfg)  # new runs and resumed ones alike: a run may move to another machine
@@ -174,7 +191,7 @@ def run(cfg: RunConfig | None = None, resume: str | Path | None = None, callback
         if resume is None:  # a run that never started leaves no stub (it would push the next run to name-2)
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
-    _write_status(run_dir, status="running", started=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    _write_status(run_dir, status="running", started=time.strftime("%Y-%m-%dT%H:%M:%S"), process=this_process())
     log.info("run directory: %s", run_dir)
     try:
         trainer.fit(module, datamodule=dm, ckpt_path=ckpt)

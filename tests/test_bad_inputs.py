@@ -90,6 +90,19 @@ def edit_config(run):
     cfg.write_text(cfg.read_text().replace("lr: 0.5", "lr: 0.3"))
 
 
+def trained_elsewhere(run):
+    """run.json as a live process (here: the one that started pytest) writes it while it trains the run."""
+    import json
+    import os
+    import socket
+
+    from simclr.utils import _start_ticks
+    record = json.loads((run / "run.json").read_text())
+    record.update(status="running", process={"host": socket.gethostname(), "pid": os.getppid(),
+                                             "pid_start": _start_ticks(os.getppid())})
+    (run / "run.json").write_text(json.dumps(record))
+
+
 def truncate(run):
     ckpt = run / "checkpoints" / "last.ckpt"
     ckpt.write_bytes(ckpt.read_bytes()[:1000])
@@ -196,6 +209,8 @@ CASES = [
      "data.decode_device: 'cuda'"),  # no CUDA visible, or (on a GPU machine) trainer.accelerator=cpu
     # resume
     ("resume after config.yaml was edited", "finished:edit_config", "config.yaml: edited after the run started (optim.lr"),
+    ("resume a run another process is training", "finished:trained_elsewhere",
+     "is training this run now"),
     ("resume from a truncated last.ckpt", "finished:truncate", "last.ckpt: cannot be resumed from"),
     ("resume from a malicious pickle", "finished:malicious", "last.ckpt: cannot be resumed from; it is not a tensors-only"),
     ("evaluate a malicious pickle", "finished:malicious:evaluate", "best.ckpt: cannot be read as a simclr checkpoint"),

@@ -208,3 +208,28 @@ def test_a_job_that_left_the_queue_before_starting_is_cancelled_not_failed(tmp_p
     state = arm_state(tmp_path, "a-seed0", queue={}, finished={})
     assert state.state == "failed" and state.log == str(log)
     assert arm_state(tmp_path, "a-seed0", queue={"7_3": "PENDING"}, finished={}).state == "queued"
+
+
+def test_an_inline_run_training_in_another_process_is_running_until_that_process_ends(tmp_path):
+    """run.json names the training process (host, pid, pid start time): status shows the arm running, so a
+    relaunch leaves it alone; once the process is gone, or the pid belongs to a newer process, it is interrupted."""
+    import socket
+
+    from simclr.ablate.status import arm_state
+    from simclr.utils import _start_ticks, process_running
+
+    trainer = subprocess.Popen(["sleep", "60"])
+    try:
+        who = {"host": socket.gethostname(), "pid": trainer.pid, "pid_start": _start_ticks(trainer.pid)}
+        run_dir = tmp_path / "runs" / "a-seed0"
+        run_dir.mkdir(parents=True)
+        (run_dir / "run.json").write_text(json.dumps({"status": "running", "process": who}))
+        state = arm_state(tmp_path, "a-seed0", queue={}, finished={})
+        assert state.state == "running" and str(trainer.pid) in state.detail
+        assert not process_running({**who, "pid_start": who["pid_start"] - 1})  # the pid, reused
+        assert not process_running({**who, "host": "another-node"})             # unknown there: not blocking
+    finally:
+        trainer.kill()
+        trainer.wait()
+    assert not process_running(who)
+    assert arm_state(tmp_path, "a-seed0", queue={}, finished={}).state == "interrupted"

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from simclr.config.schema import ConfigError
-from simclr.utils import write_json_atomic
+from simclr.utils import process_running, write_json_atomic
 
 RECORD = "arm.json"   # runs/<key>/arm.json: one arm x seed's result, written by its job alone
 
@@ -186,6 +186,9 @@ def arm_state(root: Path, key: str, queue: dict[str, str], finished: dict[str, d
         return ArmState(key, "failed", attempt["error"], attempt.get("stderr", ""))
     if (Path(root) / "runs" / key).exists():
         record = _read_json(Path(root) / "runs" / key / "run.json") or {}
+        if record.get("status") == "running" and process_running(record.get("process")):
+            who = record["process"]  # inline, in another terminal: left alone by a relaunch
+            return ArmState(key, "running", f"process {who['pid']} on {who['host']}")
         if record.get("status") == "failed":  # ran inline (no job file) and raised
             return ArmState(key, "failed", f"{record.get('error', 'failed')}; the next launch runs it again "
                                            "(from its last checkpoint, if it wrote one)")

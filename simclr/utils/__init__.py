@@ -74,6 +74,33 @@ def format_duration(seconds: float) -> str:
     return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
 
 
+def this_process() -> dict:
+    """Who is training a run (recorded in run.json): host, pid, and the pid's start time, so that a pid the
+    system has since given to another process is not taken for it."""
+    import os
+    import socket
+    return {"host": socket.gethostname(), "pid": os.getpid(), "pid_start": _start_ticks(os.getpid())}
+
+
+def process_running(who) -> bool:
+    """Whether the process `who` (a this_process() record) is alive. False where that cannot be known: another
+    host, or a system without /proc (a stale record must never block a resume for good)."""
+    import socket
+    if not isinstance(who, dict) or who.get("host") != socket.gethostname():
+        return False
+    start = _start_ticks(who.get("pid"))
+    return start is not None and start == who.get("pid_start")
+
+
+def _start_ticks(pid) -> int | None:
+    """Field 22 of /proc/PID/stat (start time after boot, in clock ticks); None for a dead or zombie process."""
+    try:
+        fields = Path(f"/proc/{int(pid)}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, TypeError, ValueError, IndexError):
+        return None
+    return None if fields[0] in ("Z", "X") else int(fields[19])
+
+
 def write_json_atomic(path: Path, obj) -> None:
     """`path` holds the old JSON or the new, never a half-written file (a reader or a kill mid-write)."""
     import json
