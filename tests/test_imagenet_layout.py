@@ -26,8 +26,9 @@ def imagenet_tree(tmp_path_factory):
 
 
 def _cfg(root, *extra):
+    streamed = ["data.stream_eval_per_class=2"] if "data.loader=stream" in extra else []  # memory refuses the key
     return load_config(None, ["data.name=imagefolder", f"data.path={root}", "data.image_size=8",
-                              "data.val_per_class=1", "data.stream_eval_per_class=2", "data.batch_size=4", *extra]).data
+                              "data.val_per_class=1", *streamed, "data.batch_size=4", *extra]).data
 
 
 @pytest.mark.parametrize("loader", ["memory", "stream"])

@@ -226,8 +226,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
 
 
 def override_config(cfg: RunConfig, overrides: list[str] | tuple[str, ...]) -> RunConfig:
-    """An existing config with `dotted.key=value` overrides applied, validated afresh."""
-    return _merged(OmegaConf.create(to_dict(cfg)), overrides, "overrides")
+    """An existing config with `dotted.key=value` overrides applied, validated afresh. Overriding data.loader
+    resets the old loader's own keys (STREAM_ONLY) to their defaults unless the overrides set them too: a
+    streamed run evaluated with data.loader=memory does not carry its decode workers into a loader without any."""
+    base = to_dict(cfg)
+    if "data.loader" in _override_keys(overrides):
+        base["data"] = {k: v for k, v in base["data"].items() if k not in STREAM_ONLY}
+    return _merged(OmegaConf.create(base), overrides, "overrides")
 
 
 def save_config(cfg: RunConfig, path: Path) -> None:
