@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import re
 import sys
 from pathlib import Path
 
 from simclr.config.run import EVAL_PROTOCOLS
 from simclr.config.schema import ConfigError, describe
 from simclr.data.formats import DataError
+from simclr.utils import error_line
 
 USER_ERRORS = (ConfigError, DataError, FileExistsError, FileNotFoundError)
 
@@ -242,17 +242,6 @@ def quiet_library_noise() -> None:
         lambda record: "litlogger" not in record.getMessage() and "TPU available" not in record.getMessage())
 
 
-def user_message(e: Exception) -> str:
-    """The error's own message. Raised in a DataLoader worker, torch re-raises it in the main process with the
-    worker's traceback in the message ("Caught DataError in DataLoader worker process 0. Original Traceback
-    ..."): the user needs its last line, which is the original message."""
-    text = str(e)
-    if "Original Traceback" in text:
-        last = [line for line in text.strip().splitlines() if line.strip()][-1]
-        return re.sub(r"^[\w.]+: ", "", last, count=1)  # "simclr.data.formats.DataError: <message>"
-    return text
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     # key=value overrides may follow options (`evaluate RUN --data X data.test_per_class=5`)
@@ -269,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except USER_ERRORS as e:
-        print(f"error: {user_message(e)}", file=sys.stderr)
+        print(f"error: {error_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:  # train.RunInterrupted says how to resume
         print(f"interrupted: {e}" if str(e) else "interrupted", file=sys.stderr)

@@ -34,8 +34,8 @@ from simclr.evaluate.monitor import KNNMonitor
 from simclr.module import SimCLRModule, Throughput
 from simclr.module.checkpoints import AtomicCheckpoint, LastEveryEpoch, resumable
 from simclr.module.loggers import build_loggers, check_loggers
-from simclr.utils import first_free, git_commit, process_running, this_process, tune_cpu_allocator, \
-    write_json_atomic
+from simclr.utils import error_summary, first_free, git_commit, process_running, this_process, \
+    tune_cpu_allocator, write_json_atomic
 
 log = logging.getLogger("simclr")
 
@@ -105,6 +105,8 @@ def _write_status(run_dir: Path, **fields) -> None:
     status_file = run_dir / "run.json"
     status = json.loads(status_file.read_text()) if status_file.exists() else {}
     status.update(fields)
+    if status.get("status") != "failed":
+        status.pop("error", None)  # a failed run resumed: the old error no longer describes it
     write_json_atomic(status_file, status)  # a kill -9 mid-write must not leave a run.json resume cannot read
 
 
@@ -204,9 +206,8 @@ def run(cfg: RunConfig | None = None, resume: str | Path | None = None, callback
                                  "SIGTERM" if isinstance(e, SIGTERMException) else "SIGINT") from None
         raise
     except Exception as e:  # a damaged file, a bug: failed, not interrupted; --resume continues it once fixed
-        lines = [line for line in str(e).strip().splitlines() if line.strip()]  # a worker's: traceback, then error
         _write_status(run_dir, status="failed", epoch=LastEveryEpoch.completed_epochs(trainer),
-                      error=lines[-1] if lines else type(e).__name__)
+                      error=error_summary(e))
         raise
     except BaseException:
         _write_status(run_dir, status="interrupted", epoch=LastEveryEpoch.completed_epochs(trainer))

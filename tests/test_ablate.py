@@ -42,8 +42,8 @@ output_dir: {out}
     ("arms: {drop_one: true}\nprotocols: [knn, svm]", "protocols[1]: unknown 'svm'"),
     ("arms: {drop_one: true}\noverrides: [trainer.max_epoch=3]", "trainer.max_epoch: unknown key"),
     ("arms: {named: {x: nope.yaml}}", "policy 'nope.yaml' not found"),
-    ("arms: {drop_one: true}\nprotocols: [selection]\noverrides: [data.name=stl10, data.path=stl, "
-     "data.train_split=unlabeled]", "protocols: ['selection'] evaluate each run with labelled training images"),
+    ("arms: {drop_one: true}\nprotocols: [knn, selection]\noverrides: [data.name=stl10, data.path=stl, "
+     "data.train_split=unlabeled]", "protocols: ['knn'] fit on labelled training images"),
 ])
 def test_spec_errors_name_the_key(tmp_path, body, key):
     path = spec_file(tmp_path, body)

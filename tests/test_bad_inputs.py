@@ -103,6 +103,12 @@ def trained_elsewhere(run):
     (run / "run.json").write_text(json.dumps(record))
 
 
+def edit_workers(run):
+    cfg = run / "config.yaml"
+    assert "num_workers: null" in cfg.read_text()
+    cfg.write_text(cfg.read_text().replace("num_workers: null", "num_workers: 7"))
+
+
 def truncate(run):
     ckpt = run / "checkpoints" / "last.ckpt"
     ckpt.write_bytes(ckpt.read_bytes()[:1000])
@@ -129,21 +135,22 @@ def victim_arm(tmp):
     return ["ablate", str(spec(tmp, "arms:\n  named: {'../../victim': augment_policies/digits.yaml}"))]
 
 
-def damaged_plan(text: str, command: str):
-    """An ablation directory whose plan.json was edited by hand."""
+STUDY = {"plan.json": '{"reference": "base", "runs": [{"key": "base-seed0"}]}',
+         "runs/base-seed0/arm.json": '{"arm": "base", "kind": "base", "seed": 0, "meta": {}, "results": "results.json"}',
+         "runs/base-seed0/results.json": '{"metrics": {"simclr": {"knn": {"top1": 50.0}}}}'}
+
+
+def study(command: str, damage: dict):
+    """A one-run ablation directory (valid: see test_the_damaged_studies_start_from_a_valid_one) with files
+    replaced (`damage`: path -> text or bytes; None: no such file)."""
     def setup(tmp):
-        write(tmp / "abl" / "plan.json", text)
+        files = {**STUDY, **damage}
+        for name, text in files.items():
+            if text is not None:
+                (tmp / "abl" / name).parent.mkdir(parents=True, exist_ok=True)
+                (tmp / "abl" / name).write_bytes(text if isinstance(text, bytes) else text.encode())
         return ["ablate", command, str(tmp / "abl")]
     return setup
-
-
-def damaged_results(tmp):
-    """A finished run whose results file was truncated, under a valid plan."""
-    write(tmp / "abl" / "plan.json", '{"reference": "base", "runs": [{"key": "base-seed0"}]}')
-    write(tmp / "abl" / "runs" / "base-seed0" / "arm.json",
-          '{"arm": "base", "kind": "base", "seed": 0, "meta": {}, "results": "results.json"}')
-    write(tmp / "abl" / "runs" / "base-seed0" / "results.json", '{"metrics": {"simclr": {"knn": {"top1"')
-    return ["ablate", "report", str(tmp / "abl")]
 
 
 CASES = [
@@ -209,6 +216,8 @@ CASES = [
      "data.decode_device: 'cuda'"),  # no CUDA visible, or (on a GPU machine) trainer.accelerator=cpu
     # resume
     ("resume after config.yaml was edited", "finished:edit_config", "config.yaml: edited after the run started (optim.lr"),
+    ("resume after a stream-only key was edited", "finished:edit_workers",
+     "config.yaml: edited after the run started (data.num_workers: None -> 7)"),
     ("resume a run another process is training", "finished:trained_elsewhere",
      "is training this run now"),
     ("resume from a truncated last.ckpt", "finished:truncate", "last.ckpt: cannot be resumed from"),
@@ -216,12 +225,29 @@ CASES = [
     ("evaluate a malicious pickle", "finished:malicious:evaluate", "best.ckpt: cannot be read as a simclr checkpoint"),
     # ablations
     ("ablation rerun with another spec", prior_ablation, "holds results of a different spec"),
-    ("status of a truncated plan.json", damaged_plan('{"runs": [{"key": "a-', "status"),
+    ("status of a truncated plan.json", study("status", {"plan.json": '{"runs": [{"key": "a-'}),
      "plan.json: not readable JSON (Unterminated string starting at, line 1)"),
-    ("status of a plan.json without runs", damaged_plan('{"reference": "base"}', "status"),
-     "plan.json: not an ablation plan (expected {'runs'"),
-    ("report of a truncated results file", damaged_results,
+    ("status of a plan.json without runs", study("status", {"plan.json": '{"reference": "base"}'}),
+     "plan.json: not the file simclr writes there (expected a JSON object with runs); `simclr ablate SPEC` writes"),
+    ("status of a plan.json with a number as key", study("status", {"plan.json": '{"runs": [{"key": 5}]}'}),
+     "plan.json: not an ablation plan"),
+    ("report of a truncated results file",
+     study("report", {"runs/base-seed0/results.json": '{"metrics": {"simclr"'}),
      "base-seed0/results.json: not readable JSON (Expecting ':' delimiter, line 1); restore it, or move that run's folder"),
+    ("report of an empty results object", study("report", {"runs/base-seed0/results.json": "{}"}),
+     "base-seed0/results.json: not the file simclr writes there (expected a JSON object with metrics)"),
+    ("report of a truncated arm record", study("report", {"runs/base-seed0/arm.json": "{"}),
+     "base-seed0/arm.json: not readable JSON"),
+    ("status of an arm record that is a list", study("status", {"runs/base-seed0/arm.json": "[]"}),
+     "base-seed0/arm.json: not the file simclr writes there (expected a JSON object with arm, kind, seed, meta, results)"),
+    ("status of a submissions record that is not text", study("status", {"jobs/base-seed0.json": b"\xff\xfe"}),
+     "jobs/base-seed0.json: not readable JSON (not UTF-8 text); restore it, or move it aside"),
+    ("status of a run.json that is a list",
+     study("status", {"runs/base-seed0/arm.json": None, "runs/base-seed0/run.json": "[1]"}),
+     "base-seed0/run.json: not the file simclr writes there"),
+    ("report of an older study's damaged index",
+     study("report", {"plan.json": None, "runs/base-seed0/arm.json": None, "manifest.json": '{"finished": []}'}),
+     "manifest.json: not an ablation index (expected {'finished'"),
 ]
 
 
@@ -247,6 +273,13 @@ def test_bad_input_is_one_line_naming_the_place_and_changes_nothing(setup, fragm
     if "different spec" not in fragment:  # that one prints the diff after its line, by design
         assert err.strip().count("\n") == 0, err
     assert _snapshot(tmp_path.parent) == before  # nothing created, changed or overwritten, inside or outside
+
+
+@pytest.mark.parametrize("command", ["status", "report"])
+def test_the_damaged_studies_start_from_a_valid_one(tmp_path, command, capsys):
+    """The damage cases above fail on the damage alone: the undamaged study reads and reports."""
+    assert main(study(command, {})(tmp_path)) == 0
+    assert "base" in capsys.readouterr().out
 
 
 def test_two_runs_starting_with_one_name_at_once_get_their_own_directories(tmp_path, monkeypatch):

@@ -187,3 +187,26 @@ def test_recomputed_bn_statistics_equal_the_data_statistics():
     assert np.allclose(net[0].running_var.numpy(), x.transpose(1, 0, 2, 3).reshape(3, -1).var(axis=1, ddof=1),
                        atol=1e-6)
     assert not net.training and torch.all(net[0].weight == 2.0) and net[0].momentum == 0.1
+
+
+def test_an_unlabelled_train_split_is_refused_only_by_the_protocols_that_fit_on_labels():
+    """STL-10's unlabeled split: kNN and the linear probe need labelled training images (one line naming the
+    split); diagnostics read the test split and run."""
+    from types import SimpleNamespace
+
+    from simclr.config.run import load_config
+    from simclr.config.schema import ConfigError
+    from simclr.evaluate.api import _check_compatible
+
+    cfg = load_config(None, ["data.name=digits"])
+    run = SimpleNamespace(in_channels=1, image_size=None, num_classes=10, checkpoint="x.ckpt", cfg=cfg)
+    unlabelled = {"train": SimpleNamespace(images=torch.zeros(30, 1, 8, 8), labels=torch.full((30,), -1),
+                                           classes=[str(c) for c in range(10)])}
+    _check_compatible(run, cfg, unlabelled, ["diagnostics"])
+    for protocol in ("knn", "linear"):
+        with pytest.raises(ConfigError, match=rf"has no labelled images, and \['{protocol}'\] fit on labelled"):
+            _check_compatible(run, cfg, unlabelled, [protocol])
+    labelled = {"train": SimpleNamespace(**{**vars(unlabelled["train"]), "labels": torch.arange(30) % 10})}
+    with pytest.raises(ConfigError, match="eval.knn_k: k=200 exceeds the 30 labelled"):
+        _check_compatible(run, cfg, labelled, ["knn"])
+    _check_compatible(run, cfg, labelled, ["linear", "diagnostics"])

@@ -125,7 +125,7 @@ def test_batches_decoded_by_the_module_equal_batches_decoded_in_workers(tree, so
 def test_an_unreadable_streamed_file_is_named(tree, tmp_path, damage, message, workers):
     import shutil
 
-    from simclr.cli import user_message
+    from simclr.utils import error_line
 
     root = tmp_path / "tree"
     shutil.copytree(tree / "dir", root)
@@ -135,7 +135,7 @@ def test_an_unreadable_streamed_file_is_named(tree, tmp_path, damage, message, w
     with pytest.raises(DataError) as err:
         list(stream_loader(index, 16, 96, shuffle=False, drop_last=False, num_workers=workers))
     # raised in a worker, torch puts the worker's traceback in the message: the CLI shows its last line
-    assert user_message(err.value).startswith(f"{victim}: {message}") and "\n" not in user_message(err.value)
+    assert error_line(err.value).startswith(f"{victim}: {message}") and "\n" not in error_line(err.value)
 
 
 def test_a_run_failing_on_a_damaged_file_mid_training_is_recorded_as_failed(tree, tmp_path):
@@ -152,9 +152,9 @@ def test_a_run_failing_on_a_damaged_file_mid_training_is_recorded_as_failed(tree
     root = tmp_path / "tree"
     shutil.copytree(tree / "dir", root)
 
-    class EmptyTheJpegsAfterBatch0(Callback):
+    class EmptyTheJpegsInEpoch1(Callback):  # after epoch 0 wrote last.ckpt
         def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-            if batch_idx == 0:
+            if trainer.current_epoch == 1 and batch_idx == 0:
                 for f in (root / "train").rglob("*.jpg"):
                     f.write_bytes(b"")
 
@@ -162,11 +162,16 @@ def test_a_run_failing_on_a_damaged_file_mid_training_is_recorded_as_failed(tree
     cfg = load_config(None, [*TINY, *TINY_STREAM, f"data.path={root}", "data.loader=stream", "data.num_workers=0",
                              f"output_dir={study / 'runs'}", "name=base-seed0"])
     with pytest.raises(DataError, match="empty file"):
-        train.run(cfg, callbacks=[EmptyTheJpegsAfterBatch0()])
+        train.run(cfg, callbacks=[EmptyTheJpegsInEpoch1()])
     record = json.loads((study / "runs" / "base-seed0" / "run.json").read_text())
     assert record["status"] == "failed" and ".jpg: empty file (0 bytes)" in record["error"], record
     state = arm_state(study, "base-seed0", {}, {})
     assert state.state == "failed" and "empty file" in state.detail
+    shutil.rmtree(root)
+    shutil.copytree(tree / "dir", root)  # the damage repaired: --resume finishes it, and the old error goes
+    train.run(resume=study / "runs" / "base-seed0")
+    record = json.loads((study / "runs" / "base-seed0" / "run.json").read_text())
+    assert record["status"] == "finished" and "error" not in record, record
 
 
 def test_streamed_class_lists_match_the_in_memory_reader_and_are_checked(tree, tmp_path):

@@ -34,7 +34,7 @@ from simclr.config.files import inside, writable_dir
 from simclr.config.run import load_config
 from simclr.config.schema import ConfigError
 from simclr.train import RunInterrupted
-from simclr.utils import format_duration, write_json_atomic
+from simclr.utils import error_summary, format_duration, write_json_atomic
 
 LAUNCHERS = ("inline", "local", "slurm")
 
@@ -188,8 +188,9 @@ def _run_inline(root: Path, tasks: list[ArmTask], todo: list[ArmTask]) -> None:
             run_arm(task)
         except Exception as e:  # noqa: BLE001 - one failed arm must not stop or hide the others
             traceback.print_exc()
-            status.update_last_attempt(root, task.key, error=f"{type(e).__name__}: {e}".splitlines()[0])
-            print(f"[{i}/{len(tasks)}] {task.key} FAILED: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+            line = error_summary(e)
+            status.update_last_attempt(root, task.key, error=line)
+            print(f"[{i}/{len(tasks)}] {task.key} FAILED: {line}", file=sys.stderr, flush=True)
         status.write_index(root)
         done_here += 1
 

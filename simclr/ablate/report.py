@@ -9,7 +9,8 @@ from pathlib import Path
 from simclr.ablate.report_plots import plot_bars, plot_paired, plot_pairwise, plot_sweep
 from simclr.ablate.selection import write_selection_table
 from simclr.ablate.stats import describe, paired, summary
-from simclr.ablate.status import RELAUNCH, finished_records, planned_runs, read_plan, read_recorded
+from simclr.ablate.records import read_manifest, read_plan, read_results
+from simclr.ablate.status import finished_records, planned_runs
 from simclr.config.schema import ConfigError, suggest
 
 
@@ -17,13 +18,12 @@ def collect(root: Path) -> tuple[dict, dict, dict]:
     """-> (values[arm][metric][seed] = value, arm info, baselines[encoder][metric][seed] = value)."""
     entries = list(finished_records(root).values())
     if not entries and (root / "manifest.json").exists():  # a directory from before per-run records
-        entries = list(read_recorded(root / "manifest.json", RELAUNCH)["finished"].values())
+        entries = list(read_manifest(root)["finished"].values())
     values: dict = defaultdict(lambda: defaultdict(dict))
     baselines: dict = defaultdict(lambda: defaultdict(dict))
     info: dict = {}
     for entry in entries:
-        record = read_recorded(Path(entry["results"]), "restore it, or move that run's folder aside and relaunch "
-                               "the study to run it again.")
+        record = read_results(Path(entry["results"]))
         info[entry["arm"]] = {"kind": entry["kind"], "meta": entry["meta"]}
         for encoder, protocols in record["metrics"].items():
             target = values[entry["arm"]] if encoder == "simclr" else baselines[encoder]
@@ -40,9 +40,7 @@ ACCURACIES = ("top1", "top5")
 def reference_of(root: Path, values: dict, info: dict) -> str:
     """The spec's reference arm (plan.json; manifest.json for older directories), else base, else pair-crop,
     else the first arm."""
-    plan = read_plan(root)
-    recorded = [plan.get("reference")] if plan else \
-        [read_recorded(root / "manifest.json", RELAUNCH).get("reference")] if (root / "manifest.json").is_file() else []
+    recorded = [index.get("reference") for index in (read_plan(root) or read_manifest(root),) if index]
     for candidate in (*recorded, "base", "pair-crop"):
         if candidate in values:
             return candidate

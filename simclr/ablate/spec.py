@@ -14,7 +14,7 @@ from typing import Any
 from simclr.augment import REGISTRY, load_policy, policy_from_dict
 from simclr.augment.policy import Policy
 from simclr.config.files import check_name, read_yaml
-from simclr.config.run import EVAL_PROTOCOLS, load_config
+from simclr.config.run import EVAL_PROTOCOLS, LABELLED_PROTOCOLS, load_config
 from simclr.config.schema import ConfigError, build, suggest, to_dict
 
 
@@ -100,11 +100,11 @@ def _validate(spec: AblationSpec) -> None:
         cfg = load_config(spec.base_config, spec.overrides)  # the base run config must be valid as is
     except ConfigError as e:  # load_config blames "command-line" overrides; these are the spec's own
         raise ConfigError(str(e).replace("command-line override ", "overrides: ", 1)) from None
-    if cfg.data.train_split == "unlabeled":  # refused now, not after every arm has trained
-        raise ConfigError(f"protocols: {list(spec.protocols)} evaluate each run with labelled training images (kNN "
-                          "bank, probe, validation split, diagnostics' class-balanced sample), but the base config "
-                          "trains on data.train_split=unlabeled, which has none. Use train+unlabeled (the STL-10 "
-                          "protocol: its 5,000 labelled train images serve the evaluation).")
+    labelled = [p for p in spec.protocols if p in LABELLED_PROTOCOLS]
+    if labelled and cfg.data.train_split == "unlabeled":  # refused now, not after every arm has trained
+        raise ConfigError(f"protocols: {labelled} fit on labelled training images, but the base config trains on "
+                          "data.train_split=unlabeled, which has none. Use train+unlabeled (the STL-10 protocol: its "
+                          "5,000 labelled train images serve the evaluation), or only diagnostics and selection.")
     repeated = sorted({s for s in spec.seeds if spec.seeds.count(s) > 1})
     if repeated:
         raise ConfigError(f"seeds: {repeated} listed more than once; each seed is one run per arm, so give "

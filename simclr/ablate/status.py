@@ -2,8 +2,9 @@
 
     finished     runs/<key>/arm.json exists and names a results.json that exists
     queued       its job waits in the scheduler (SLURM PENDING, or requeued after preemption)
-    running      its job runs (SLURM RUNNING, or a live local process)
-    failed       its last job ended without a record: the error, and the log path to read
+    running      its job runs (SLURM RUNNING, a live local process, or the live process run.json names)
+    failed       its last job ended without a record (the error, and the log path to read), or a run started
+                 inline raised (run.json: status failed, with the error line)
     cancelled    its last job left the queue before it started (no log): e.g. `scancel` of a pending array
     interrupted  a run directory without a record and no job: the next launch resumes it
     missing      never launched
@@ -15,13 +16,13 @@ only). No file is written by two jobs.
 from __future__ import annotations
 
 import getpass
-import json
 import pickle
 import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from simclr.ablate.records import JOBS, RERUN, read_optional, read_plan, read_recorded
 from simclr.config.schema import ConfigError
 from simclr.utils import process_running, write_json_atomic
 
@@ -38,39 +39,6 @@ class ArmState:
     state: str          # finished | queued | running | failed | cancelled | interrupted | missing
     detail: str = ""    # job id, error line
     log: str = ""       # the job's stderr log, where there is one
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):  # absent, or a job is replacing it right now
-        return None
-
-
-def read_recorded(path: Path, fix: str):
-    """A JSON file simclr wrote atomically, or one ConfigError naming it: a broken one was edited or damaged,
-    never caught half-written. `fix`: what the user can do about it."""
-    try:
-        return json.loads(Path(path).read_text())
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{path}: not readable JSON ({e.msg}, line {e.lineno}); {fix}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not readable JSON (not UTF-8 text); {fix}") from None
-
-
-RELAUNCH = "`simclr ablate SPEC` writes it afresh when it relaunches the study, leaving finished runs as they are."
-
-
-def read_plan(root: Path) -> dict | None:
-    """plan.json, None where there is none."""
-    path = Path(root) / "plan.json"
-    if not path.is_file():
-        return None
-    plan = read_recorded(path, RELAUNCH)
-    if not (isinstance(plan, dict) and isinstance(plan.get("runs"), list)
-            and all(isinstance(run, dict) and "key" in run for run in plan["runs"])):
-        raise ConfigError(f"{path}: not an ablation plan (expected {{'runs': [{{'key': ...}}, ...]}}); {RELAUNCH}")
-    return plan
 
 
 def load_plan(root: Path) -> list[dict]:
@@ -91,10 +59,8 @@ def finished_records(root: Path) -> dict[str, dict]:
     """key -> {arm, kind, seed, meta, run_dir, results} for every arm x seed whose job wrote its record."""
     out = {}
     for path in sorted((Path(root) / "runs").glob(f"*/{RECORD}")):
-        record = _read_json(path)
-        if record is None:
-            continue
-        results = path.parent / record["results"]
+        record = read_recorded(path, RERUN, ("arm", "kind", "seed", "meta", "results"))
+        results = path.parent / str(record["results"])
         if results.is_file():
             out[path.parent.name] = {**record, "run_dir": str(path.parent), "results": str(results)}
     return out
@@ -112,23 +78,31 @@ def job_file(root: Path, key: str) -> Path:
     return Path(root) / "jobs" / f"{key}.json"
 
 
+def _read_jobs(path: Path) -> dict | None:
+    jobs = read_optional(path, JOBS, ("attempts",))
+    if jobs is not None and not (isinstance(jobs["attempts"], list)
+                                 and all(isinstance(a, dict) for a in jobs["attempts"])):
+        raise ConfigError(f"{path}: not a submissions record (expected {{'attempts': [{{...}}, ...]}}); {JOBS}")
+    return jobs
+
+
 def last_attempt(root: Path, key: str) -> dict | None:
-    jobs = _read_json(job_file(root, key))
-    return jobs["attempts"][-1] if jobs and jobs.get("attempts") else None
+    jobs = _read_jobs(job_file(root, key))
+    return jobs["attempts"][-1] if jobs and jobs["attempts"] else None
 
 
 def add_attempt(root: Path, key: str, attempt: dict) -> None:
     """Append (never replace) a submission of `key`; only the launching command calls this."""
     path = job_file(root, key)
     path.parent.mkdir(parents=True, exist_ok=True)
-    jobs = _read_json(path) or {"attempts": []}
+    jobs = _read_jobs(path) or {"attempts": []}
     jobs["attempts"].append(attempt)
     write_json_atomic(path, jobs)
 
 
 def update_last_attempt(root: Path, key: str, **fields) -> None:
     path = job_file(root, key)
-    jobs = _read_json(path)
+    jobs = _read_jobs(path)
     jobs["attempts"][-1].update(fields)
     write_json_atomic(path, jobs)
 
@@ -185,7 +159,7 @@ def arm_state(root: Path, key: str, queue: dict[str, str], finished: dict[str, d
     if attempt is not None and attempt.get("error"):
         return ArmState(key, "failed", attempt["error"], attempt.get("stderr", ""))
     if (Path(root) / "runs" / key).exists():
-        record = _read_json(Path(root) / "runs" / key / "run.json") or {}
+        record = read_optional(Path(root) / "runs" / key / "run.json", RERUN) or {}
         if record.get("status") == "running" and process_running(record.get("process")):
             who = record["process"]  # inline, in another terminal: left alone by a relaunch
             return ArmState(key, "running", f"process {who['pid']} on {who['host']}")

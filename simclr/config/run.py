@@ -17,6 +17,7 @@ from simclr.config.schema import ConfigError, FieldError, build, to_dict
 
 POSITIVE_INT = {"range": (1, None)}
 EVAL_PROTOCOLS = ("knn", "linear", "diagnostics")  # simclr evaluate --protocol, ablation `protocols`
+LABELLED_PROTOCOLS = ("knn", "linear")  # fit on labelled training images (diagnostics reads the test split)
 # trainer.loggers short names -> Lightning logger classes (any other Logger: its full class path)
 LOGGERS = {"csv": "CSVLogger", "tensorboard": "TensorBoardLogger", "mlflow": "MLFlowLogger", "wandb": "WandbLogger",
            "comet": "CometLogger", "neptune": "NeptuneLogger"}

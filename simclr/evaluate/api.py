@@ -17,7 +17,7 @@ import torch
 
 import simclr
 from simclr.augment import eval_preprocess
-from simclr.config.run import EVAL_PROTOCOLS as PROTOCOLS, RunConfig, override_config
+from simclr.config.run import EVAL_PROTOCOLS as PROTOCOLS, LABELLED_PROTOCOLS, RunConfig, override_config
 from simclr.config.schema import ConfigError, to_dict
 from simclr.data import DataError, class_warnings, make_splits
 from simclr.evaluate.checkpoint import LoadedRun, build_encoder, load_run, recompute_bn_statistics
@@ -46,7 +46,7 @@ def _with_overrides(cfg: RunConfig, data_path, dataset, overrides: Sequence[str]
     return override_config(cfg, extra)
 
 
-def _check_compatible(run: LoadedRun, cfg: RunConfig, splits) -> None:
+def _check_compatible(run: LoadedRun, cfg: RunConfig, splits, protocols: Sequence[str]) -> None:
     images = splits["train"].images
     if images.shape[1] != run.in_channels:
         raise DataError(f"data ({cfg.data.name}, {cfg.data.path}): images have {images.shape[1]} channels but the "
@@ -58,10 +58,15 @@ def _check_compatible(run: LoadedRun, cfg: RunConfig, splits) -> None:
     if cfg.data.name == run.cfg.data.name and classes != run.num_classes:
         raise DataError(f"data ({cfg.data.path}): {classes} classes, but the run was trained on {cfg.data.name} with "
                         f"{run.num_classes}; is this the right dataset path?")
-    too_big = [k for k in cfg.eval.knn_k if k > int((splits["train"].labels >= 0).sum())]
+    labelled = int((splits["train"].labels >= 0).sum())
+    needs_labels = [p for p in protocols if p in LABELLED_PROTOCOLS]
+    if needs_labels and not labelled:
+        raise ConfigError(f"data.train_split: '{cfg.data.train_split}' has no labelled images, and {needs_labels} fit "
+                          "on labelled training images; evaluate with data.train_split=train (or train+unlabeled).")
+    too_big = [k for k in cfg.eval.knn_k if k > labelled] if "knn" in protocols else []
     if too_big:
-        raise ConfigError(f"eval.knn_k: k={too_big[0]} exceeds the {int((splits['train'].labels >= 0).sum())} "
-                          "labelled training images; lower eval.knn_k or use more data.")
+        raise ConfigError(f"eval.knn_k: k={too_big[0]} exceeds the {labelled} labelled training images; lower "
+                          "eval.knn_k or use more data.")
 
 
 def _cache_key(*parts) -> str:
@@ -126,7 +131,7 @@ def evaluate_run(target: str | Path, protocols: Sequence[str] = ("knn", "linear"
     run = load_run(target)
     cfg = _with_overrides(run.cfg, data_path, dataset, overrides)
     splits = make_splits(dataclasses.replace(cfg.data, batch_size=2), cfg.seed)
-    _check_compatible(run, cfg, splits)
+    _check_compatible(run, cfg, splits, protocols)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     pre = eval_preprocess(run.policy)
     cache = (run.run_dir / "features") if run.run_dir else None

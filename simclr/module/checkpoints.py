@@ -12,7 +12,8 @@ from pathlib import Path
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from simclr.config.run import RunConfig, config_from_dict, load_config
+from simclr.config.files import read_yaml
+from simclr.config.run import STREAM_ONLY, RunConfig, config_from_dict, load_config
 from simclr.config.schema import ConfigError, to_dict
 
 
@@ -78,6 +79,11 @@ def read_checkpoint(ckpt: Path, error: type[ConfigError] = ConfigError, action: 
             from None
 
 
+def _data_section(raw) -> dict:
+    data = raw.get("data") if isinstance(raw, dict) else None
+    return data if isinstance(data, dict) else {}
+
+
 def resumable(run_dir: Path) -> tuple[RunConfig, Path]:
     """(config, last checkpoint) of a run that can be continued, or one ConfigError saying why not."""
     config_file, ckpt = run_dir / "config.yaml", run_dir / "checkpoints" / "last.ckpt"
@@ -100,6 +106,10 @@ def resumable(run_dir: Path) -> tuple[RunConfig, Path]:
     now = _flat(to_dict(cfg))
     changed = [f"{k}: {then.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(now) | set(then))
                if now.get(k) != then.get(k)]
+    # the stream-only keys the stored reading drops for the in-memory loader: compared as written
+    written, recorded = _data_section(read_yaml(config_file, "config file")), _data_section(saved)
+    changed += [f"data.{k}: {recorded.get(k)!r} -> {written.get(k)!r}" for k in STREAM_ONLY
+                if written.get(k) != recorded.get(k)]
     if changed:
         raise ConfigError(f"{config_file}: edited after the run started ({'; '.join(changed[:4])}); a resume "
                           "continues the run as it was started. Restore the file, or start a new run.")

@@ -74,6 +74,24 @@ def format_duration(seconds: float) -> str:
     return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
 
 
+def error_line(e: BaseException) -> str:
+    """The error's own message. Raised in a DataLoader worker, torch re-raises it in the main process with the
+    worker's traceback in the message ("Caught DataError in DataLoader worker process 0. Original Traceback
+    ..."): the user needs its last line, which is the original message."""
+    import re
+    text = str(e)
+    if "Original Traceback" in text:
+        last = [line for line in text.strip().splitlines() if line.strip()][-1]
+        return re.sub(r"^[\w.]+: ", "", last, count=1)  # "simclr.data.formats.DataError: <message>"
+    return text
+
+
+def error_summary(e: BaseException) -> str:
+    """'ErrorType: first line of its own message', for status records (run.json, an arm's submissions)."""
+    lines = error_line(e).strip().splitlines()
+    return f"{type(e).__name__}: {lines[0]}" if lines else type(e).__name__
+
+
 def this_process() -> dict:
     """Who is training a run (recorded in run.json): host, pid, and the pid's start time, so that a pid the
     system has since given to another process is not taken for it."""

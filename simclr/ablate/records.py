@@ -1,0 +1,67 @@
+"""Reading the JSON files an ablation directory holds. simclr writes each one atomically, so a file that does
+not parse, or parses to the wrong shape, was edited or damaged (never caught half-written): it is refused with
+one line naming it and what to do, instead of a traceback or a silently skipped result."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from simclr.config.schema import ConfigError
+
+RELAUNCH = "`simclr ablate SPEC` writes it afresh when it relaunches the study, leaving finished runs as they are."
+RERUN = "restore it, or move that run's folder aside and relaunch the study to run it again."
+LEGACY_INDEX = ("in a study written before per-run records it is the only index of the finished runs: restore it "
+                "from a backup (a relaunch would train them again).")
+JOBS = "restore it, or move it aside: the arm then counts as never submitted."
+
+
+def read_recorded(path: Path, fix: str, keys: tuple[str, ...] = ()) -> dict:
+    """The JSON object in `path`, holding `keys`; else one ConfigError naming the file and `fix`."""
+    try:
+        obj = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}: not readable JSON ({e.msg}, line {e.lineno}); {fix}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not readable JSON (not UTF-8 text); {fix}") from None
+    if not isinstance(obj, dict) or any(k not in obj for k in keys):
+        expected = f"a JSON object with {', '.join(keys)}" if keys else "a JSON object"
+        raise ConfigError(f"{path}: not the file simclr writes there (expected {expected}); {fix}")
+    return obj
+
+
+def read_optional(path: Path, fix: str, keys: tuple[str, ...] = ()) -> dict | None:
+    """read_recorded, or None where there is no such file."""
+    return read_recorded(path, fix, keys) if Path(path).is_file() else None
+
+
+def read_plan(root: Path) -> dict | None:
+    """plan.json (written by the launching command), None where there is none."""
+    path = Path(root) / "plan.json"
+    plan = read_optional(path, RELAUNCH, ("runs",))
+    if plan is not None and not (isinstance(plan["runs"], list) and all(
+            isinstance(run, dict) and isinstance(run.get("key"), str) for run in plan["runs"])):
+        raise ConfigError(f"{path}: not an ablation plan (expected {{'runs': [{{'key': '<arm>-seed<s>', ...}}, "
+                          f"...]}}); {RELAUNCH}")
+    return plan
+
+
+def read_manifest(root: Path) -> dict | None:
+    """manifest.json's finished runs (key -> record), None where there is no manifest."""
+    path = Path(root) / "manifest.json"
+    manifest = read_optional(path, LEGACY_INDEX, ("finished",))
+    if manifest is not None and not (isinstance(manifest["finished"], dict) and all(
+            isinstance(e, dict) and {"arm", "kind", "meta", "seed", "results"} <= set(e) for e in manifest["finished"].values())):
+        raise ConfigError(f"{path}: not an ablation index (expected {{'finished': {{key: {{'arm', 'kind', 'meta', 'seed', "
+                          f"'results'}}}}}}); {LEGACY_INDEX}")
+    return manifest
+
+
+def read_results(path: Path) -> dict:
+    """A run's results file (simclr evaluate's results.json): its `metrics` per encoder and protocol."""
+    record = read_recorded(path, RERUN, ("metrics",))
+    metrics = record["metrics"]
+    if not (isinstance(metrics, dict) and all(isinstance(protocols, dict) and all(
+            isinstance(values, dict) for values in protocols.values()) for protocols in metrics.values())):
+        raise ConfigError(f"{path}: not an evaluation record (expected 'metrics': {{encoder: {{protocol: ...}}}}); "
+                          f"{RERUN}")
+    return record
