@@ -163,7 +163,7 @@ def run(cfg: RunConfig | None = None, resume: str | Path | None = None, callback
     tune_cpu_allocator()
     if resume is not None:
         run_dir = Path(resume)
-        cfg, ckpt = resumable(run_dir)
+        cfg, ckpt, recorded = resumable(run_dir)
         _check_not_running(run_dir)
     elif cfg is None:
         raise ValueError("run() needs a config or a run directory to resume")
@@ -184,7 +184,7 @@ def run(cfg: RunConfig | None = None, resume: str | Path | None = None, callback
             _write_status(run_dir, package_version=simclr.__version__, git_commit=git_commit(),
                           torch=torch.__version__, warnings=class_warnings(dm.splits))
         policy = yaml.safe_load((run_dir / "policy.yaml").read_text())
-        module = SimCLRModule(to_dict(cfg), dm.channels, dm.num_classes, policy,
+        module = SimCLRModule(to_dict(cfg) if resume is None else recorded, dm.channels, dm.num_classes, policy,
                               image_size=int(dm.splits["train"].images.shape[-1]))  # fit() restores ckpt state
         monitor = KNNMonitor(dm.splits["train"], dm.splits["val"], cfg.trainer.knn_monitor_every,
                              cfg.eval.monitor_k, cfg.eval.knn_temperature)

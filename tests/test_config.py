@@ -94,3 +94,37 @@ def test_shipped_ablation_specs_load_and_generate_their_arms(path, monkeypatch):
     assert len({a.name for a in arms}) == len(arms) > 0
     if path.stem == "imagenet100_fig5":  # the full ordered Fig. 5 grid: 7 x 7, every cell named once
         assert len(arms) == 49 and {a.name for a in arms} >= {"pair-crop+color", "pair-color+crop", "pair-rotate"}
+
+
+def test_a_run_recorded_with_num_workers_resumes_again_after_its_first_resume(tmp_path, tiny_overrides):
+    """Its config.yaml keeps `num_workers: 2`; each resume writes checkpoints recording the config as the run
+    was started, so the next resume still finds config.yaml unedited."""
+    import pytorch_lightning as pl
+    import torch
+    import yaml
+
+    from simclr import train
+    from simclr.config.run import load_config as load
+
+    class StopAtEpochStart(pl.Callback):
+        def __init__(self, epoch):
+            self.epoch = epoch
+
+        def on_train_epoch_start(self, trainer, module):
+            if trainer.current_epoch == self.epoch:
+                raise KeyboardInterrupt  # last.ckpt holds the epochs before
+
+    with pytest.raises(BaseException):
+        train.run(load(None, [*tiny_overrides, "trainer.max_epochs=3", "name=old"]), callbacks=[StopAtEpochStart(1)])
+    run = tmp_path / "runs" / "old"
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    cfg["data"]["num_workers"] = 2  # as simclr wrote it when that was the default
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    ckpt = run / "checkpoints" / "last.ckpt"
+    blob = torch.load(ckpt, weights_only=False)
+    blob["hyper_parameters"]["config"]["data"]["num_workers"] = 2
+    torch.save(blob, ckpt)
+    with pytest.raises(BaseException):
+        train.run(resume=run, callbacks=[StopAtEpochStart(2)])
+    assert torch.load(ckpt, weights_only=False)["hyper_parameters"]["config"]["data"]["num_workers"] == 2
+    assert train.run(resume=run).run_dir == run

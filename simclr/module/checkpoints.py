@@ -84,8 +84,10 @@ def _data_section(raw) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def resumable(run_dir: Path) -> tuple[RunConfig, Path]:
-    """(config, last checkpoint) of a run that can be continued, or one ConfigError saying why not."""
+def resumable(run_dir: Path) -> tuple[RunConfig, Path, dict]:
+    """(config, last checkpoint, the config as the checkpoint records it) of a run that can be continued, or one
+    ConfigError saying why not. The resumed run records that same dict in its checkpoints, so keys that today's
+    schema drops (see config.run.as_stored) stay as written in config.yaml and a later resume still matches."""
     config_file, ckpt = run_dir / "config.yaml", run_dir / "checkpoints" / "last.ckpt"
     if not config_file.is_file():
         raise ConfigError(f"--resume {run_dir}: no config.yaml there; is it a run directory?")
@@ -113,4 +115,4 @@ def resumable(run_dir: Path) -> tuple[RunConfig, Path]:
     if changed:
         raise ConfigError(f"{config_file}: edited after the run started ({'; '.join(changed[:4])}); a resume "
                           "continues the run as it was started. Restore the file, or start a new run.")
-    return cfg, ckpt
+    return cfg, ckpt, saved
