@@ -90,11 +90,16 @@ def check_policy_fits(policy, channels: int) -> None:
 def _check_not_running(run_dir: Path) -> None:
     """Refuse to resume a run another live process is training: both would write its checkpoints."""
     status_file = run_dir / "run.json"
+    if not status_file.is_file():
+        return
     try:
         record = json.loads(status_file.read_text())
-    except (OSError, ValueError):
-        return
-    who = record.get("process") if isinstance(record, dict) and record.get("status") == "running" else None
+    except (UnicodeDecodeError, ValueError):
+        record = None
+    if not isinstance(record, dict):  # the resume would fail writing its status into it, after loading everything
+        raise ConfigError(f"--resume {run_dir}: {status_file} is not the JSON object simclr writes there (damaged or "
+                          "edited); restore it, or move it aside and the resume writes a new one.")
+    who = record.get("process") if record.get("status") == "running" else None
     if process_running(who) and who["pid"] != os.getpid():  # this process: a run it left (a retried trial)
         raise ConfigError(f"--resume {run_dir}: process {who['pid']} on {who['host']} is training this run now "
                           f"({status_file}); a second one would write the same checkpoints. Let it finish, or "

@@ -109,6 +109,10 @@ def edit_workers(run):
     cfg.write_text(cfg.read_text().replace("num_workers: null", "num_workers: 7"))
 
 
+def damage_status(run):
+    (run / "run.json").write_text("[1, 2]")
+
+
 def truncate(run):
     ckpt = run / "checkpoints" / "last.ckpt"
     ckpt.write_bytes(ckpt.read_bytes()[:1000])
@@ -135,8 +139,9 @@ def victim_arm(tmp):
     return ["ablate", str(spec(tmp, "arms:\n  named: {'../../victim': augment_policies/digits.yaml}"))]
 
 
+ARM = '{"arm": "base", "kind": "base", "seed": 0, "meta": {}, "results": "results.json"}'
 STUDY = {"plan.json": '{"reference": "base", "runs": [{"key": "base-seed0"}]}',
-         "runs/base-seed0/arm.json": '{"arm": "base", "kind": "base", "seed": 0, "meta": {}, "results": "results.json"}',
+         "runs/base-seed0/arm.json": ARM,
          "runs/base-seed0/results.json": '{"metrics": {"simclr": {"knn": {"top1": 50.0}}}}'}
 
 
@@ -220,6 +225,8 @@ CASES = [
      "config.yaml: edited after the run started (data.num_workers: None -> 7)"),
     ("resume a run another process is training", "finished:trained_elsewhere",
      "is training this run now"),
+    ("resume with a damaged run.json", "finished:damage_status",
+     "run.json is not the JSON object simclr writes there (damaged or edited); restore it, or move it aside"),
     ("resume from a truncated last.ckpt", "finished:truncate", "last.ckpt: cannot be resumed from"),
     ("resume from a malicious pickle", "finished:malicious", "last.ckpt: cannot be resumed from; it is not a tensors-only"),
     ("evaluate a malicious pickle", "finished:malicious:evaluate", "best.ckpt: cannot be read as a simclr checkpoint"),
@@ -245,6 +252,25 @@ CASES = [
     ("status of a run.json that is a list",
      study("status", {"runs/base-seed0/arm.json": None, "runs/base-seed0/run.json": "[1]"}),
      "base-seed0/run.json: not the file simclr writes there"),
+    ("report of an arm record with a text seed", study("report", {"runs/base-seed0/arm.json": ARM.replace('0,', '"x",')}),
+     "base-seed0/arm.json: seed is 'x', not the int simclr writes there; restore it, or move that run's folder"),
+    ("status of an arm record naming its results by a number", study("status", {
+        "runs/base-seed0/arm.json": ARM.replace('"results.json"', "5")}), "base-seed0/arm.json: results is 5, not the str"),
+    ("report of an accuracy that is a list", study("report", {
+        "runs/base-seed0/results.json": '{"metrics": {"simclr": {"knn": {"top1": [0.9]}}}}'}),
+     "base-seed0/results.json: metrics.simclr.knn.top1 is [0.9], not the int or float simclr writes there"),
+    ("report of a plan whose reference is a list", study("report", {
+        "plan.json": '{"reference": [1], "runs": [{"key": "base-seed0"}]}'}), "plan.json: reference is [1], not the str"),
+    ("status of a local submission without a job id", study("status", {
+        "jobs/base-seed0.json": '{"attempts": [{"launcher": "local"}]}'}),
+     "jobs/base-seed0.json: attempts[0] is not a submission simclr writes (launcher inline, local with a process id"),
+    ("status of a local submission whose job id is not a pid", study("status", {
+        "jobs/base-seed0.json": '{"attempts": [{"launcher": "local", "job_id": "abc"}]}'}),
+     "jobs/base-seed0.json: attempts[0] is not a submission simclr writes"),
+    ("report of an older study's index with a text seed", study("report", {
+        "plan.json": None, "runs/base-seed0/arm.json": None, "manifest.json": '{"finished": {"base-seed0": '
+        + ARM.replace('0,', '"x",').replace('"results.json"', '"runs/base-seed0/results.json"') + '}}'}),
+     "manifest.json: finished.base-seed0.seed is 'x', not the int"),
     ("report of an older study's damaged index",
      study("report", {"plan.json": None, "runs/base-seed0/arm.json": None, "manifest.json": '{"finished": []}'}),
      "manifest.json: not an ablation index (expected {'finished'"),
@@ -280,6 +306,14 @@ def test_the_damaged_studies_start_from_a_valid_one(tmp_path, command, capsys):
     """The damage cases above fail on the damage alone: the undamaged study reads and reports."""
     assert main(study(command, {})(tmp_path)) == 0
     assert "base" in capsys.readouterr().out
+
+
+def test_a_study_without_accuracies_reports_so_and_writes_no_tables(tmp_path, capsys):
+    """protocols: [diagnostics] (or selection) only: nothing to tabulate; said in one line, exit 0."""
+    argv = study("report", {"runs/base-seed0/results.json": '{"metrics": {"simclr": {"diagnostics": {"rankme": 3}}}}'})
+    assert main(argv(tmp_path)) == 0
+    assert "no kNN or linear accuracies to tabulate" in capsys.readouterr().out
+    assert not list((tmp_path / "abl").glob("results*"))
 
 
 def test_two_runs_starting_with_one_name_at_once_get_their_own_directories(tmp_path, monkeypatch):

@@ -215,7 +215,7 @@ def test_an_inline_run_training_in_another_process_is_running_until_that_process
     relaunch leaves it alone; once the process is gone, or the pid belongs to a newer process, it is interrupted."""
     import socket
 
-    from simclr.ablate.status import arm_state
+    from simclr.ablate.status import add_attempt, arm_state
     from simclr.utils import _start_ticks, process_running
 
     trainer = subprocess.Popen(["sleep", "60"])
@@ -226,10 +226,12 @@ def test_an_inline_run_training_in_another_process_is_running_until_that_process
         (run_dir / "run.json").write_text(json.dumps({"status": "running", "process": who}))
         state = arm_state(tmp_path, "a-seed0", queue={}, finished={})
         assert state.state == "running" and str(trainer.pid) in state.detail
+        add_attempt(tmp_path, "a-seed0", {"launcher": "inline", "pid": 1, "error": "DataError: x.png"})
+        assert arm_state(tmp_path, "a-seed0", queue={}, finished={}).state == "running"  # failed once, resumed now
         assert not process_running({**who, "pid_start": who["pid_start"] - 1})  # the pid, reused
         assert not process_running({**who, "host": "another-node"})             # unknown there: not blocking
     finally:
         trainer.kill()
         trainer.wait()
     assert not process_running(who)
-    assert arm_state(tmp_path, "a-seed0", queue={}, finished={}).state == "interrupted"
+    assert arm_state(tmp_path, "a-seed0", queue={}, finished={}).state == "failed"  # the attempt's error again

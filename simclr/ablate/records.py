@@ -29,6 +29,18 @@ def read_recorded(path: Path, fix: str, keys: tuple[str, ...] = ()) -> dict:
     return obj
 
 
+def check_fields(path: Path, obj: dict, types: dict, fix: str, where: str = "") -> None:
+    """Each `types` key of `obj` (when present) has its type: e.g. {"seed": int, "results": str}."""
+    for key, kind in types.items():
+        if key in obj and (not isinstance(obj[key], kind) or (kind is int and isinstance(obj[key], bool))):
+            names = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+            raise ConfigError(f"{path}: {where}{key} is {obj[key]!r}, not the {names} simclr writes there; {fix}")
+
+
+RECORD_FIELDS = {"arm": str, "kind": str, "seed": int, "meta": dict, "results": str}  # arm.json, manifest entries
+ATTEMPT_FIELDS = {"launcher": str, "job_id": (str, int), "stderr": str, "result": str, "error": str}
+
+
 def read_optional(path: Path, fix: str, keys: tuple[str, ...] = ()) -> dict | None:
     """read_recorded, or None where there is no such file."""
     return read_recorded(path, fix, keys) if Path(path).is_file() else None
@@ -42,6 +54,8 @@ def read_plan(root: Path) -> dict | None:
             isinstance(run, dict) and isinstance(run.get("key"), str) for run in plan["runs"])):
         raise ConfigError(f"{path}: not an ablation plan (expected {{'runs': [{{'key': '<arm>-seed<s>', ...}}, "
                           f"...]}}); {RELAUNCH}")
+    if plan is not None:
+        check_fields(path, plan, {"reference": (str, type(None))}, RELAUNCH)
     return plan
 
 
@@ -49,19 +63,35 @@ def read_manifest(root: Path) -> dict | None:
     """manifest.json's finished runs (key -> record), None where there is no manifest."""
     path = Path(root) / "manifest.json"
     manifest = read_optional(path, LEGACY_INDEX, ("finished",))
-    if manifest is not None and not (isinstance(manifest["finished"], dict) and all(
-            isinstance(e, dict) and {"arm", "kind", "meta", "seed", "results"} <= set(e) for e in manifest["finished"].values())):
-        raise ConfigError(f"{path}: not an ablation index (expected {{'finished': {{key: {{'arm', 'kind', 'meta', 'seed', "
-                          f"'results'}}}}}}); {LEGACY_INDEX}")
+    if manifest is None:
+        return None
+    if not (isinstance(manifest["finished"], dict) and all(
+            isinstance(e, dict) and set(RECORD_FIELDS) <= set(e) for e in manifest["finished"].values())):
+        raise ConfigError(f"{path}: not an ablation index (expected {{'finished': {{key: {{{', '.join(RECORD_FIELDS)}"
+                          f"}}}}}}); {LEGACY_INDEX}")
+    check_fields(path, manifest, {"reference": (str, type(None))}, LEGACY_INDEX)
+    for key, entry in manifest["finished"].items():
+        check_fields(path, entry, RECORD_FIELDS, LEGACY_INDEX, f"finished.{key}.")
     return manifest
 
 
-def read_results(path: Path) -> dict:
-    """A run's results file (simclr evaluate's results.json): its `metrics` per encoder and protocol."""
+def read_arm_record(path: Path) -> dict:
+    """runs/<key>/arm.json: written by that arm's job when it has finished."""
+    record = read_recorded(path, RERUN, tuple(RECORD_FIELDS))
+    check_fields(path, record, RECORD_FIELDS, RERUN)
+    return record
+
+
+def read_results(path: Path, accuracies: tuple[str, ...] = ("top1", "top5")) -> dict:
+    """A run's results file (simclr evaluate's results.json): its `metrics` per encoder and protocol, each
+    accuracy a number (a report must not drop a seed's value without saying so)."""
     record = read_recorded(path, RERUN, ("metrics",))
     metrics = record["metrics"]
     if not (isinstance(metrics, dict) and all(isinstance(protocols, dict) and all(
             isinstance(values, dict) for values in protocols.values()) for protocols in metrics.values())):
         raise ConfigError(f"{path}: not an evaluation record (expected 'metrics': {{encoder: {{protocol: ...}}}}); "
                           f"{RERUN}")
+    for encoder, protocols in metrics.items():
+        for protocol, values in protocols.items():
+            check_fields(path, values, dict.fromkeys(accuracies, (int, float)), RERUN, f"metrics.{encoder}.{protocol}.")
     return record

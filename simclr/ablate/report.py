@@ -23,7 +23,7 @@ def collect(root: Path) -> tuple[dict, dict, dict]:
     baselines: dict = defaultdict(lambda: defaultdict(dict))
     info: dict = {}
     for entry in entries:
-        record = read_results(Path(entry["results"]))
+        record = read_results(Path(entry["results"]), ACCURACIES)
         info[entry["arm"]] = {"kind": entry["kind"], "meta": entry["meta"]}
         for encoder, protocols in record["metrics"].items():
             target = values[entry["arm"]] if encoder == "simclr" else baselines[encoder]
@@ -137,6 +137,12 @@ def report(root: Path, metric: str | None = None, reference: str | None = None) 
         raise ConfigError(f"{root}: no finished runs (runs/*/arm.json); is this an ablation directory "
                           "(output_dir/name)? `simclr ablate status DIR` shows where its runs stand.")
     values, info, baselines = collect(root)
+    if not any(values.values()):  # protocols: diagnostics and/or selection only
+        selection = write_selection_table(root)
+        print(f"{root}: no kNN or linear accuracies to tabulate (the spec's protocols have none); each run's "
+              "diagnostics are in runs/<key>/eval/*/results.json"
+              + (f"; wrote {selection} (search objectives per run)" if selection else "."))
+        return [selection] if selection else []
     if reference is not None and reference not in values:
         raise ConfigError(f"--reference: '{reference}' is not an arm of {root}.{suggest(reference, list(values))}")
     ref_suffix = "" if reference is None else "_vs_" + "".join(c if c.isalnum() or c in "-_." else "_"

@@ -22,7 +22,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from simclr.ablate.records import JOBS, RERUN, read_optional, read_plan, read_recorded
+from simclr.ablate.records import ATTEMPT_FIELDS, JOBS, RERUN, check_fields, read_arm_record, read_optional, \
+    read_plan
 from simclr.config.schema import ConfigError
 from simclr.utils import process_running, write_json_atomic
 
@@ -59,8 +60,8 @@ def finished_records(root: Path) -> dict[str, dict]:
     """key -> {arm, kind, seed, meta, run_dir, results} for every arm x seed whose job wrote its record."""
     out = {}
     for path in sorted((Path(root) / "runs").glob(f"*/{RECORD}")):
-        record = read_recorded(path, RERUN, ("arm", "kind", "seed", "meta", "results"))
-        results = path.parent / str(record["results"])
+        record = read_arm_record(path)
+        results = path.parent / record["results"]
         if results.is_file():
             out[path.parent.name] = {**record, "run_dir": str(path.parent), "results": str(results)}
     return out
@@ -83,6 +84,13 @@ def _read_jobs(path: Path) -> dict | None:
     if jobs is not None and not (isinstance(jobs["attempts"], list)
                                  and all(isinstance(a, dict) for a in jobs["attempts"])):
         raise ConfigError(f"{path}: not a submissions record (expected {{'attempts': [{{...}}, ...]}}); {JOBS}")
+    for i, attempt in enumerate(jobs["attempts"] if jobs else []):
+        check_fields(path, attempt, ATTEMPT_FIELDS, JOBS, f"attempts[{i}].")
+        launcher = attempt.get("launcher")
+        if launcher not in ("inline", "local", "slurm") or (launcher != "inline" and "job_id" not in attempt) or \
+                (launcher == "local" and not str(attempt["job_id"]).isdigit()):
+            raise ConfigError(f"{path}: attempts[{i}] is not a submission simclr writes (launcher inline, local with a "
+                              f"process id, or slurm with a job id); {JOBS}")
     return jobs
 
 
@@ -146,6 +154,11 @@ def arm_state(root: Path, key: str, queue: dict[str, str], finished: dict[str, d
     if key in finished:
         return ArmState(key, "finished", finished[key]["results"])
     attempt = last_attempt(root, key)
+    run_dir = Path(root) / "runs" / key
+    record = (read_optional(run_dir / "run.json", RERUN) or {}) if run_dir.exists() else {}
+    if record.get("status") == "running" and process_running(record.get("process")):
+        who = record["process"]  # e.g. inline in another terminal, or resumed after a failed attempt
+        return ArmState(key, "running", f"process {who['pid']} on {who['host']}")
     if attempt is not None and attempt.get("launcher") in ("slurm", "local"):
         job, log = attempt["job_id"], attempt.get("stderr", "")
         if attempt["launcher"] == "slurm" and job in queue:
@@ -158,11 +171,7 @@ def arm_state(root: Path, key: str, queue: dict[str, str], finished: dict[str, d
         return ArmState(key, "failed", f"{attempt['launcher']} job {job}: {_job_error(attempt)}", log)
     if attempt is not None and attempt.get("error"):
         return ArmState(key, "failed", attempt["error"], attempt.get("stderr", ""))
-    if (Path(root) / "runs" / key).exists():
-        record = read_optional(Path(root) / "runs" / key / "run.json", RERUN) or {}
-        if record.get("status") == "running" and process_running(record.get("process")):
-            who = record["process"]  # inline, in another terminal: left alone by a relaunch
-            return ArmState(key, "running", f"process {who['pid']} on {who['host']}")
+    if run_dir.exists():
         if record.get("status") == "failed":  # ran inline (no job file) and raised
             return ArmState(key, "failed", f"{record.get('error', 'failed')}; the next launch runs it again "
                                            "(from its last checkpoint, if it wrote one)")
