@@ -90,11 +90,11 @@ def check_policy_fits(policy, channels: int) -> None:
 def _check_not_running(run_dir: Path) -> None:
     """Refuse to resume a run another live process is training: both would write its checkpoints."""
     status_file = run_dir / "run.json"
-    if not status_file.is_file():
+    if not status_file.exists():
         return
     try:
         record = json.loads(status_file.read_text())
-    except (UnicodeDecodeError, ValueError):
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):  # a directory, bytes, broken or deep JSON
         record = None
     if not isinstance(record, dict):  # the resume would fail writing its status into it, after loading everything
         raise ConfigError(f"--resume {run_dir}: {status_file} is not the JSON object simclr writes there (damaged or "

@@ -139,22 +139,25 @@ def victim_arm(tmp):
     return ["ablate", str(spec(tmp, "arms:\n  named: {'../../victim': augment_policies/digits.yaml}"))]
 
 
+DIRECTORY = object()  # study(): make this path a folder
 ARM = '{"arm": "base", "kind": "base", "seed": 0, "meta": {}, "results": "results.json"}'
 STUDY = {"plan.json": '{"reference": "base", "runs": [{"key": "base-seed0"}]}',
          "runs/base-seed0/arm.json": ARM,
          "runs/base-seed0/results.json": '{"metrics": {"simclr": {"knn": {"top1": 50.0}}}}'}
 
 
-def study(command: str, damage: dict):
+def study(command: str, damage: dict, *options: str):
     """A one-run ablation directory (valid: see test_the_damaged_studies_start_from_a_valid_one) with files
     replaced (`damage`: path -> text or bytes; None: no such file)."""
     def setup(tmp):
         files = {**STUDY, **damage}
         for name, text in files.items():
-            if text is not None:
+            if text is DIRECTORY:
+                (tmp / "abl" / name).mkdir(parents=True)
+            elif text is not None:
                 (tmp / "abl" / name).parent.mkdir(parents=True, exist_ok=True)
                 (tmp / "abl" / name).write_bytes(text if isinstance(text, bytes) else text.encode())
-        return ["ablate", command, str(tmp / "abl")]
+        return ["ablate", command, str(tmp / "abl"), *options]
     return setup
 
 
@@ -258,7 +261,7 @@ CASES = [
         "runs/base-seed0/arm.json": ARM.replace('"results.json"', "5")}), "base-seed0/arm.json: results is 5, not the str"),
     ("report of an accuracy that is a list", study("report", {
         "runs/base-seed0/results.json": '{"metrics": {"simclr": {"knn": {"top1": [0.9]}}}}'}),
-     "base-seed0/results.json: metrics.simclr.knn.top1 is [0.9], not the int or float simclr writes there"),
+     "base-seed0/results.json: metrics.simclr.knn.top1 is [0.9], not the int or finite float simclr writes there"),
     ("report of a plan whose reference is a list", study("report", {
         "plan.json": '{"reference": [1], "runs": [{"key": "base-seed0"}]}'}), "plan.json: reference is [1], not the str"),
     ("status of a local submission without a job id", study("status", {
@@ -271,6 +274,31 @@ CASES = [
         "plan.json": None, "runs/base-seed0/arm.json": None, "manifest.json": '{"finished": {"base-seed0": '
         + ARM.replace('0,', '"x",').replace('"results.json"', '"runs/base-seed0/results.json"') + '}}'}),
      "manifest.json: finished.base-seed0.seed is 'x', not the int"),
+    ("status of an arm record whose results file is gone", study("status", {"runs/base-seed0/results.json": None}),
+     "base-seed0/arm.json: its results file"),
+    ("status of an arm record pointing outside its run", study("status", {
+        "runs/base-seed0/arm.json": ARM.replace('"results.json"', '"../../plan.json"')}), "lies outside the run folder"),
+    ("status of an arm record that is a folder", study("status", {"runs/base-seed0/arm.json": DIRECTORY}),
+     "base-seed0/arm.json: cannot be read (Is a directory)"),
+    ("report of an accuracy that is true", study("report", {
+        "runs/base-seed0/results.json": '{"metrics": {"simclr": {"knn": {"top1": 0.5, "top5": true}}}}'}),
+     "metrics.simclr.knn.top5 is True, not the int or finite float"),
+    ("report of an accuracy that is NaN", study("report", {
+        "runs/base-seed0/results.json": '{"metrics": {"simclr": {"knn": {"top1": NaN}}}}'}),
+     "metrics.simclr.knn.top1 is nan, not the int or finite float"),
+    ("report of a results file nested too deeply", study("report", {"runs/base-seed0/results.json": "[" * 100000}),
+     "base-seed0/results.json: not readable JSON (nested too deeply)"),
+    ("status of a SLURM submission with a job id that is not one", study("status", {
+        "jobs/base-seed0.json": '{"attempts": [{"launcher": "slurm", "job_id": "abc"}]}'}),
+     "or slurm with a job id such as 123 or 123_4"),
+    ("status of a local submission whose pid is a superscript", study("status", {
+        "jobs/base-seed0.json": '{"attempts": [{"launcher": "local", "job_id": "\u00b2"}]}'}),
+     "jobs/base-seed0.json: attempts[0] is not a submission"),
+    ("report with an unknown metric and another reference", study("report", {}, "--reference", "base", "--metric", "x"),
+     "--metric: 'x' is not in these results"),
+    ("report of a study without accuracies with a metric", study("report", {
+        "runs/base-seed0/results.json": '{"metrics": {"simclr": {"diagnostics": {"rankme": 3}}}}'}, "--metric", "x"),
+     "--metric: "),
     ("report of an older study's damaged index",
      study("report", {"plan.json": None, "runs/base-seed0/arm.json": None, "manifest.json": '{"finished": []}'}),
      "manifest.json: not an ablation index (expected {'finished'"),

@@ -4,6 +4,8 @@ one line naming it and what to do, instead of a traceback or a silently skipped 
 from __future__ import annotations
 
 import json
+import math
+import re
 from pathlib import Path
 
 from simclr.config.schema import ConfigError
@@ -23,6 +25,10 @@ def read_recorded(path: Path, fix: str, keys: tuple[str, ...] = ()) -> dict:
         raise ConfigError(f"{path}: not readable JSON ({e.msg}, line {e.lineno}); {fix}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not readable JSON (not UTF-8 text); {fix}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not readable JSON (nested too deeply); {fix}") from None
+    except OSError as e:  # a directory, a symlink loop, no permission
+        raise ConfigError(f"{path}: cannot be read ({e.strerror or type(e).__name__}); {fix}") from None
     if not isinstance(obj, dict) or any(k not in obj for k in keys):
         expected = f"a JSON object with {', '.join(keys)}" if keys else "a JSON object"
         raise ConfigError(f"{path}: not the file simclr writes there (expected {expected}); {fix}")
@@ -32,8 +38,11 @@ def read_recorded(path: Path, fix: str, keys: tuple[str, ...] = ()) -> dict:
 def check_fields(path: Path, obj: dict, types: dict, fix: str, where: str = "") -> None:
     """Each `types` key of `obj` (when present) has its type: e.g. {"seed": int, "results": str}."""
     for key, kind in types.items():
-        if key in obj and (not isinstance(obj[key], kind) or (kind is int and isinstance(obj[key], bool))):
-            names = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        value = obj.get(key)
+        if key in obj and (not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds)
+                           or (isinstance(value, float) and not math.isfinite(value))):
+            names = " or ".join("finite float" if k is float else k.__name__ for k in kinds)
             raise ConfigError(f"{path}: {where}{key} is {obj[key]!r}, not the {names} simclr writes there; {fix}")
 
 
@@ -76,10 +85,26 @@ def read_manifest(root: Path) -> dict | None:
 
 
 def read_arm_record(path: Path) -> dict:
-    """runs/<key>/arm.json: written by that arm's job when it has finished."""
+    """runs/<key>/arm.json: written by that arm's job when it has finished, after its results file, which it
+    names relative to the run folder. Returns the record with `results` as a path."""
     record = read_recorded(path, RERUN, tuple(RECORD_FIELDS))
     check_fields(path, record, RECORD_FIELDS, RERUN)
-    return record
+    folder = Path(path).parent
+    results = folder / record["results"]
+    if not results.resolve().is_relative_to(folder.resolve()):
+        raise ConfigError(f"{path}: results '{record['results']}' lies outside the run folder {folder}; {RERUN}")
+    if not results.is_file():
+        raise ConfigError(f"{path}: its results file {results} is missing (or not a file); {RERUN}")
+    return {**record, "results": results}
+
+
+def check_job_id(path: Path, i: int, attempt: dict) -> None:
+    """A local attempt's job id is the arm process's pid; a SLURM one is `<job>` or `<array job>_<task>`."""
+    launcher, job = attempt.get("launcher"), str(attempt.get("job_id", ""))
+    pattern = {"local": r"[0-9]{1,10}", "slurm": r"[0-9]{1,20}(_[0-9]{1,10})?"}.get(launcher)
+    if launcher not in ("inline", "local", "slurm") or (pattern and not re.fullmatch(pattern, job)):
+        raise ConfigError(f"{path}: attempts[{i}] is not a submission simclr writes (launcher inline, local with a "
+                          f"process id, or slurm with a job id such as 123 or 123_4); {JOBS}")
 
 
 def read_results(path: Path, accuracies: tuple[str, ...] = ("top1", "top5")) -> dict:

@@ -138,6 +138,9 @@ def report(root: Path, metric: str | None = None, reference: str | None = None) 
                           "(output_dir/name)? `simclr ablate status DIR` shows where its runs stand.")
     values, info, baselines = collect(root)
     if not any(values.values()):  # protocols: diagnostics and/or selection only
+        if metric is not None or reference is not None:
+            raise ConfigError(f"--{'metric' if metric is not None else 'reference'}: {root} holds no kNN or linear "
+                              "accuracies to compare (its protocols were diagnostics/selection only).")
         selection = write_selection_table(root)
         print(f"{root}: no kNN or linear accuracies to tabulate (the spec's protocols have none); each run's "
               "diagnostics are in runs/<key>/eval/*/results.json"
@@ -147,11 +150,11 @@ def report(root: Path, metric: str | None = None, reference: str | None = None) 
         raise ConfigError(f"--reference: '{reference}' is not an arm of {root}.{suggest(reference, list(values))}")
     ref_suffix = "" if reference is None else "_vs_" + "".join(c if c.isalnum() or c in "-_." else "_"
                                                                 for c in reference)
+    known = sorted({k for arm in values.values() for k in arm})
+    if metric is not None and metric not in known:  # checked before anything is written
+        raise ConfigError(f"--metric: '{metric}' is not in these results.{suggest(metric, known)}")
     reference = reference or reference_of(root, values, info)
     lines = write_tables(root, values, info, baselines, reference, ref_suffix)
-    known = sorted({k for arm in values.values() for k in arm})
-    if metric is not None and metric not in known:
-        raise ConfigError(f"--metric: '{metric}' is not in these results.{suggest(metric, known)}")
     suffix = ("" if metric is None else "_" + metric.replace("/", "_")) + ref_suffix
     metric = metric or main_metric(values)
     made = [p for p in (plot_pairwise(root, values, info, metric, suffix, reference),

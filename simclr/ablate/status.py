@@ -22,8 +22,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from simclr.ablate.records import ATTEMPT_FIELDS, JOBS, RERUN, check_fields, read_arm_record, read_optional, \
-    read_plan
+from simclr.ablate.records import ATTEMPT_FIELDS, JOBS, RERUN, check_fields, check_job_id, read_arm_record, \
+    read_optional, read_plan
 from simclr.config.schema import ConfigError
 from simclr.utils import process_running, write_json_atomic
 
@@ -61,9 +61,7 @@ def finished_records(root: Path) -> dict[str, dict]:
     out = {}
     for path in sorted((Path(root) / "runs").glob(f"*/{RECORD}")):
         record = read_arm_record(path)
-        results = path.parent / record["results"]
-        if results.is_file():
-            out[path.parent.name] = {**record, "run_dir": str(path.parent), "results": str(results)}
+        out[path.parent.name] = {**record, "run_dir": str(path.parent), "results": str(record["results"])}
     return out
 
 
@@ -86,11 +84,7 @@ def _read_jobs(path: Path) -> dict | None:
         raise ConfigError(f"{path}: not a submissions record (expected {{'attempts': [{{...}}, ...]}}); {JOBS}")
     for i, attempt in enumerate(jobs["attempts"] if jobs else []):
         check_fields(path, attempt, ATTEMPT_FIELDS, JOBS, f"attempts[{i}].")
-        launcher = attempt.get("launcher")
-        if launcher not in ("inline", "local", "slurm") or (launcher != "inline" and "job_id" not in attempt) or \
-                (launcher == "local" and not str(attempt["job_id"]).isdigit()):
-            raise ConfigError(f"{path}: attempts[{i}] is not a submission simclr writes (launcher inline, local with a "
-                              f"process id, or slurm with a job id); {JOBS}")
+        check_job_id(path, i, attempt)
     return jobs
 
 
