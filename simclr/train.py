@@ -90,7 +90,7 @@ def check_policy_fits(policy, channels: int) -> None:
 def _check_not_running(run_dir: Path) -> None:
     """Refuse to resume a run another live process is training: both would write its checkpoints."""
     status_file = run_dir / "run.json"
-    if not status_file.exists():
+    if not (status_file.exists() or status_file.is_symlink()):  # a dangling or looping link is damage too
         return
     try:
         record = json.loads(status_file.read_text())

@@ -113,6 +113,11 @@ def damage_status(run):
     (run / "run.json").write_text("[1, 2]")
 
 
+def dangle_status(run):
+    (run / "run.json").unlink()
+    (run / "run.json").symlink_to(run / "gone.json")
+
+
 def truncate(run):
     ckpt = run / "checkpoints" / "last.ckpt"
     ckpt.write_bytes(ckpt.read_bytes()[:1000])
@@ -230,6 +235,7 @@ CASES = [
      "is training this run now"),
     ("resume with a damaged run.json", "finished:damage_status",
      "run.json is not the JSON object simclr writes there (damaged or edited); restore it, or move it aside"),
+    ("resume with run.json a dangling link", "finished:dangle_status", "run.json is not the JSON object simclr"),
     ("resume from a truncated last.ckpt", "finished:truncate", "last.ckpt: cannot be resumed from"),
     ("resume from a malicious pickle", "finished:malicious", "last.ckpt: cannot be resumed from; it is not a tensors-only"),
     ("evaluate a malicious pickle", "finished:malicious:evaluate", "best.ckpt: cannot be read as a simclr checkpoint"),
@@ -299,6 +305,11 @@ CASES = [
     ("report of a study without accuracies with a metric", study("report", {
         "runs/base-seed0/results.json": '{"metrics": {"simclr": {"diagnostics": {"rankme": 3}}}}'}, "--metric", "x"),
      "--metric: "),
+    ("report of a damaged selection.json", study("report", {"runs/base-seed0/selection.json": '{"rankme": '}),
+     "base-seed0/selection.json: not readable JSON"),
+    ("report of a selection.json with a text objective", study("report", {
+        "runs/base-seed0/selection.json": '{"rankme": "high", "rotation_acc": 0.5, "knn_val_top1": null}'}),
+     "base-seed0/selection.json: rankme is 'high', not the int or finite float or NoneType"),
     ("report of an older study's damaged index",
      study("report", {"plan.json": None, "runs/base-seed0/arm.json": None, "manifest.json": '{"finished": []}'}),
      "manifest.json: not an ablation index (expected {'finished'"),
@@ -306,9 +317,10 @@ CASES = [
 
 
 def _snapshot(root: Path) -> dict:
-    """Every path, and each file's size and mtime (a data cache may appear: it is not a result)."""
-    return {str(p.relative_to(root)): None if p.is_dir() else (p.stat().st_size, p.stat().st_mtime_ns)
-            for p in root.rglob("*") if "cache" not in p.parts}
+    """Every path, and each file's size and mtime (a data cache may appear: it is not a result). Links are
+    stat'ed themselves: some cases plant dangling ones."""
+    return {str(p.relative_to(root)): None if p.is_dir() and not p.is_symlink() else
+            (p.lstat().st_size, p.lstat().st_mtime_ns) for p in root.rglob("*") if "cache" not in p.parts}
 
 
 @pytest.mark.parametrize("setup,fragment", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
@@ -342,6 +354,17 @@ def test_a_study_without_accuracies_reports_so_and_writes_no_tables(tmp_path, ca
     assert main(argv(tmp_path)) == 0
     assert "no kNN or linear accuracies to tabulate" in capsys.readouterr().out
     assert not list((tmp_path / "abl").glob("results*"))
+
+
+def test_a_run_whose_eval_folder_is_a_link_to_another_disk_still_reports(tmp_path, capsys):
+    """Results reached through a symlinked eval/ folder are the run's own (only the path as written counts)."""
+    argv = study("report", {"runs/base-seed0/arm.json": ARM.replace('"results.json"', '"eval/eval-1/results.json"'),
+                            "runs/base-seed0/results.json": None})(tmp_path)
+    other = tmp_path / "other-disk" / "eval-1"
+    other.mkdir(parents=True)
+    (other / "results.json").write_text(STUDY["runs/base-seed0/results.json"])
+    (tmp_path / "abl" / "runs" / "base-seed0" / "eval").symlink_to(other.parent)
+    assert main(argv) == 0 and "base" in capsys.readouterr().out
 
 
 def test_two_runs_starting_with_one_name_at_once_get_their_own_directories(tmp_path, monkeypatch):

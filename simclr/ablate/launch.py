@@ -279,8 +279,9 @@ def _conclude(root: Path, keys: list[str], launcher: str, wait: bool) -> bool:
         print(f"{s.key}: {s.state}: {s.detail}" + (f"\n    log: {s.log}" if s.log else ""), file=sys.stderr)
     if failed:
         busy = sum(s.state in ("queued", "running") for s in failed)
-        print(f"{len(failed)} of {len(states)} run(s) did not finish; the report covers the finished ones. "
+        print(f"{len(failed)} of {len(states)} run(s) did not finish"
+              + ("; the report covers the finished ones. " if index["finished"] else ". ")
               + (f"{busy} of them are still queued or running (left alone): `simclr ablate status {root}` follows "
-                 "them, `simclr ablate report` when they end. " if busy else "")
+                 f"them, `simclr ablate report {root}` when they end. " if busy else "")
               + ("Relaunch the same command to resubmit the others." if len(failed) > busy else ""), file=sys.stderr)
     return not failed

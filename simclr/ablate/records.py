@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from pathlib import Path
 
 from simclr.config.schema import ConfigError
 
 RELAUNCH = "`simclr ablate SPEC` writes it afresh when it relaunches the study, leaving finished runs as they are."
-RERUN = "restore it, or move that run's folder aside and relaunch the study to run it again."
+RERUN = "restore it, or move that run's folder out of the study's runs/ folder and relaunch the study to run it again."
 LEGACY_INDEX = ("in a study written before per-run records it is the only index of the finished runs: restore it "
                 "from a backup (a relaunch would train them again).")
 JOBS = "restore it, or move it aside: the arm then counts as never submitted."
@@ -91,7 +92,8 @@ def read_arm_record(path: Path) -> dict:
     check_fields(path, record, RECORD_FIELDS, RERUN)
     folder = Path(path).parent
     results = folder / record["results"]
-    if not results.resolve().is_relative_to(folder.resolve()):
+    # compared as written, not resolved: an eval/ folder symlinked to another disk is still the run's own
+    if not Path(os.path.normpath(results)).is_relative_to(os.path.normpath(folder)):
         raise ConfigError(f"{path}: results '{record['results']}' lies outside the run folder {folder}; {RERUN}")
     if not results.is_file():
         raise ConfigError(f"{path}: its results file {results} is missing (or not a file); {RERUN}")

@@ -7,7 +7,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from simclr.ablate.report_plots import plot_bars, plot_paired, plot_pairwise, plot_sweep
-from simclr.ablate.selection import write_selection_table
+from simclr.ablate.selection import selection_rows, write_selection_table
 from simclr.ablate.stats import describe, paired, summary
 from simclr.ablate.records import read_manifest, read_plan, read_results
 from simclr.ablate.status import finished_records, planned_runs
@@ -137,11 +137,12 @@ def report(root: Path, metric: str | None = None, reference: str | None = None) 
         raise ConfigError(f"{root}: no finished runs (runs/*/arm.json); is this an ablation directory "
                           "(output_dir/name)? `simclr ablate status DIR` shows where its runs stand.")
     values, info, baselines = collect(root)
+    selection_table = selection_rows(root)  # read (and checked) before anything is written
     if not any(values.values()):  # protocols: diagnostics and/or selection only
         if metric is not None or reference is not None:
             raise ConfigError(f"--{'metric' if metric is not None else 'reference'}: {root} holds no kNN or linear "
                               "accuracies to compare (its protocols were diagnostics/selection only).")
-        selection = write_selection_table(root)
+        selection = write_selection_table(root, selection_table)
         print(f"{root}: no kNN or linear accuracies to tabulate (the spec's protocols have none); each run's "
               "diagnostics are in runs/<key>/eval/*/results.json"
               + (f"; wrote {selection} (search objectives per run)" if selection else "."))
@@ -161,7 +162,7 @@ def report(root: Path, metric: str | None = None, reference: str | None = None) 
                         plot_bars(root, values, info, metric, baselines=baselines, suffix=suffix, reference=reference),
                         plot_sweep(root, values, info, metric, baselines=baselines, suffix=suffix),
                         plot_paired(root, values, baselines, metric, reference, suffix)) if p is not None]
-    selection = write_selection_table(root)
+    selection = write_selection_table(root, selection_table)
     print("\n".join(lines) + (f"\nwrote {selection} (search objectives per run)" if selection else ""))
     print(f"wrote {root / f'results{ref_suffix}.csv'}, .md, .json" + "".join(f", {p.name}" for p in made))
     return made

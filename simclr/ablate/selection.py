@@ -9,11 +9,11 @@ then writes `selection.csv`: one row per arm x seed with the three objectives ne
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 from simclr.ablate.status import finished_records
 from simclr.evaluate.proxies import OBJECTIVES, selection_metrics
+from simclr.ablate.records import RERUN, check_fields, read_recorded, read_results
 from simclr.utils import write_json_atomic
 
 SELECTION = "selection"
@@ -25,7 +25,7 @@ def score_run(run_dir: Path) -> dict:
     so resuming an ablation does not recompute or overwrite them)."""
     path = Path(run_dir) / SELECTION_FILE
     if path.is_file():
-        return json.loads(path.read_text())
+        return read_recorded(path, RERUN, OBJECTIVES)
     metrics = selection_metrics(run_dir)
     write_json_atomic(path, metrics)
     return metrics
@@ -39,8 +39,9 @@ def selection_rows(root: Path) -> list[dict]:
         path = Path(entry["run_dir"]) / SELECTION_FILE
         if not path.is_file():
             continue
-        scores = json.loads(path.read_text())
-        test = json.loads(Path(entry["results"]).read_text())["metrics"].get("simclr", {})
+        scores = read_recorded(path, RERUN, OBJECTIVES)
+        check_fields(path, scores, dict.fromkeys(OBJECTIVES, (int, float, type(None))), RERUN)
+        test = read_results(Path(entry["results"]))["metrics"].get("simclr", {})
         row = {"arm": entry["arm"], "seed": int(entry["seed"]), **{k: scores[k] for k in OBJECTIVES}}
         for protocol, metrics in test.items():
             row.update({f"{protocol}/{m}": v for m, v in metrics.items()
@@ -49,9 +50,10 @@ def selection_rows(root: Path) -> list[dict]:
     return sorted(rows, key=lambda r: (r["arm"], r["seed"]))
 
 
-def write_selection_table(root: Path) -> Path | None:
-    """`selection.csv` in the ablation directory; None (and nothing written) when no run has objectives."""
-    rows = selection_rows(root)
+def write_selection_table(root: Path, rows: list[dict] | None = None) -> Path | None:
+    """`selection.csv` in the ablation directory (`rows`: selection_rows(root), read earlier); None (and nothing
+    written) when no run has objectives."""
+    rows = selection_rows(root) if rows is None else rows
     if not rows:
         return None
     fields = list(dict.fromkeys(k for r in rows for k in r))
