@@ -12,7 +12,7 @@ import yaml
 
 from simclr.ablate.spec import AblationSpec, Arm
 from simclr.config.files import parse_yaml
-from simclr.config.run import STREAM_ONLY, RunConfig, load_config
+from simclr.config.run import RunConfig, as_stored, load_config
 from simclr.config.schema import ConfigError, build, to_dict
 
 RECORD = "spec.resolved.yaml"
@@ -35,10 +35,6 @@ def _recorded(root: Path) -> str | None:
     return None
 
 
-# STREAM_ONLY keys do nothing with the in-memory loader: a directory that ran with data.loader=memory is not
-# a different study because a later simclr changed their defaults.
-
-
 def _comparable(old: dict, new: dict) -> tuple[dict, dict]:
     """The two records without what cannot change a result: base-config keys a newer simclr added (absent
     from the old record) at their default value, and stream-only data keys of in-memory runs."""
@@ -49,11 +45,9 @@ def _comparable(old: dict, new: dict) -> tuple[dict, dict]:
     new_cfg = {section: ({k: v for k, v in values.items() if k in old_cfg.get(section, {})
                           or v != defaults.get(section, {}).get(k, object())}
                          if isinstance(values, dict) else values) for section, values in new_cfg.items()}
-    old_cfg = dict(old_cfg)
-    for cfg in (old_cfg, new_cfg):
-        if isinstance(cfg.get("data"), dict) and cfg["data"].get("loader", "memory") == "memory":
-            cfg["data"] = {k: v for k, v in cfg["data"].items() if k not in STREAM_ONLY}
-    return {**old, "base_config": old_cfg}, {**new, "base_config": new_cfg}
+    # stream-only keys do nothing with the in-memory loader: a directory that ran with data.loader=memory is
+    # not a different study because a later simclr changed their defaults
+    return {**old, "base_config": as_stored(old_cfg)}, {**new, "base_config": as_stored(new_cfg)}
 
 
 def _defaults(cls) -> dict:

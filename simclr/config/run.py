@@ -232,7 +232,7 @@ def override_config(cfg: RunConfig, overrides: list[str] | tuple[str, ...]) -> R
     streamed run evaluated with data.loader=memory does not carry its decode workers into a loader without any."""
     base = to_dict(cfg)
     if "data.loader" in _override_keys(overrides):
-        base["data"] = {k: v for k, v in base["data"].items() if k not in STREAM_ONLY}
+        base["data"] = _without_stream_keys(base["data"])
     return _merged(OmegaConf.create(base), overrides, "overrides")
 
 
@@ -240,14 +240,25 @@ def save_config(cfg: RunConfig, path: Path) -> None:
     path.write_text(OmegaConf.to_yaml(OmegaConf.create(to_dict(cfg))))
 
 
-def as_stored(raw: dict) -> dict:
-    """A config that simclr itself recorded (config.yaml, a checkpoint), read by today's schema. Runs recorded
-    before the in-memory loader refused stream-only keys carry their defaults of then (num_workers: 2), which
-    that loader never read; they are dropped, so such runs still evaluate and resume."""
+def _without_stream_keys(data: dict) -> dict:
+    return {k: v for k, v in data.items() if k not in STREAM_ONLY}
+
+
+def data_section(raw) -> dict:
+    """The `data` mapping of a raw (recorded or written) config, {} where there is none."""
     data = raw.get("data") if isinstance(raw, dict) else None
-    if not isinstance(data, dict) or data.get("loader", "memory") != "memory":
+    return data if isinstance(data, dict) else {}
+
+
+def as_stored(raw: dict) -> dict:
+    """A config that simclr itself recorded (config.yaml, a checkpoint, an ablation's spec record), read by
+    today's schema. Runs recorded before the in-memory loader refused stream-only keys carry their defaults of
+    then (num_workers: 2), which that loader never read; they are dropped (their defaults apply), so such runs
+    still evaluate and resume."""
+    data = data_section(raw)
+    if not data or data.get("loader", "memory") != "memory":
         return raw
-    return {**raw, "data": {k: v for k, v in data.items() if k not in ("num_workers", "stream_eval_per_class")}}
+    return {**raw, "data": _without_stream_keys(data)}
 
 
 def config_from_dict(raw: dict) -> RunConfig:

@@ -13,7 +13,7 @@ import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from simclr.config.files import read_yaml
-from simclr.config.run import STREAM_ONLY, RunConfig, config_from_dict, load_config
+from simclr.config.run import STREAM_ONLY, RunConfig, config_from_dict, data_section, load_config
 from simclr.config.schema import ConfigError, to_dict
 
 
@@ -79,11 +79,6 @@ def read_checkpoint(ckpt: Path, error: type[ConfigError] = ConfigError, action: 
             from None
 
 
-def _data_section(raw) -> dict:
-    data = raw.get("data") if isinstance(raw, dict) else None
-    return data if isinstance(data, dict) else {}
-
-
 def resumable(run_dir: Path) -> tuple[RunConfig, Path, dict]:
     """(config, last checkpoint, the config as the checkpoint records it) of a run that can be continued, or one
     ConfigError saying why not. The resumed run records that same dict in its checkpoints, so keys that today's
@@ -109,7 +104,7 @@ def resumable(run_dir: Path) -> tuple[RunConfig, Path, dict]:
     changed = [f"{k}: {then.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(now) | set(then))
                if now.get(k) != then.get(k)]
     # the stream-only keys the stored reading drops for the in-memory loader: compared as written
-    written, recorded = _data_section(read_yaml(config_file, "config file")), _data_section(saved)
+    written, recorded = data_section(read_yaml(config_file, "config file")), data_section(saved)
     changed += [f"data.{k}: {recorded.get(k)!r} -> {written.get(k)!r}" for k in STREAM_ONLY
                 if written.get(k) != recorded.get(k)]
     if changed:
