@@ -96,10 +96,10 @@ def trained_elsewhere(run):
     import os
     import socket
 
-    from simclr.utils import _start_ticks
+    from simclr.utils import pid_start_ticks
     record = json.loads((run / "run.json").read_text())
     record.update(status="running", process={"host": socket.gethostname(), "pid": os.getppid(),
-                                             "pid_start": _start_ticks(os.getppid())})
+                                             "pid_start": pid_start_ticks(os.getppid())})
     (run / "run.json").write_text(json.dumps(record))
 
 

@@ -216,11 +216,11 @@ def test_an_inline_run_training_in_another_process_is_running_until_that_process
     import socket
 
     from simclr.ablate.status import add_attempt, arm_state
-    from simclr.utils import _start_ticks, process_running
+    from simclr.utils import pid_start_ticks, process_running
 
     trainer = subprocess.Popen(["sleep", "60"])
     try:
-        who = {"host": socket.gethostname(), "pid": trainer.pid, "pid_start": _start_ticks(trainer.pid)}
+        who = {"host": socket.gethostname(), "pid": trainer.pid, "pid_start": pid_start_ticks(trainer.pid)}
         run_dir = tmp_path / "runs" / "a-seed0"
         run_dir.mkdir(parents=True)
         (run_dir / "run.json").write_text(json.dumps({"status": "running", "process": who}))

@@ -25,7 +25,7 @@ from pathlib import Path
 from simclr.ablate.records import ATTEMPT_FIELDS, JOBS, RERUN, check_fields, check_job_id, read_arm_record, \
     read_optional, read_plan
 from simclr.config.schema import ConfigError
-from simclr.utils import process_running, write_json_atomic
+from simclr.utils import pid_start_ticks, process_running, write_json_atomic
 
 RECORD = "arm.json"   # runs/<key>/arm.json: one arm x seed's result, written by its job alone
 
@@ -121,12 +121,13 @@ def slurm_queue() -> dict[str, str]:
 
 
 def _process_alive(pid: int) -> bool:
+    """A live (not zombie) submitit process."""
+    if pid_start_ticks(pid) is None:
+        return False
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        return b"submitit" in Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z" and b"submitit" in cmdline
 
 
 def _job_error(attempt: dict) -> str:
@@ -159,7 +160,7 @@ def arm_state(root: Path, key: str, queue: dict[str, str], finished: dict[str, d
             return ArmState(key, "queued" if queue[job] in QUEUED else "running", f"SLURM job {job} {queue[job]}", log)
         if attempt["launcher"] == "local" and _process_alive(int(job)):
             return ArmState(key, "running", f"local process {job}", log)
-        if log and not Path(log).exists() and not (Path(root) / "runs" / key).exists():
+        if log and not Path(log).exists() and not run_dir.exists():
             return ArmState(key, "cancelled", f"{attempt['launcher']} job {job} left the queue before it started; "
                                               "relaunching submits it again")
         return ArmState(key, "failed", f"{attempt['launcher']} job {job}: {_job_error(attempt)}", log)

@@ -97,7 +97,7 @@ def this_process() -> dict:
     system has since given to another process is not taken for it."""
     import os
     import socket
-    return {"host": socket.gethostname(), "pid": os.getpid(), "pid_start": _start_ticks(os.getpid())}
+    return {"host": socket.gethostname(), "pid": os.getpid(), "pid_start": pid_start_ticks(os.getpid())}
 
 
 def process_running(who) -> bool:
@@ -106,11 +106,11 @@ def process_running(who) -> bool:
     import socket
     if not isinstance(who, dict) or who.get("host") != socket.gethostname():
         return False
-    start = _start_ticks(who.get("pid"))
+    start = pid_start_ticks(who.get("pid"))
     return start is not None and start == who.get("pid_start")
 
 
-def _start_ticks(pid) -> int | None:
+def pid_start_ticks(pid) -> int | None:
     """Field 22 of /proc/PID/stat (start time after boot, in clock ticks); None for a dead or zombie process."""
     try:
         fields = Path(f"/proc/{int(pid)}/stat").read_text().rsplit(")", 1)[1].split()
