@@ -109,9 +109,12 @@ def check_job_id(path: Path, i: int, attempt: dict) -> None:
                           f"process id, or slurm with a job id such as 123 or 123_4); {JOBS}")
 
 
-def read_results(path: Path, accuracies: tuple[str, ...] = ("top1", "top5")) -> dict:
+ACCURACIES = ("top1", "top5")  # the metrics an ablation report tabulates
+
+
+def read_results(path: Path) -> dict:
     """A run's results file (simclr evaluate's results.json): its `metrics` per encoder and protocol, each
-    accuracy a number (a report must not drop a seed's value without saying so)."""
+    accuracy (ACCURACIES) a finite number, so a report can take them as they are and never drops one."""
     record = read_recorded(path, RERUN, ("metrics",))
     metrics = record["metrics"]
     if not (isinstance(metrics, dict) and all(isinstance(protocols, dict) and all(
@@ -120,5 +123,5 @@ def read_results(path: Path, accuracies: tuple[str, ...] = ("top1", "top5")) -> 
                           f"{RERUN}")
     for encoder, protocols in metrics.items():
         for protocol, values in protocols.items():
-            check_fields(path, values, dict.fromkeys(accuracies, (int, float)), RERUN, f"metrics.{encoder}.{protocol}.")
+            check_fields(path, values, dict.fromkeys(ACCURACIES, (int, float)), RERUN, f"metrics.{encoder}.{protocol}.")
     return record

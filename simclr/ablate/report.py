@@ -9,7 +9,7 @@ from pathlib import Path
 from simclr.ablate.report_plots import plot_bars, plot_paired, plot_pairwise, plot_sweep
 from simclr.ablate.selection import selection_rows, write_selection_table
 from simclr.ablate.stats import describe, paired, summary
-from simclr.ablate.records import read_manifest, read_plan, read_results
+from simclr.ablate.records import ACCURACIES, read_manifest, read_plan, read_results
 from simclr.ablate.status import finished_records, planned_runs
 from simclr.config.schema import ConfigError, suggest
 
@@ -23,18 +23,15 @@ def collect(root: Path) -> tuple[dict, dict, dict]:
     baselines: dict = defaultdict(lambda: defaultdict(dict))
     info: dict = {}
     for entry in entries:
-        record = read_results(Path(entry["results"]), ACCURACIES)
+        record = read_results(Path(entry["results"]))
         info[entry["arm"]] = {"kind": entry["kind"], "meta": entry["meta"]}
         for encoder, protocols in record["metrics"].items():
             target = values[entry["arm"]] if encoder == "simclr" else baselines[encoder]
             for protocol, metrics in protocols.items():
                 for metric, v in metrics.items():
-                    if isinstance(v, (int, float)) and not isinstance(v, bool) and metric in ACCURACIES:
+                    if metric in ACCURACIES:  # numbers: read_results checked them
                         target[f"{protocol}/{metric}"][int(entry["seed"])] = float(v)
     return values, info, baselines
-
-
-ACCURACIES = ("top1", "top5")
 
 
 def reference_of(root: Path, values: dict, info: dict) -> str:

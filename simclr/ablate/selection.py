@@ -13,7 +13,7 @@ from pathlib import Path
 
 from simclr.ablate.status import finished_records
 from simclr.evaluate.proxies import OBJECTIVES, selection_metrics
-from simclr.ablate.records import RERUN, check_fields, read_recorded, read_results
+from simclr.ablate.records import ACCURACIES, RERUN, check_fields, read_recorded, read_results
 from simclr.utils import write_json_atomic
 
 SELECTION = "selection"
@@ -44,8 +44,7 @@ def selection_rows(root: Path) -> list[dict]:
         test = read_results(Path(entry["results"]))["metrics"].get("simclr", {})
         row = {"arm": entry["arm"], "seed": int(entry["seed"]), **{k: scores[k] for k in OBJECTIVES}}
         for protocol, metrics in test.items():
-            row.update({f"{protocol}/{m}": v for m, v in metrics.items()
-                        if isinstance(v, (int, float)) and not isinstance(v, bool) and m in ("top1", "top5")})
+            row.update({f"{protocol}/{m}": v for m, v in metrics.items() if m in ACCURACIES})
         rows.append(row)
     return sorted(rows, key=lambda r: (r["arm"], r["seed"]))
 
