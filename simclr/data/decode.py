@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -61,17 +61,18 @@ def _decode_jpegs(blobs: list[torch.Tensor], names: Sequence[str], device: torch
         raise
 
 
-class _Subset:
-    """names[ks[j]] for j, without building the names (they are needed only to report a failure)."""
+class LazyNames:
+    """A sequence of n image names for error messages, each built by name(k) only when asked for: names are
+    needed only to report a file that fails to decode."""
 
-    def __init__(self, names: Sequence[str], ks: list[int]):
-        self.names, self.ks = names, ks
+    def __init__(self, name: Callable[[int], str], n: int):
+        self.name, self.n = name, n
 
-    def __getitem__(self, j: int) -> str:
-        return self.names[self.ks[j]]
+    def __getitem__(self, k: int) -> str:
+        return self.name(k)
 
     def __len__(self) -> int:
-        return len(self.ks)
+        return self.n
 
 
 def _decode_pil(blob: torch.Tensor, name: str) -> torch.Tensor:
@@ -119,7 +120,8 @@ def decode_images(blobs: Sequence[bytes | bytearray | torch.Tensor], size: int |
     tensors = [as_tensor(b) for b in blobs]
     images: list[torch.Tensor | None] = [None] * len(tensors)
     if jpeg:
-        for k, img in zip(jpeg, _decode_jpegs([tensors[k] for k in jpeg], _Subset(names, jpeg), device)):
+        jpeg_names = LazyNames(lambda j: names[jpeg[j]], len(jpeg))
+        for k, img in zip(jpeg, _decode_jpegs([tensors[k] for k in jpeg], jpeg_names, device)):
             images[k] = img
     for k in sorted(set(range(len(tensors))) - set(jpeg)):
         images[k] = _decode_pil(tensors[k], names[k]).to(device)

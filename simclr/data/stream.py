@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from simclr.data.datamodule import SeededBatchSampler, check_compatible_splits, per_class_indices, split_indices
-from simclr.data.decode import EncodedBatch, decode_images
+from simclr.data.decode import EncodedBatch, LazyNames, decode_images
 from simclr.data.formats import IMAGE_EXTENSIONS, DataError, ImageData
 from simclr.data.imagefolder import class_folders, split_folder, split_root
 
@@ -65,19 +65,6 @@ class StreamIndex:
         """The images as error messages name them: shard.tar:member or the file's path."""
         return [f"{Path(self.files[f]).name}:{n}" if f >= 0 else os.path.join(self.root, n)
                 for f, n in zip(self.file_of[ids].tolist(), self.names(ids))]
-
-
-class _Where:
-    """Error-message names, built only for an image that fails to decode."""
-
-    def __init__(self, index: StreamIndex, ids: list[int]):
-        self.index, self.ids = index, ids
-
-    def __getitem__(self, k: int) -> str:
-        return self.index.where([self.ids[k]])[0]
-
-    def __len__(self) -> int:
-        return len(self.ids)
 
 
 def _wanted(parts: tuple[str, ...], split: str | None) -> bool:
@@ -170,7 +157,8 @@ class StreamedImages(Dataset):
         ids = self.ids[positions].tolist()
         blobs, labels = self._read(ids), self.index.labels[ids]
         if self.decode_in_worker:
-            return decode_images(blobs, self.image_size, _Where(self.index, ids)), labels
+            names = LazyNames(lambda k: self.index.where([ids[k]])[0], len(ids))  # built only for a failure
+            return decode_images(blobs, self.image_size, names), labels
         data = torch.frombuffer(bytearray(b"".join(blobs)), dtype=torch.uint8)  # one tensor: one shared-memory handover
         return EncodedBatch(data, torch.tensor([len(b) for b in blobs]), labels, self.index.where(ids))
 
