@@ -181,8 +181,7 @@ def run_ops(ops: list[Op], draws, rows: slice, x: torch.Tensor) -> torch.Tensor:
         op, (applied, d) = ops[i], draws[i]
         d = {k: v[rows] for k, v in d.items()}
         applied = None if applied is None else applied[rows]
-        if (op.name == "random_resized_crop" and i + 1 < len(ops) and ops[i + 1].name == "horizontal_flip"
-                and op.can_take_flip()):
+        if i + 1 < len(ops) and ops[i + 1].name == "horizontal_flip" and op.can_take_flip():
             x = op.apply_selected(x, d, applied, mirror=draws[i + 1][0][rows])
             i += 2
             continue

@@ -78,6 +78,11 @@ class Op:
         """The output shape for an input of `shape` (only a crop changes it)."""
         return shape
 
+    def can_take_flip(self) -> bool:
+        """Whether a horizontal_flip right after this op can be folded into it, as
+        `apply_selected(x, draws, applied, mirror=<the flip's selection>)` (see pipeline.run_ops)."""
+        return False
+
     def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         # x: (B, C, H, W) float in [0, 1] (normalize excepted)
         applied, draws = self.draw(x, gen)
