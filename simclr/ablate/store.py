@@ -46,7 +46,8 @@ def _comparable(old: dict, new: dict) -> tuple[dict, dict]:
                           or v != defaults.get(section, {}).get(k, object())}
                          if isinstance(values, dict) else values) for section, values in new_cfg.items()}
     # stream-only keys do nothing with the in-memory loader: a directory that ran with data.loader=memory is
-    # not a different study because a later simclr changed their defaults
+    # not a different study because a later simclr changed their defaults (decode_device, which as_stored
+    # keeps, is cpu in every valid in-memory config, or absent from an older record and dropped above)
     return {**old, "base_config": as_stored(old_cfg)}, {**new, "base_config": as_stored(new_cfg)}
 
 

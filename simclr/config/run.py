@@ -232,16 +232,12 @@ def override_config(cfg: RunConfig, overrides: list[str] | tuple[str, ...]) -> R
     streamed run evaluated with data.loader=memory does not carry its decode workers into a loader without any."""
     base = to_dict(cfg)
     if "data.loader" in _override_keys(overrides):
-        base["data"] = _without_stream_keys(base["data"])
+        base["data"] = {k: v for k, v in base["data"].items() if k not in STREAM_ONLY}
     return _merged(OmegaConf.create(base), overrides, "overrides")
 
 
 def save_config(cfg: RunConfig, path: Path) -> None:
     path.write_text(OmegaConf.to_yaml(OmegaConf.create(to_dict(cfg))))
-
-
-def _without_stream_keys(data: dict) -> dict:
-    return {k: v for k, v in data.items() if k not in STREAM_ONLY}
 
 
 def data_section(raw) -> dict:
@@ -254,11 +250,12 @@ def as_stored(raw: dict) -> dict:
     """A config that simclr itself recorded (config.yaml, a checkpoint, an ablation's spec record), read by
     today's schema. Runs recorded before the in-memory loader refused stream-only keys carry their defaults of
     then (num_workers: 2), which that loader never read; they are dropped (their defaults apply), so such runs
-    still evaluate and resume."""
+    still evaluate and resume. decode_device stays: it was refused with that loader from the start, and a
+    recorded 'cuda' there is damage to be reported, not a default to replace."""
     data = data_section(raw)
     if not data or data.get("loader", "memory") != "memory":
         return raw
-    return {**raw, "data": _without_stream_keys(data)}
+    return {**raw, "data": {k: v for k, v in data.items() if k not in ("num_workers", "stream_eval_per_class")}}
 
 
 def config_from_dict(raw: dict) -> RunConfig:
