@@ -292,6 +292,13 @@ CASES = [
     ("report of an accuracy that is NaN", study("report", {
         "runs/base-seed0/results.json": '{"metrics": {"simclr": {"knn": {"top1": NaN}}}}'}),
      "metrics.simclr.knn.top1 is nan, not the int or finite float"),
+    ("report of a damaged per_image field", study("report", {
+        "runs/base-seed0/results.json": '{"metrics": {"simclr": {"knn": {"top1": 0.5}}}, "per_image": {"images": 10, '
+                                        '"labels_sha256": "ab", "encoders": {"simclr": {"knn": "AA=="}}}}'}),
+     "base-seed0/results.json: per_image.encoders.simclr.knn is not 10 packed bits in base64; restore it"),
+    ("report of a per_image field without a count", study("report", {
+        "runs/base-seed0/results.json": '{"metrics": {"simclr": {"knn": {"top1": 0.5}}}, "per_image": {"images": "10"}}'}),
+     "base-seed0/results.json: per_image.images is '10', not a positive image count"),
     ("report of a results file nested too deeply", study("report", {"runs/base-seed0/results.json": "[" * 100000}),
      "base-seed0/results.json: not readable JSON (nested too deeply)"),
     ("status of a SLURM submission with a job id that is not one", study("status", {

@@ -210,3 +210,29 @@ def test_an_unlabelled_train_split_is_refused_only_by_the_protocols_that_fit_on_
     with pytest.raises(ConfigError, match="eval.knn_k: k=200 exceeds the 30 labelled"):
         _check_compatible(run, cfg, labelled, ["knn"])
     _check_compatible(run, cfg, labelled, ["linear", "diagnostics"])
+
+
+def test_per_image_record_unpacks_to_what_knn_and_the_probe_predicted():
+    """results.json's per_image: packed bits that unpack to predictions == labels, whose mean is the top-1;
+    n/8 bytes a metric; the binomial SE beside it."""
+    import base64
+
+    from simclr.evaluate.records import binomial_se, decode_per_image, labels_digest, per_image_record
+
+    x, y = load_digits(return_X_y=True)
+    xtr, xte, ytr, yte = train_test_split(x, y, test_size=0.3, stratify=y, random_state=0)
+    knn = knn_classify(xtr, ytr, xte, yte, k=5)
+    probe = linear_probe(xtr, ytr, xte, yte, settings=ProbeSettings(wd_grid=(1e-3, 1e-2, 1e-1)))
+    hits = {"knn_k5": knn.predictions == yte, "linear": probe.predictions == yte}
+    record = per_image_record({"simclr": hits}, yte)
+    assert record["images"] == len(yte) and record["labels_sha256"] == labels_digest(yte)
+    assert len(base64.b64decode(record["encoders"]["simclr"]["knn_k5"])) == (len(yte) + 7) // 8
+    decoded = decode_per_image(record)["simclr"]
+    for name, top1 in (("knn_k5", knn.top1), ("linear", probe.top1)):
+        np.testing.assert_array_equal(decoded[name], hits[name])
+        assert decoded[name].mean() == pytest.approx(top1, abs=1e-12)
+    assert binomial_se(0.3, 10_000) == pytest.approx(np.sqrt(0.3 * 0.7 / 10_000))
+    assert labels_digest(yte) != labels_digest(yte[::-1])
+    bad = {**record, "encoders": {"simclr": {"linear": record["encoders"]["simclr"]["linear"][:-4]}}}
+    with pytest.raises(ValueError, match="per_image.encoders.simclr.linear is not"):
+        decode_per_image(bad)

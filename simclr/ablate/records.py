@@ -114,7 +114,9 @@ ACCURACIES = ("top1", "top5")  # the metrics an ablation report tabulates
 
 def read_results(path: Path) -> dict:
     """A run's results file (simclr evaluate's results.json): its `metrics` per encoder and protocol, each
-    accuracy (ACCURACIES) a finite number, so a report can take them as they are and never drops one."""
+    accuracy (ACCURACIES) a finite number, so a report can take them as they are and never drops one. Its
+    optional `per_image` (absent before it was recorded) comes back decoded as `correct`:
+    {encoder: {protocol: (n_test,) bool}}, with `per_image` itself as written."""
     record = read_recorded(path, RERUN, ("metrics",))
     metrics = record["metrics"]
     if not (isinstance(metrics, dict) and all(isinstance(protocols, dict) and all(
@@ -124,4 +126,10 @@ def read_results(path: Path) -> dict:
     for encoder, protocols in metrics.items():
         for protocol, values in protocols.items():
             check_fields(path, values, dict.fromkeys(ACCURACIES, (int, float)), RERUN, f"metrics.{encoder}.{protocol}.")
+    if "per_image" in record:
+        from simclr.evaluate.records import decode_per_image  # here: `ablate status` reads records without torch
+        try:
+            record["correct"] = decode_per_image(record["per_image"])
+        except ValueError as e:
+            raise ConfigError(f"{path}: {e}; {RERUN}") from None
     return record

@@ -8,19 +8,21 @@ from pathlib import Path
 
 from simclr.ablate.report_plots import plot_bars, plot_paired, plot_pairwise, plot_sweep
 from simclr.ablate.selection import selection_rows, write_selection_table
-from simclr.ablate.stats import describe, paired, summary
+from simclr.ablate.stats import describe, describe_test, paired, summary, test_sampling
 from simclr.ablate.records import ACCURACIES, read_manifest, read_plan, read_results
 from simclr.ablate.status import finished_records, planned_runs
 from simclr.config.schema import ConfigError, suggest
 
 
-def collect(root: Path) -> tuple[dict, dict, dict]:
-    """-> (values[arm][metric][seed] = value, arm info, baselines[encoder][metric][seed] = value)."""
+def collect(root: Path) -> tuple[dict, dict, dict, dict]:
+    """-> (values[arm][metric][seed] = value, arm info, baselines[encoder][metric][seed] = value,
+    correct[arm][metric][seed] = (test labels' sha256, per-image top-1 correct) where runs recorded it)."""
     entries = list(finished_records(root).values())
     if not entries and (root / "manifest.json").exists():  # a directory from before per-run records
         entries = list(read_manifest(root)["finished"].values())
     values: dict = defaultdict(lambda: defaultdict(dict))
     baselines: dict = defaultdict(lambda: defaultdict(dict))
+    correct: dict = defaultdict(lambda: defaultdict(dict))
     info: dict = {}
     for entry in entries:
         record = read_results(Path(entry["results"]))
@@ -31,7 +33,9 @@ def collect(root: Path) -> tuple[dict, dict, dict]:
                 for metric, v in metrics.items():
                     if metric in ACCURACIES:  # numbers: read_results checked them
                         target[f"{protocol}/{metric}"][int(entry["seed"])] = float(v)
-    return values, info, baselines
+        for protocol, hits in record.get("correct", {}).get("simclr", {}).items():
+            correct[entry["arm"]][f"{protocol}/top1"][int(entry["seed"])] = (record["per_image"]["labels_sha256"], hits)
+    return values, info, baselines, correct
 
 
 def reference_of(root: Path, values: dict, info: dict) -> str:
@@ -53,9 +57,11 @@ def main_metric(values: dict) -> str:
     return knn[0] if knn else keys[0]
 
 
-def table_rows(values: dict, info: dict, baselines: dict, reference: str) -> list[dict]:
+def table_rows(values: dict, info: dict, baselines: dict, reference: str, correct: dict | None = None) -> list[dict]:
     """One row per (arm or floor, metric): mean ± std over seeds, per-seed values, and the paired
-    differences against the reference arm and against the random-init floor."""
+    differences against the reference arm (with their test-sampling error where `correct` has the runs'
+    per-image records) and against the random-init floor."""
+    correct = correct or {}
     metrics = sorted({k for arm in values.values() for k in arm})
     floors = {name: baselines.get(name, {}) for name in ("random_init", "random_init_bn")}
     rows = []
@@ -69,6 +75,8 @@ def table_rows(values: dict, info: dict, baselines: dict, reference: str) -> lis
                                                                           values[reference].get(metric, {})),
                    **{f"vs_{name}": None if arm == f"[{name}]" or metric not in floor
                       else paired(per_metric[metric], floor[metric]) for name, floor in floors.items()}}
+            row["vs_reference_test"] = test_sampling(correct.get(arm, {}).get(metric, {}),
+                                                     correct.get(reference, {}).get(metric, {}), row["vs_reference"])
             rows.append(row)
     return rows
 
@@ -78,15 +86,32 @@ def _flat(p: dict | None, prefix: str) -> dict:
     return {f"{prefix}_{k}": ("" if p is None else p[k]) for k in keys}
 
 
+def _test_lines(rows: list[dict], reference: str) -> list[str]:
+    """Markdown: each arm's paired difference vs the reference beside its test-sampling error."""
+    lines = ["## Test sampling vs seed variance (points)", "",
+             "Test-sampling ±1.96·SE: the paired SE of the mean difference over the same test images, "
+             "sqrt(Σ_s SE_s²)/S with SE_s = sd_i(c_arm,i − c_ref,i)/√n (docs/evaluation.md); var_test/var_seed: "
+             "the share of the seed-to-seed variance of the differences that test sampling accounts for. "
+             "– where runs have no per-image records.", "",
+             "| arm | metric | Δ vs reference [95 % t-interval] | test-sampling ±1.96·SE | var_test / var_seed |",
+             "|---|---|---|---|---|"]
+    lines += [f"| {r['arm']} | {r['metric']} | {describe(r['vs_reference'])} | "
+              + " | ".join(describe_test(r["vs_reference_test"])) + " |"
+              for r in rows if r["arm"] != reference and r["kind"] != "baseline" and r["metric"].endswith("/top1")]
+    return lines
+
+
 def write_tables(root: Path, values: dict, info: dict, baselines: dict, reference: str | None = None,
-                 suffix: str = "") -> list[str]:
+                 suffix: str = "", correct: dict | None = None) -> list[str]:
     reference = reference or reference_of(root, values, info)
     metrics = sorted({k for arm in values.values() for k in arm})
-    rows = table_rows(values, info, baselines, reference)
+    rows = table_rows(values, info, baselines, reference, correct)
     done, planned = len(finished_records(root)), planned_runs(root)
     flat = [{"arm": r["arm"], "kind": r["kind"], "metric": r["metric"], "mean": r["mean"], "std": r["std"],
              "seeds": r["seeds"], "values": json.dumps(r["values"]), **_flat(r["vs_reference"], "d_ref"),
-             **_flat(r["vs_random_init"], "d_rand"), **_flat(r["vs_random_init_bn"], "d_rand_bn")} for r in rows]
+             **_flat(r["vs_random_init"], "d_rand"), **_flat(r["vs_random_init_bn"], "d_rand_bn"),
+             **{f"d_ref_test_{k}": ("" if r["vs_reference_test"] is None else r["vs_reference_test"][k])
+                for k in ("se", "share")}} for r in rows]
     with open(root / f"results{suffix}.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(flat[0]) if flat else ["arm"])
         w.writeheader()
@@ -96,6 +121,10 @@ def write_tables(root: Path, values: dict, info: dict, baselines: dict, referenc
         "paired": "per-seed differences (arm - reference, arm - random_init, arm - random_init_bn) over the "
                   "seeds both have; "
                   "ci = Student t interval of the mean difference; same_sign = seeds agreeing with the mean's sign",
+        "test_sampling": "vs_reference_test: paired SE of the mean difference arm - reference from test sampling, "
+                         "sqrt(sum_s SE_s^2)/S with SE_s = sd_i(c_arm,i - c_ref,i)/sqrt(n_images) over the same test "
+                         "images; share = mean_s SE_s^2 / var of the per-seed differences; null without per-image "
+                         "records",
         "rows": rows}, indent=2))
     arms = list(dict.fromkeys(r["arm"] for r in rows))
     by = {(r["arm"], r["metric"]): r for r in rows}
@@ -120,7 +149,7 @@ def write_tables(root: Path, values: dict, info: dict, baselines: dict, referenc
           "`[random_init_bn]` (BN statistics recomputed on training images) and `[raw_pixels]` are the floors.", "",
           *lines, "", f"## Paired differences vs `{reference}` (points)", "",
           "Per seed, arm − reference on the same splits and random streams; mean [95 % t-interval], and how "
-          "many seeds agree in sign with the mean.", "", *paired_lines, ""]
+          "many seeds agree in sign with the mean.", "", *paired_lines, "", *_test_lines(rows, reference), ""]
     (root / f"results{suffix}.md").write_text("\n".join(md))
     return partial + lines + [""] + paired_lines
 
@@ -133,7 +162,7 @@ def report(root: Path, metric: str | None = None, reference: str | None = None) 
     if not finished_records(root) and not (root / "manifest.json").exists():
         raise ConfigError(f"{root}: no finished runs (runs/*/arm.json); is this an ablation directory "
                           "(output_dir/name)? `simclr ablate status DIR` shows where its runs stand.")
-    values, info, baselines = collect(root)
+    values, info, baselines, correct = collect(root)
     selection_table = selection_rows(root)  # read (and checked) before anything is written
     if not any(values.values()):  # protocols: diagnostics and/or selection only
         if metric is not None or reference is not None:
@@ -152,7 +181,7 @@ def report(root: Path, metric: str | None = None, reference: str | None = None) 
     if metric is not None and metric not in known:  # checked before anything is written
         raise ConfigError(f"--metric: '{metric}' is not in these results.{suggest(metric, known)}")
     reference = reference or reference_of(root, values, info)
-    lines = write_tables(root, values, info, baselines, reference, ref_suffix)
+    lines = write_tables(root, values, info, baselines, reference, ref_suffix, correct)
     suffix = ("" if metric is None else "_" + metric.replace("/", "_")) + ref_suffix
     metric = metric or main_metric(values)
     made = [p for p in (plot_pairwise(root, values, info, metric, suffix, reference),

@@ -45,3 +45,37 @@ def describe(p: dict | None, scale: float = 100.0, unit: str = "") -> str:
         return "–"
     ci = f"[{scale * p['ci_low']:+.1f}, {scale * p['ci_high']:+.1f}]" if p["seeds"] > 1 else "[n=1]"
     return f"{scale * p['mean']:+.1f}{unit} {ci}, {p['same_sign']}/{p['seeds']}"
+
+
+def test_sampling(arm: dict[int, tuple[str, np.ndarray]], reference: dict[int, tuple[str, np.ndarray]],
+                  p: dict | None, z: float = 1.96) -> dict | None:
+    """The test-sampling error of `p` (paired(arm, reference)): how much the differences would move on another
+    draw of test images. arm/reference: seed -> (test labels' sha256, (n,) bool top-1 correct per image).
+    Per seed SE_s = sd_i(c_arm,i - c_ref,i) / sqrt(n) (paired on the same images, so images both arms get right
+    or wrong cancel); for the mean difference over S seeds sqrt(sum_s SE_s^2) / S. `share` = mean_s SE_s^2 /
+    the sample variance of the per-seed differences: the part of the seed-to-seed spread test sampling
+    accounts for. None when a seed of `p` lacks per-image records or its arms saw different test labels."""
+    if p is None:
+        return None
+    seeds = [int(s) for s in p["diffs"]]
+    per_seed = {}
+    for s in seeds:
+        if s not in arm or s not in reference or arm[s][0] != reference[s][0] or len(arm[s][1]) != len(reference[s][1]):
+            return None
+        d = arm[s][1].astype(np.float64) - reference[s][1].astype(np.float64)                       # (n,)
+        per_seed[s] = float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else math.inf
+    se = math.sqrt(sum(v * v for v in per_seed.values())) / len(seeds)
+    var_test = float(np.mean([v * v for v in per_seed.values()]))
+    var_seed = p["std"] ** 2 if p["seeds"] > 1 else None   # None (JSON null): undefined for one seed
+    return {"se_per_seed": {str(s): v for s, v in per_seed.items()}, "se": se, "z": z,
+            "low": p["mean"] - z * se, "high": p["mean"] + z * se, "images": len(arm[seeds[0]][1]),
+            "var_test": var_test, "var_seed_diffs": var_seed,
+            "share": var_test / var_seed if var_seed else None}
+
+
+def describe_test(t: dict | None, scale: float = 100.0) -> tuple[str, str]:
+    """('±0.9', '35 %'): the z·SE half-width in points, and var_test / var_seed_diffs; '–' where unknown."""
+    if t is None:
+        return "–", "–"
+    share = "–" if t["share"] is None else f"{100 * t['share']:.0f} %"
+    return f"±{scale * t['z'] * t['se']:.1f}", share

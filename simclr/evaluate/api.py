@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import torch
 
 import simclr
@@ -26,7 +27,7 @@ from simclr.evaluate.diagnostics import (DIAGNOSTIC_SEEDS, alignment, balanced_s
 from simclr.evaluate.features import extract_features
 from simclr.evaluate.knn import knn_classify
 from simclr.evaluate.linear import ProbeSettings, linear_probe
-from simclr.evaluate.records import format_table, new_eval_dir, write_records
+from simclr.evaluate.records import binomial_se, format_table, new_eval_dir, per_image_record, write_records
 from simclr.utils import git_commit, torch_save_atomic
 
 log = logging.getLogger("simclr")
@@ -103,22 +104,31 @@ def effective_k(requested: Sequence[int], bank_labels) -> dict[int, int]:
     return capped
 
 
-def _protocols(feats, splits, cfg: RunConfig, protocols, probe: ProbeSettings, device: str = "cpu") -> dict:
-    """`device`: where kNN searches (the encoder's; a GPU searches with torch, the CPU with faiss)."""
+def _protocols(feats, splits, cfg: RunConfig, protocols, probe: ProbeSettings, device: str = "cpu",
+               correct: dict | None = None) -> dict:
+    """`device`: where kNN searches (the encoder's; a GPU searches with torch, the CPU with faiss). `correct`,
+    when given, receives each protocol's (n_test,) bool top-1 correctness (results.json's per_image)."""
     labels = {s: d.labels.numpy() for s, d in splits.items()}
     keep = labels["train"] >= 0
     num_classes = len(splits["train"].classes)
+    n_test = len(labels["test"])
     result: dict[str, dict] = {}
+    hits: dict[str, np.ndarray] = {}
     if "knn" in protocols:
         for k, used in effective_k(cfg.eval.knn_k, labels["train"]).items():
             r = knn_classify(feats["train"][keep].to(device), labels["train"][keep], feats["test"].to(device),
                              labels["test"], used, cfg.eval.knn_temperature, num_classes)
-            result[f"knn_k{k}"] = {"top1": r.top1, "top5": r.top5, "k": used}
+            result[f"knn_k{k}"] = {"top1": r.top1, "top1_se": binomial_se(r.top1, n_test), "top5": r.top5, "k": used}
+            hits[f"knn_k{k}"] = r.predictions == labels["test"]
     if "linear" in protocols:
         r = linear_probe(feats["train"][keep], labels["train"][keep], feats["test"], labels["test"],
                          feats["val"], labels["val"], probe, num_classes)
-        result["linear"] = {"top1": r.top1, "top5": r.top5, "weight_decay": r.weight_decay,
-                            "wd_searched": sorted(float(w) for w in r.val_top1), "wd_at_edge": r.at_edge}
+        result["linear"] = {"top1": r.top1, "top1_se": binomial_se(r.top1, n_test), "top5": r.top5,
+                            "weight_decay": r.weight_decay, "wd_searched": sorted(float(w) for w in r.val_top1),
+                            "wd_at_edge": r.at_edge}
+        hits["linear"] = r.predictions == labels["test"]
+    if correct is not None:
+        correct.update(hits)
     return result
 
 
@@ -151,15 +161,16 @@ def evaluate_run(target: str | Path, protocols: Sequence[str] = ("knn", "linear"
         encoders["random_init_bn"] = (bn_encoder, _cache_key("random-bn", run.cfg.model, run.in_channels,
                                                              cfg.seed, *data_key))
     metrics: dict[str, dict] = {}
+    correct: dict[str, dict] = {}   # encoder -> protocol -> (n_test,) bool top-1 correct
     for name, (encoder, key) in encoders.items():
         feats = _cached_features(encoder, splits, pre, cache, key)
-        metrics[name] = _protocols(feats, splits, cfg, protocols, probe, device)
+        metrics[name] = _protocols(feats, splits, cfg, protocols, probe, device, correct.setdefault(name, {}))
         if "diagnostics" in protocols:
             metrics[name]["diagnostics"] = _diagnostics(encoder, feats, splits, run, cfg)
     if baselines:
         pixels = {s: pre(d.images).flatten(1) for s, d in splits.items()}
         metrics["raw_pixels"] = _protocols(pixels, splits, cfg, [p for p in protocols if p != "diagnostics"], probe,
-                                           device)
+                                           device, correct.setdefault("raw_pixels", {}))
 
     root = (run.run_dir / "eval") if run.run_dir else run.checkpoint.parent / f"eval-{run.checkpoint.stem}"
     eval_dir = new_eval_dir(root)
@@ -196,7 +207,9 @@ def evaluate_run(target: str | Path, protocols: Sequence[str] = ("knn", "linear"
     for warning in settings["warnings"]:
         log.warning("warning: %s (%s)", warning, cfg.data.path or cfg.data.name)
     csv_path = (run.run_dir or root) / "results.csv"
-    out = write_records(eval_dir, csv_path, metrics, settings)
+    correct = {enc: c for enc, c in correct.items() if c}
+    out = write_records(eval_dir, csv_path, metrics, settings,
+                        per_image_record(correct, splits["test"].labels.numpy()) if correct else None)
     if plot and "diagnostics" in metrics["simclr"]:
         from simclr.evaluate.plots import plot_invariance
         plot_invariance({k: {op: r["cosine"] for op, r in v["diagnostics"]["invariance"].items()}

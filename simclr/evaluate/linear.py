@@ -37,6 +37,7 @@ class ProbeResult:
     weight_decay: float
     val_top1: dict[str, float] = field(default_factory=dict)
     at_edge: bool = False   # the chosen weight decay is still at an edge of the (widened) grid
+    predictions: np.ndarray | None = None   # (Q,) the top-1 class per test image (top1 = its mean agreement)
 
 
 def _standardise(train: torch.Tensor, *others: torch.Tensor):
@@ -107,4 +108,5 @@ def linear_probe(train_x, train_y, test_x, test_y, val_x=None, val_y=None,
     full, te = _standardise(full_x, test_x)
     w, b = fit_logistic(full, full_y, num_classes, best_wd, settings.max_iter)
     logits = te @ w.T + b
-    return ProbeResult(_topk(logits, test_y, 1), _topk(logits, test_y, 5), best_wd, scores, at_edge)
+    return ProbeResult(_topk(logits, test_y, 1), _topk(logits, test_y, 5), best_wd, scores, at_edge,
+                       logits.topk(1, dim=1).indices[:, 0].numpy())

@@ -4,14 +4,67 @@ Nothing is overwritten: each evaluation gets a fresh eval-N directory; CSV rows 
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import csv
+import hashlib
 import json
+import math
 import time
 from pathlib import Path
+
+import numpy as np
 
 from simclr.utils import first_free
 
 CSV_FIELDS = ["time", "eval_dir", "checkpoint_sha256", "dataset", "encoder", "protocol", "metric", "value"]
+
+
+PER_IMAGE_ENCODING = "base64(numpy.packbits(top-1 correct per test image, in test-split order))"
+
+
+def labels_digest(labels) -> str:
+    """sha256 of the test labels in order (int64): two runs with the same digest and count saw the same labels in
+    the same order, which is what pairing their per-image correctness needs."""
+    return hashlib.sha256(np.ascontiguousarray(np.asarray(labels), dtype=np.int64).tobytes()).hexdigest()
+
+
+def binomial_se(top1: float, n: int) -> float:
+    """Standard error of a top-1 accuracy measured on n test images: sqrt(p(1-p)/n)."""
+    return math.sqrt(top1 * (1 - top1) / n) if n else math.nan
+
+
+def per_image_record(correct: dict[str, dict[str, np.ndarray]], test_labels) -> dict:
+    """{encoder: {protocol: (n,) bool}} -> results.json's `per_image` (n/8 bytes a metric before base64)."""
+    return {"images": int(len(test_labels)), "labels_sha256": labels_digest(test_labels),
+            "encoding": PER_IMAGE_ENCODING,
+            "encoders": {enc: {proto: base64.b64encode(np.packbits(np.asarray(c, dtype=bool))).decode("ascii")
+                               for proto, c in protos.items()} for enc, protos in correct.items()}}
+
+
+def decode_per_image(per_image) -> dict[str, dict[str, np.ndarray]]:
+    """results.json's `per_image` -> {encoder: {protocol: (n,) bool}}; a ValueError naming the damaged field."""
+    if not isinstance(per_image, dict):
+        raise ValueError("per_image is not an object")
+    n, digest = per_image.get("images"), per_image.get("labels_sha256")
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"per_image.images is {n!r}, not a positive image count")
+    if not isinstance(digest, str):
+        raise ValueError(f"per_image.labels_sha256 is {digest!r}, not a hash")
+    encoders = per_image.get("encoders")
+    if not isinstance(encoders, dict) or not all(isinstance(v, dict) for v in encoders.values()):
+        raise ValueError("per_image.encoders is not {encoder: {protocol: base64}}")
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for enc, protos in encoders.items():
+        for proto, text in protos.items():
+            try:
+                packed = np.frombuffer(base64.b64decode(text, validate=True), dtype=np.uint8)
+            except (TypeError, ValueError, binascii.Error):
+                packed = None
+            if packed is None or len(packed) != (n + 7) // 8:
+                raise ValueError(f"per_image.encoders.{enc}.{proto} is not {n} packed bits in base64")
+            out.setdefault(enc, {})[proto] = np.unpackbits(packed, count=n).astype(bool)
+    return out
 
 
 def new_eval_dir(root: Path) -> Path:
@@ -32,9 +85,11 @@ def flatten(metrics: dict) -> list[tuple[str, str, str, float]]:
     return rows
 
 
-def write_records(eval_dir: Path, csv_path: Path, metrics: dict, settings: dict) -> Path:
+def write_records(eval_dir: Path, csv_path: Path, metrics: dict, settings: dict, per_image: dict | None = None) -> Path:
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
     record = {"time": stamp, "metrics": metrics, "settings": settings}
+    if per_image:
+        record["per_image"] = per_image
     out = eval_dir / "results.json"
     out.write_text(json.dumps(record, indent=2, default=str))
     new = not csv_path.exists()
