@@ -134,6 +134,78 @@ def test_paired_statistics_match_scipy():
                                                                          [ref[s] for s in range(5)]).pvalue < 0.05)
 
 
+def _correlated_hits(rng, n, p_ref=0.35, flip=0.15, gain=0.02):
+    """Per-image top-1 correctness of a reference and an arm that agree on most images (as two arms on the
+    same test images do): the arm flips a fraction of the reference's outcomes, a little more often to right."""
+    ref = rng.random(n) < p_ref
+    flips = rng.random(n) < flip
+    arm = np.where(flips, rng.random(n) < p_ref + gain / flip, ref)
+    return arm, ref
+
+
+def test_test_sampling_se_matches_numpy_and_a_paired_bootstrap_over_test_images():
+    from simclr.ablate.stats import paired, test_sampling
+    rng = np.random.default_rng(0)
+    n, seeds = 2000, [0, 1, 2]
+    hits = {s: _correlated_hits(rng, n) for s in seeds}
+    arm = {s: ("h", hits[s][0]) for s in seeds}
+    ref = {s: ("h", hits[s][1]) for s in seeds}
+    p = paired({s: hits[s][0].mean() for s in seeds}, {s: hits[s][1].mean() for s in seeds})
+    t = test_sampling(arm, ref, p)
+    se_s = [np.std(hits[s][0].astype(float) - hits[s][1], ddof=1) / np.sqrt(n) for s in seeds]
+    assert t["se"] == pytest.approx(np.sqrt(np.sum(np.square(se_s))) / len(seeds), rel=1e-12)
+    assert t["share"] == pytest.approx(np.mean(np.square(se_s)) / p["std"] ** 2, rel=1e-12)
+    assert (t["low"], t["high"]) == pytest.approx((p["mean"] - 1.96 * t["se"], p["mean"] + 1.96 * t["se"]))
+    # the same error by brute force: redraw each seed's test images with replacement (pairs kept together)
+    boot = [np.mean([(lambda i: hits[s][0][i].mean() - hits[s][1][i].mean())(rng.integers(0, n, n)) for s in seeds])
+            for _ in range(600)]
+    assert np.std(boot) == pytest.approx(t["se"], rel=0.12)
+    # unpaired binomial SEs would overstate it: the arms agree on most images
+    assert t["se"] < np.sqrt(sum(2 * 0.35 * 0.65 / n for _ in seeds)) / len(seeds) / 2
+    # another test set, or a seed without per-image records: no number
+    assert test_sampling({**arm, 1: ("other", arm[1][1])}, ref, p) is None
+    assert test_sampling({0: arm[0], 2: arm[2]}, ref, p) is None and test_sampling(arm, ref, None) is None
+
+
+def test_report_separates_test_sampling_from_seed_variance(tmp_path, capsys):
+    """Runs with per-image records get a test-sampling column; runs without (older results) get '–'."""
+    import csv
+
+    from simclr.evaluate.records import binomial_se, per_image_record
+    rng = np.random.default_rng(1)
+    root, labels = tmp_path / "abl", np.arange(1000) % 10
+    runs = []
+    for seed in range(3):
+        arm, ref = _correlated_hits(rng, 1000)
+        for name, hits in (("base", ref), ("crop", arm), ("older", arm)):
+            run = root / "runs" / f"{name}-seed{seed}"
+            run.mkdir(parents=True)
+            top1 = float(hits.mean())
+            record = {"metrics": {"simclr": {"knn_k20": {"top1": top1, "top1_se": binomial_se(top1, 1000),
+                                                         "top5": 0.9}}}}
+            if name != "older":
+                record["per_image"] = per_image_record({"simclr": {"knn_k20": hits}}, labels)
+            (run / "results.json").write_text(json.dumps(record))
+            (run / "arm.json").write_text(json.dumps({"arm": name, "kind": "named", "seed": seed, "meta": {},
+                                                      "results": "results.json"}))
+            runs.append({"key": run.name})
+    (root / "plan.json").write_text(json.dumps({"reference": "base", "runs": runs}))
+    assert main(["ablate", "report", str(root)]) == 0
+    md = (root / "results.md").read_text()
+    assert "test-sampling ±1.96·SE" in md and "var_test / var_seed" in md
+    row = next(line for line in md.splitlines() if line.startswith("| crop | knn_k20/top1 |"))
+    assert row.split("|")[4].strip().startswith("±") and row.split("|")[5].strip().endswith("%")
+    assert "| older | knn_k20/top1 |" in md and md.split("| older | knn_k20/top1 |")[1].splitlines()[0].endswith(
+        "| – | – |")
+    rows = {r["arm"]: r for r in json.loads((root / "results.json").read_text())["rows"]
+            if r["metric"] == "knn_k20/top1"}
+    assert rows["crop"]["vs_reference_test"]["images"] == 1000 and rows["older"]["vs_reference_test"] is None
+    with open(root / "results.csv") as fh:
+        flat = {r["arm"]: r for r in csv.DictReader(fh) if r["metric"] == "knn_k20/top1"}
+    assert float(flat["crop"]["d_ref_test_se"]) == pytest.approx(rows["crop"]["vs_reference_test"]["se"])
+    assert flat["older"]["d_ref_test_se"] == ""
+
+
 def test_drop_one_and_sweep_arms(tmp_path):
     spec = load_spec(spec_file(tmp_path, """
         base_policy: simclr_cifar
