@@ -260,6 +260,13 @@ def test_two_arm_ablation_runs_and_resumes_without_rerunning_finished_arms(tmp_p
     for f in ("results.csv", "results.md", "results.json", "arms.png"):
         assert (root / f).exists(), f
     assert "| rotated |" in (root / "results.md").read_text()
+    # each evaluation stored its per-image top-1 correctness: it unpacks to the top-1 it stored
+    from simclr.ablate.records import read_arm_record, read_results
+    record = read_results(read_arm_record(root / "runs" / "plain-seed0" / "arm.json")["results"])
+    assert record["per_image"]["images"] == len(record["correct"]["simclr"]["knn_k20"])
+    for encoder, protocols in record["correct"].items():
+        for protocol, hits in protocols.items():
+            assert hits.mean() == pytest.approx(record["metrics"][encoder][protocol]["top1"], abs=1e-12)
     # the report is rebuilt from results alone
     (root / "results.md").unlink()
     assert main(["ablate", "report", str(root)]) == 0
