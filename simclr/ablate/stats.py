@@ -52,19 +52,25 @@ def test_sampling(arm: dict[int, tuple[str, np.ndarray]], reference: dict[int, t
     """The test-sampling error of `p` (paired(arm, reference)): how much the differences would move on another
     draw of test images. arm/reference: seed -> (test labels' sha256, (n,) bool top-1 correct per image).
     Per seed SE_s = sd_i(c_arm,i - c_ref,i) / sqrt(n) (paired on the same images, so images both arms get right
-    or wrong cancel); for the mean difference over S seeds sqrt(sum_s SE_s^2) / S. `share` = mean_s SE_s^2 /
+    or wrong cancel); for the mean difference over S seeds sd_i(mean_s d_s,i) / sqrt(n): the seeds of a study
+    test on the same images, so their sampling errors add up rather than average out (on disjoint image sets
+    it equals sqrt(sum_s SE_s^2) / S in expectation). `share` = mean_s SE_s^2 /
     the sample variance of the per-seed differences: the part of the seed-to-seed spread test sampling
     accounts for. None when a seed of `p` lacks per-image records or its arms saw different test labels."""
     if p is None:
         return None
     seeds = [int(s) for s in p["diffs"]]
-    per_seed = {}
+    per_seed, diffs = {}, []
     for s in seeds:
         if s not in arm or s not in reference or arm[s][0] != reference[s][0] or len(arm[s][1]) != len(reference[s][1]):
             return None
         d = arm[s][1].astype(np.float64) - reference[s][1].astype(np.float64)                       # (n,)
         per_seed[s] = float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else math.inf
-    se = math.sqrt(sum(v * v for v in per_seed.values())) / len(seeds)
+        diffs.append(d)
+    if len({len(d) for d in diffs}) != 1:
+        return None
+    mean_d = np.mean(diffs, axis=0)                                                                    # (n,)
+    se = float(mean_d.std(ddof=1) / math.sqrt(len(mean_d))) if len(mean_d) > 1 else math.inf
     var_test = float(np.mean([v * v for v in per_seed.values()]))
     var_seed = p["std"] ** 2 if p["seeds"] > 1 else None   # None (JSON null): undefined for one seed
     return {"se_per_seed": {str(s): v for s, v in per_seed.items()}, "se": se, "z": z,
