@@ -8,17 +8,16 @@ from pathlib import Path
 
 from simclr.ablate.report_plots import plot_bars, plot_paired, plot_pairwise, plot_sweep
 from simclr.ablate.selection import selection_rows, write_selection_table
+from simclr.ablate.power import MDE_NOTE, verdict
 from simclr.ablate.stats import describe, paired, summary
 from simclr.ablate.records import ACCURACIES, read_manifest, read_plan, read_results
-from simclr.ablate.status import finished_records, planned_runs
+from simclr.ablate.status import finished_entries, finished_records, planned_runs
 from simclr.config.schema import ConfigError, suggest
 
 
 def collect(root: Path) -> tuple[dict, dict, dict]:
     """-> (values[arm][metric][seed] = value, arm info, baselines[encoder][metric][seed] = value)."""
-    entries = list(finished_records(root).values())
-    if not entries and (root / "manifest.json").exists():  # a directory from before per-run records
-        entries = list(read_manifest(root)["finished"].values())
+    entries = finished_entries(root)
     values: dict = defaultdict(lambda: defaultdict(dict))
     baselines: dict = defaultdict(lambda: defaultdict(dict))
     info: dict = {}
@@ -74,8 +73,8 @@ def table_rows(values: dict, info: dict, baselines: dict, reference: str) -> lis
 
 
 def _flat(p: dict | None, prefix: str) -> dict:
-    keys = ("mean", "std", "ci_low", "ci_high", "same_sign", "seeds")
-    return {f"{prefix}_{k}": ("" if p is None else p[k]) for k in keys}
+    keys = ("mean", "std", "ci_low", "ci_high", "same_sign", "seeds", "mde", "verdict")
+    return {f"{prefix}_{k}": ("" if p is None or p[k] is None else p[k]) for k in keys}
 
 
 def write_tables(root: Path, values: dict, info: dict, baselines: dict, reference: str | None = None,
@@ -95,7 +94,8 @@ def write_tables(root: Path, values: dict, info: dict, baselines: dict, referenc
         "reference": reference, "ci_level": 0.95, "runs_finished": done, "runs_planned": planned,
         "paired": "per-seed differences (arm - reference, arm - random_init, arm - random_init_bn) over the "
                   "seeds both have; "
-                  "ci = Student t interval of the mean difference; same_sign = seeds agreeing with the mean's sign",
+                  "ci = Student t interval of the mean difference; same_sign = seeds agreeing with the mean's sign; "
+                  + MDE_NOTE,
         "rows": rows}, indent=2))
     arms = list(dict.fromkeys(r["arm"] for r in rows))
     by = {(r["arm"], r["metric"]): r for r in rows}
@@ -106,12 +106,13 @@ def write_tables(root: Path, values: dict, info: dict, baselines: dict, referenc
     seeds = max((r["seeds"] for r in rows), default=0)
     main = main_metric(values)
     paired_lines = ["| arm | " + " | ".join(f"Δ {m} vs {reference}" for m in metrics)
-                    + f" | Δ {main} vs random init | Δ {main} vs random init (BN recomputed) |",
-                    "|---" * (len(metrics) + 3) + "|"]
+                    + f" | Δ {main} vs random init | Δ {main} vs random init (BN recomputed) | verdict ({main}) |",
+                    "|---" * (len(metrics) + 4) + "|"]
     paired_lines += [f"| {a} | " + " | ".join(describe(by[(a, m)]["vs_reference"]) if (a, m) in by else "–"
                                                for m in metrics)
                      + "".join(f" | {describe(by[(a, main)][key]) if (a, main) in by else '–'}"
-                               for key in ("vs_random_init", "vs_random_init_bn")) + " |"
+                               for key in ("vs_random_init", "vs_random_init_bn"))
+                     + f" | {verdict(by[(a, main)]['vs_reference']) if (a, main) in by else '–'} |"
                      for a in arms if a != reference]
     partial = [f"**Partial: {done} of {planned} runs have finished**; `simclr ablate status {root}` lists the "
                "others. Means and intervals below cover the finished runs only.", ""] if done < planned else []
@@ -120,7 +121,7 @@ def write_tables(root: Path, values: dict, info: dict, baselines: dict, referenc
           "`[random_init_bn]` (BN statistics recomputed on training images) and `[raw_pixels]` are the floors.", "",
           *lines, "", f"## Paired differences vs `{reference}` (points)", "",
           "Per seed, arm − reference on the same splits and random streams; mean [95 % t-interval], and how "
-          "many seeds agree in sign with the mean.", "", *paired_lines, ""]
+          "many seeds agree in sign with the mean. " + MDE_NOTE, "", *paired_lines, ""]
     (root / f"results{suffix}.md").write_text("\n".join(md))
     return partial + lines + [""] + paired_lines
 
