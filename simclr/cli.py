@@ -128,6 +128,16 @@ def cmd_ablate(args) -> int:
     from simclr.ablate import report, run_ablation
     from simclr.ablate.launch import SlurmOptions
 
+    plan_options = [f"--{k.replace('_', '-')}" for k in ("pilot", "mde", "seeds", "pilot_seeds")
+                    if getattr(args, k) is not None]
+    if args.spec == "plan":
+        from simclr.ablate.plan import plan
+        if not args.dir:
+            raise ConfigError("simclr ablate plan SPEC: give the ablation spec to plan.")
+        plan(args.dir, pilot=args.pilot, mde_points=args.mde, seeds=args.seeds, pilot_seeds=args.pilot_seeds)
+        return 0
+    if plan_options:
+        raise ConfigError(f"{', '.join(plan_options)}: go with `simclr ablate plan SPEC`.")
     if args.spec in ("report", "status"):
         if not args.dir:
             raise ConfigError(f"simclr ablate {args.spec} DIR: give the ablation directory.")
@@ -196,9 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace existing files")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("ablate", help="run an augmentation ablation, or `ablate status|report DIR`")
-    p.add_argument("spec", help="ablation spec YAML, or the word `status` or `report`")
-    p.add_argument("dir", nargs="?", help="with `status` / `report`: the ablation directory")
+    p = sub.add_parser("ablate", help="run an augmentation ablation, `ablate status|report DIR`, or `ablate plan SPEC`")
+    p.add_argument("spec", help="ablation spec YAML, or the word `status`, `report` or `plan`")
+    p.add_argument("dir", nargs="?", help="with `status` / `report`: the ablation directory; with `plan`: the spec")
     p.add_argument("--dry-run", action="store_true", help="list arms and their resolved policies; run nothing")
     p.add_argument("--new-dir", action="store_true",
                    help="if the spec's directory ran a different spec, continue in a new NAME-N directory")
@@ -220,6 +230,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", help="with `report`: the metric to plot, e.g. knn_k20/top1 (default: linear/top1)")
     p.add_argument("--reference", help="with `report`: the arm paired differences are taken against (default: "
                                        "the spec's `reference`); writes results_vs_ARM.*")
+    g = p.add_argument_group("plan (`simclr ablate plan SPEC`: seeds and compute from a pilot's paired spread)")
+    g.add_argument("--pilot", metavar="DIR", help="an earlier study directory to take the spread from (default: "
+                   "run a pilot into OUTPUT_DIR/NAME-pilot: the reference arm and one other)")
+    g.add_argument("--mde", type=float, metavar="POINTS", help="the effect to detect, in accuracy points: prints "
+                   "the seeds each comparison needs")
+    g.add_argument("--seeds", type=int, metavar="N", help="planned seeds (default: the spec's)")
+    g.add_argument("--pilot-seeds", type=int, metavar="N", help="seeds of the pilot this command runs (default: 3)")
     p.set_defaults(func=cmd_ablate)
 
     p = sub.add_parser("search", help="search an augmentation policy with Optuna (see docs/search.md)")

@@ -228,6 +228,14 @@ def run_ablation(spec_path: str | Path, dry_run: bool = False, launcher: str = "
             print(f"\n## {arm.name} ({arm.kind})")
             print(arm.policy.to_yaml(), end="")
         return False
+    return launch_tasks(spec, arms, root, tasks, Path(spec_path), f"simclr ablate {spec_path}", launcher=launcher,
+                        jobs=jobs, slurm=slurm, wait=wait, new_dir=new_dir)
+
+
+def launch_tasks(spec, arms, root: Path, tasks: list[ArmTask], spec_path: Path, resume: str, launcher: str = "inline",
+                 jobs: int = 1, slurm: SlurmOptions | None = None, wait: bool = False, new_dir: bool = False) -> bool:
+    """Claim `root` for this spec and these arms, then run what is missing (see run_ablation); `resume` is the
+    command that continues after an interrupt. `simclr ablate plan` runs its pilot through here."""
     slurm = slurm or SlurmOptions()
     if launcher != "inline":
         _check_devices(spec, launcher)
@@ -235,7 +243,7 @@ def run_ablation(spec_path: str | Path, dry_run: bool = False, launcher: str = "
         _check_slurm(slurm, spec)
     gpus = _gpus_for_local(spec, jobs) if launcher == "local" else 0
     writable_dir(root, "output_dir")
-    claimed = claim(root, resolved_record(spec, arms), Path(spec_path), new_dir)
+    claimed = claim(root, resolved_record(spec, arms), spec_path, new_dir)
     if claimed != root:
         root, tasks = claimed, make_tasks(spec, arms, claimed)
     _write_plan(spec, arms, root, tasks)
@@ -252,7 +260,7 @@ def run_ablation(spec_path: str | Path, dry_run: bool = False, launcher: str = "
         try:
             _run_inline(root, tasks, todo)
         except RunInterrupted as e:  # the whole ablation resumes, not just this run
-            e.args = (f"{e.signal_name} during the ablation; resume with: simclr ablate {spec_path}",)
+            e.args = (f"{e.signal_name} during the ablation; resume with: {resume}",)
             raise
     elif todo and launcher == "local":
         _run_local(root, todo, jobs, gpus)

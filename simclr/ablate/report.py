@@ -8,18 +8,17 @@ from pathlib import Path
 
 from simclr.ablate.report_plots import plot_bars, plot_paired, plot_pairwise, plot_sweep
 from simclr.ablate.selection import selection_rows, write_selection_table
+from simclr.ablate.power import MDE_NOTE, verdict
 from simclr.ablate.stats import describe, describe_test, paired, summary, test_sampling
 from simclr.ablate.records import ACCURACIES, read_manifest, read_plan, read_results
-from simclr.ablate.status import finished_records, planned_runs
+from simclr.ablate.status import finished_entries, finished_records, planned_runs
 from simclr.config.schema import ConfigError, suggest
 
 
 def collect(root: Path) -> tuple[dict, dict, dict, dict]:
     """-> (values[arm][metric][seed] = value, arm info, baselines[encoder][metric][seed] = value,
     correct[arm][metric][seed] = (test labels' sha256, per-image top-1 correct) where runs recorded it)."""
-    entries = list(finished_records(root).values())
-    if not entries and (root / "manifest.json").exists():  # a directory from before per-run records
-        entries = list(read_manifest(root)["finished"].values())
+    entries = finished_entries(root)
     values: dict = defaultdict(lambda: defaultdict(dict))
     baselines: dict = defaultdict(lambda: defaultdict(dict))
     correct: dict = defaultdict(lambda: defaultdict(dict))
@@ -82,15 +81,15 @@ def table_rows(values: dict, info: dict, baselines: dict, reference: str, correc
 
 
 def _flat(p: dict | None, prefix: str) -> dict:
-    keys = ("mean", "std", "ci_low", "ci_high", "same_sign", "seeds")
-    return {f"{prefix}_{k}": ("" if p is None else p[k]) for k in keys}
+    keys = ("mean", "std", "ci_low", "ci_high", "same_sign", "seeds", "mde", "verdict")
+    return {f"{prefix}_{k}": ("" if p is None or p[k] is None else p[k]) for k in keys}
 
 
 def _test_lines(rows: list[dict], reference: str) -> list[str]:
     """Markdown: each arm's paired difference vs the reference beside its test-sampling error."""
     lines = ["## Test sampling vs seed variance (points)", "",
              "Test-sampling ±1.96·SE: the paired SE of the mean difference over the same test images, "
-             "sqrt(Σ_s SE_s²)/S with SE_s = sd_i(c_arm,i − c_ref,i)/√n (docs/evaluation.md); var_test/var_seed: "
+             "sd_i(mean_s d_s,i)/√n with d_s,i = c_arm,s,i − c_ref,s,i (docs/evaluation.md); var_test/var_seed: "
              "the share of the seed-to-seed variance of the differences that test sampling accounts for. "
              "– where runs have no per-image records.", "",
              "| arm | metric | Δ vs reference [95 % t-interval] | test-sampling ±1.96·SE | var_test / var_seed |",
@@ -120,9 +119,10 @@ def write_tables(root: Path, values: dict, info: dict, baselines: dict, referenc
         "reference": reference, "ci_level": 0.95, "runs_finished": done, "runs_planned": planned,
         "paired": "per-seed differences (arm - reference, arm - random_init, arm - random_init_bn) over the "
                   "seeds both have; "
-                  "ci = Student t interval of the mean difference; same_sign = seeds agreeing with the mean's sign",
+                  "ci = Student t interval of the mean difference; same_sign = seeds agreeing with the mean's sign; "
+                  + MDE_NOTE,
         "test_sampling": "vs_reference_test: paired SE of the mean difference arm - reference from test sampling, "
-                         "sqrt(sum_s SE_s^2)/S with SE_s = sd_i(c_arm,i - c_ref,i)/sqrt(n_images) over the same test "
+                         "sd_i(mean_s d_s,i)/sqrt(n_images) with d_s,i = c_arm,s,i - c_ref,s,i over the same test "
                          "images; share = mean_s SE_s^2 / var of the per-seed differences; null without per-image "
                          "records",
         "rows": rows}, indent=2))
@@ -135,12 +135,13 @@ def write_tables(root: Path, values: dict, info: dict, baselines: dict, referenc
     seeds = max((r["seeds"] for r in rows), default=0)
     main = main_metric(values)
     paired_lines = ["| arm | " + " | ".join(f"Δ {m} vs {reference}" for m in metrics)
-                    + f" | Δ {main} vs random init | Δ {main} vs random init (BN recomputed) |",
-                    "|---" * (len(metrics) + 3) + "|"]
+                    + f" | Δ {main} vs random init | Δ {main} vs random init (BN recomputed) | verdict ({main}) |",
+                    "|---" * (len(metrics) + 4) + "|"]
     paired_lines += [f"| {a} | " + " | ".join(describe(by[(a, m)]["vs_reference"]) if (a, m) in by else "–"
                                                for m in metrics)
                      + "".join(f" | {describe(by[(a, main)][key]) if (a, main) in by else '–'}"
-                               for key in ("vs_random_init", "vs_random_init_bn")) + " |"
+                               for key in ("vs_random_init", "vs_random_init_bn"))
+                     + f" | {verdict(by[(a, main)]['vs_reference']) if (a, main) in by else '–'} |"
                      for a in arms if a != reference]
     partial = [f"**Partial: {done} of {planned} runs have finished**; `simclr ablate status {root}` lists the "
                "others. Means and intervals below cover the finished runs only.", ""] if done < planned else []
@@ -149,7 +150,8 @@ def write_tables(root: Path, values: dict, info: dict, baselines: dict, referenc
           "`[random_init_bn]` (BN statistics recomputed on training images) and `[raw_pixels]` are the floors.", "",
           *lines, "", f"## Paired differences vs `{reference}` (points)", "",
           "Per seed, arm − reference on the same splits and random streams; mean [95 % t-interval], and how "
-          "many seeds agree in sign with the mean.", "", *paired_lines, "", *_test_lines(rows, reference), ""]
+          "many seeds agree in sign with the mean. " + MDE_NOTE, "", *paired_lines, "", *_test_lines(rows, reference),
+          ""]
     (root / f"results{suffix}.md").write_text("\n".join(md))
     return partial + lines + [""] + paired_lines
 

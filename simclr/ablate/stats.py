@@ -7,6 +7,8 @@ import math
 
 import numpy as np
 
+from simclr.ablate.power import mde, verdict
+
 
 def summary(per_seed: dict[int, float]) -> dict:
     """mean, sample std and n of one arm's per-seed values."""
@@ -22,7 +24,8 @@ def t_quantile(df: int, level: float = 0.95) -> float:
 
 def paired(arm: dict[int, float], reference: dict[int, float], level: float = 0.95) -> dict | None:
     """Per-seed differences arm - reference over the seeds both have: their mean, sample std, a `level`
-    t-interval for the mean difference, and how many seeds agree in sign with the mean.
+    t-interval for the mean difference, how many seeds agree in sign with the mean, the minimal detectable
+    effect of this many seeds at this spread (power.mde; None for one seed) and a verdict (power.verdict).
     None when no seed is shared."""
     seeds = sorted(set(arm) & set(reference))
     if not seeds:
@@ -33,10 +36,12 @@ def paired(arm: dict[int, float], reference: dict[int, float], level: float = 0.
     std = float(d.std(ddof=1)) if n > 1 else 0.0
     half = t_quantile(n - 1, level) * std / math.sqrt(n) if n > 1 else math.inf
     sign = 1 if mean > 0 else -1 if mean < 0 else 0
-    return {"diffs": {str(s): float(x) for s, x in zip(seeds, d)}, "mean": mean, "std": std, "seeds": n,
-            "ci_low": mean - half, "ci_high": mean + half, "level": level,
-            "same_sign": int((np.sign(d) == sign).sum()) if sign else 0,
-            "excludes_zero": bool(n > 1 and (mean - half > 0 or mean + half < 0))}
+    out = {"diffs": {str(s): float(x) for s, x in zip(seeds, d)}, "mean": mean, "std": std, "seeds": n,
+           "ci_low": mean - half, "ci_high": mean + half, "level": level,
+           "same_sign": int((np.sign(d) == sign).sum()) if sign else 0,
+           "excludes_zero": bool(n > 1 and (mean - half > 0 or mean + half < 0)),
+           "mde": mde(std, n) if n > 1 else None}
+    return {**out, "verdict": verdict(out)}
 
 
 def describe(p: dict | None, scale: float = 100.0, unit: str = "") -> str:

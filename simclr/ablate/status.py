@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from simclr.ablate.records import ATTEMPT_FIELDS, JOBS, RERUN, check_fields, check_job_id, read_arm_record, \
-    read_optional, read_plan
+    read_manifest, read_optional, read_plan
 from simclr.config.schema import ConfigError
 from simclr.utils import pid_start_ticks, process_running, write_json_atomic
 
@@ -63,6 +63,14 @@ def finished_records(root: Path) -> dict[str, dict]:
         record = read_arm_record(path)
         out[path.parent.name] = {**record, "run_dir": str(path.parent), "results": str(record["results"])}
     return out
+
+
+def finished_entries(root: Path) -> list[dict]:
+    """The finished records; for a directory from before per-run records, its manifest.json's entries."""
+    entries = list(finished_records(root).values())
+    if not entries and (Path(root) / "manifest.json").exists():
+        entries = list(read_manifest(root)["finished"].values())
+    return entries
 
 
 def write_index(root: Path) -> dict:
