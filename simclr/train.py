@@ -1,10 +1,10 @@
 """`run(cfg)`: the one function that pretrains. The CLI and the ablation runner both call it.
 
 A run directory holds: config.yaml (resolved, frozen), policy.yaml (resolved), run.json (status,
-versions, timings, the CPU's threads and load, train images/s), checkpoints/{last,best}.ckpt and what the loggers write (`trainer.loggers`; by
-default csv/part-N/metrics.csv, one per training segment, and tb/ for TensorBoard; mlflow logs to
-`<output_dir>/mlruns` unless `trainer.logger_args.mlflow.tracking_uri` or MLFLOW_TRACKING_URI say
-otherwise). An existing directory is never overwritten: a new run gets the next free name (`name-2`, ...).
+versions, timings, the CPU's threads and load, train images/s), checkpoints/{last,best}.ckpt and what the
+loggers write (`trainer.loggers`; by default csv/part-N/metrics.csv, one per training segment, and tb/ for
+TensorBoard; mlflow logs to `<output_dir>/mlruns` unless `trainer.logger_args.mlflow.tracking_uri` or
+MLFLOW_TRACKING_URI say otherwise). An existing directory is never overwritten: a new run gets the next free name (`name-2`, ...).
 """
 from __future__ import annotations
 
