@@ -1,10 +1,10 @@
 """`run(cfg)`: the one function that pretrains. The CLI and the ablation runner both call it.
 
 A run directory holds: config.yaml (resolved, frozen), policy.yaml (resolved), run.json (status,
-versions, timings), checkpoints/{last,best}.ckpt and what the loggers write (`trainer.loggers`; by
-default csv/part-N/metrics.csv, one per training segment, and tb/ for TensorBoard; mlflow logs to
-`<output_dir>/mlruns` unless `trainer.logger_args.mlflow.tracking_uri` or MLFLOW_TRACKING_URI say
-otherwise). An existing directory is never overwritten: a new run gets the next free name (`name-2`, ...).
+versions, timings, the CPU's threads and load, train images/s), checkpoints/{last,best}.ckpt and what the
+loggers write (`trainer.loggers`; by default csv/part-N/metrics.csv, one per training segment, and tb/ for
+TensorBoard; mlflow logs to `<output_dir>/mlruns` unless `trainer.logger_args.mlflow.tracking_uri` or
+MLFLOW_TRACKING_URI say otherwise). An existing directory is never overwritten: a new run gets the next free name (`name-2`, ...).
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ from simclr.config.run import RunConfig, save_config
 from simclr.config.schema import ConfigError, to_dict
 from simclr.data import SimCLRDataModule, class_warnings
 from simclr.evaluate.monitor import KNNMonitor
-from simclr.module import SimCLRModule, Throughput
+from simclr.module import EpochRate, SimCLRModule, Throughput, cpu_state, load_avg
 from simclr.module.checkpoints import AtomicCheckpoint, LastEveryEpoch, resumable
 from simclr.module.loggers import build_loggers, check_loggers
 from simclr.utils import error_summary, first_free, git_commit, process_running, this_process, \
@@ -193,18 +193,24 @@ def run(cfg: RunConfig | None = None, resume: str | Path | None = None, callback
                               image_size=int(dm.splits["train"].images.shape[-1]))  # fit() restores ckpt state
         monitor = KNNMonitor(dm.splits["train"], dm.splits["val"], cfg.trainer.knn_monitor_every,
                              cfg.eval.monitor_k, cfg.eval.knn_temperature)
-        trainer = build_trainer(cfg, run_dir, [monitor, *callbacks])
+        rate = EpochRate()
+        trainer = build_trainer(cfg, run_dir, [monitor, rate, *callbacks])
     except BaseException:
         if resume is None:  # a run that never started leaves no stub (it would push the next run to name-2)
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
-    _write_status(run_dir, status="running", started=time.strftime("%Y-%m-%dT%H:%M:%S"), process=this_process())
+    cpu = {**cpu_state(), "load_avg_start": load_avg()}  # this training segment's (a resume records its own)
+    _write_status(run_dir, status="running", started=time.strftime("%Y-%m-%dT%H:%M:%S"), process=this_process(),
+                  cpu=cpu, throughput=rate.summary())
+
+    def measured() -> dict:
+        return {"cpu": {**cpu, "load_avg_end": load_avg()}, "throughput": rate.summary()}
     log.info("run directory: %s", run_dir)
     try:
         trainer.fit(module, datamodule=dm, ckpt_path=ckpt)
     except (SystemExit, SIGTERMException) as e:  # Lightning ends a Ctrl-C with sys.exit(1) after shutting down
         epochs = LastEveryEpoch.completed_epochs(trainer)
-        _write_status(run_dir, status="interrupted", epoch=epochs)
+        _write_status(run_dir, status="interrupted", epoch=epochs, **measured())
         signal.signal(signal.SIGINT, signal.default_int_handler)  # Lightning leaves Ctrl-C ignored
         if isinstance(e, SIGTERMException) or trainer.interrupted:
             raise RunInterrupted(run_dir, epochs,
@@ -212,14 +218,14 @@ def run(cfg: RunConfig | None = None, resume: str | Path | None = None, callback
         raise
     except Exception as e:  # a damaged file, a bug: failed, not interrupted; --resume continues it once fixed
         _write_status(run_dir, status="failed", epoch=LastEveryEpoch.completed_epochs(trainer),
-                      error=error_summary(e))
+                      error=error_summary(e), **measured())
         raise
     except BaseException:
-        _write_status(run_dir, status="interrupted", epoch=LastEveryEpoch.completed_epochs(trainer))
+        _write_status(run_dir, status="interrupted", epoch=LastEveryEpoch.completed_epochs(trainer), **measured())
         raise
     done = trainer.current_epoch >= cfg.trainer.max_epochs
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     _write_status(run_dir, status="finished" if done else "stopped", epoch=trainer.current_epoch,
-                  finished=time.strftime("%Y-%m-%dT%H:%M:%S"), metrics=metrics)
+                  finished=time.strftime("%Y-%m-%dT%H:%M:%S"), metrics=metrics, **measured())
     best = run_dir / "checkpoints" / "best.ckpt"
     return RunResult(run_dir, run_dir / "checkpoints" / "last.ckpt", best if best.exists() else None, metrics)

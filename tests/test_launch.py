@@ -150,6 +150,12 @@ def test_local_launcher_runs_two_arms_at_once(tmp_path, monkeypatch):
     assert len({a["pid"], b["pid"], os.getpid()}) == 3  # two job processes, neither of them this one
     assert max(a["started"], b["started"]) < min(a["ended"], b["ended"])  # their lifetimes overlap
     assert (root / "results.md").exists()
+    threads = max(1, len(os.sched_getaffinity(0)) // 2)  # the cores divided between the two jobs
+    for key in recs:
+        cpu = json.loads((root / "runs" / key / "run.json").read_text())["cpu"]
+        assert cpu["torch_threads"] == threads
+        assert cpu["env"] == {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+                              "OMP_WAIT_POLICY": "PASSIVE"}
 
 
 def test_a_failed_arm_is_reported_and_does_not_hide_the_others(tmp_path, monkeypatch, capsys):

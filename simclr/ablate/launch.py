@@ -1,7 +1,8 @@
 """`simclr ablate SPEC [--launcher inline|local|slurm]`: run every arm x seed through `runner.run_arm`.
 
     simclr ablate spec.yaml                                  # this process, one arm after another
-    simclr ablate spec.yaml --launcher local --jobs 2        # 2 arms at once on this machine (submitit)
+    simclr ablate spec.yaml --launcher local --jobs 2        # 2 arms at once on this machine (submitit),
+                                                             # each on cores // 2 threads
     simclr ablate spec.yaml --launcher slurm --partition gpu --time 240 --gpus-per-arm 1 --cpus-per-arm 8 \
         --array-parallelism 16                               # one SLURM array task per arm x seed
     simclr ablate status ablations/NAME                      # queued / running / finished / failed (+ log)
@@ -20,6 +21,7 @@ import shlex
 import sys
 import time
 import traceback
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,7 +36,7 @@ from simclr.config.files import inside, writable_dir
 from simclr.config.run import load_config
 from simclr.config.schema import ConfigError
 from simclr.train import RunInterrupted
-from simclr.utils import error_summary, format_duration, write_json_atomic
+from simclr.utils import error_summary, format_duration, usable_cores, write_json_atomic
 
 LAUNCHERS = ("inline", "local", "slurm")
 
@@ -52,13 +54,34 @@ class SlurmOptions:
 
 class ArmJob(submitit.helpers.Checkpointable):
     """What a submitit job runs. On preemption or timeout submitit calls `checkpoint()`, which resubmits this
-    same job; `run_arm` then resumes the arm from its last checkpoint."""
+    same job; `run_arm` then resumes the arm from its last checkpoint. `threads`: torch's intra-op threads in
+    the job (the local launcher's share of the cores; None leaves torch's default)."""
 
-    def __init__(self, task: ArmTask):
-        self.task = task
+    def __init__(self, task: ArmTask, threads: int | None = None):
+        self.task, self.threads = task, threads
 
     def __call__(self) -> dict:
+        if self.threads:
+            import torch
+            torch.set_num_threads(self.threads)
         return run_arm(self.task)
+
+
+def threads_per_job(jobs: int, cores: int | None = None) -> int:
+    """Each of `jobs` arms at once gets an equal share of the cores (at least one): jobs x threads <= cores."""
+    return max(1, (cores or usable_cores()) // jobs)
+
+
+def job_environment(jobs: int, cores: int | None = None) -> dict[str, str]:
+    """What the local launcher exports into each job before it starts Python, so that torch's OpenMP pool is
+    sized and behaves right from its first use. With several jobs on shared cores, OMP_WAIT_POLICY=PASSIVE:
+    OpenMP's idle threads sleep instead of spinning on cores another job needs (measured: an epoch 2-3x slower
+    with two spinning jobs on 2 cores; docs/benchmarks.md)."""
+    n = str(threads_per_job(jobs, cores))
+    env = {"OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n}
+    if jobs > 1:
+        env["OMP_WAIT_POLICY"] = "PASSIVE"
+    return env
 
 
 def _prepare(spec_path: str | Path):
@@ -148,11 +171,32 @@ def _record_submission(root: Path, task: ArmTask, launcher: str, job_id: str, fo
         "stdout": str(paths.stdout), "stderr": str(paths.stderr), "result": str(paths.result_pickle)})
 
 
+@contextmanager
+def exported(env: dict[str, str]):
+    """`env` in this process's environment while the block runs: submitit's local controller, and through it
+    the job's Python, start with a copy of it (so OMP_* are set before torch loads OpenMP there)."""
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def _run_local(root: Path, todo: list[ArmTask], jobs: int, gpus: int) -> None:
     """At most `jobs` arms at once, each in its own submitit process with its own logs (and its own GPU)."""
     folder = root / "jobs" / "local"
     ex = submitit.LocalExecutor(folder=folder, python=shlex.quote(sys.executable))
     ex.update_parameters(timeout_min=60 * 24 * 365)
+    jobs = min(jobs, len(todo))  # the cores are shared among the arms that actually run at once
+    env = job_environment(jobs)
+    threads = int(env["OMP_NUM_THREADS"])
+    print(f"{jobs} job(s) at once x {threads} thread(s) on {usable_cores()} core(s)"
+          + (", OMP_WAIT_POLICY=PASSIVE" if "OMP_WAIT_POLICY" in env else ""), flush=True)
     waiting, running, gpu_of = list(todo), {}, {}
     while waiting or running:
         while waiting and len(running) < jobs:
@@ -160,7 +204,8 @@ def _run_local(root: Path, todo: list[ArmTask], jobs: int, gpus: int) -> None:
             if gpus:
                 gpu_of[task.key] = min(set(range(gpus)) - {gpu_of[k] for k in running})
                 ex.update_parameters(gpus_per_node=1, visible_gpus=(gpu_of[task.key],))
-            job = ex.submit(ArmJob(task))
+            with exported(env):
+                job = ex.submit(ArmJob(task, threads))
             _record_submission(root, task, "local", job.job_id, folder)
             running[task.key] = job
             print(f"started {task.key} (process {job.job_id}, log {JobPaths(folder, job.job_id, 0).stderr})",

@@ -1,5 +1,5 @@
 """The LightningModule, its optimisers and the throughput callback."""
 from simclr.module.simclr_module import SimCLRModule
-from simclr.module.throughput import Throughput
+from simclr.module.throughput import EpochRate, Throughput, cpu_state, load_avg
 
-__all__ = ["SimCLRModule", "Throughput"]
+__all__ = ["EpochRate", "SimCLRModule", "Throughput", "cpu_state", "load_avg"]

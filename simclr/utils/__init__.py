@@ -100,6 +100,15 @@ def this_process() -> dict:
     return {"host": socket.gethostname(), "pid": os.getpid(), "pid_start": pid_start_ticks(os.getpid())}
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity: a SLURM allocation, taskset), not the machine's."""
+    import os
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
 def process_running(who) -> bool:
     """Whether the process `who` (a this_process() record) is alive. False where that cannot be known: another
     host, or a system without /proc (a stale record must never block a resume for good)."""
