@@ -128,13 +128,14 @@ def cmd_ablate(args) -> int:
     from simclr.ablate import report, run_ablation
     from simclr.ablate.launch import SlurmOptions
 
-    plan_options = [f"--{k.replace('_', '-')}" for k in ("pilot", "mde", "seeds", "pilot_seeds")
+    plan_options = [f"--{k.replace('_', '-')}" for k in ("pilot", "mde", "seeds", "pilot_seeds", "pilot_arm")
                     if getattr(args, k) is not None]
     if args.spec == "plan":
         from simclr.ablate.plan import plan
         if not args.dir:
             raise ConfigError("simclr ablate plan SPEC: give the ablation spec to plan.")
-        plan(args.dir, pilot=args.pilot, mde_points=args.mde, seeds=args.seeds, pilot_seeds=args.pilot_seeds)
+        plan(args.dir, pilot=args.pilot, mde_points=args.mde, seeds=args.seeds, pilot_seeds=args.pilot_seeds,
+             pilot_arm=args.pilot_arm)
         return 0
     if plan_options:
         raise ConfigError(f"{', '.join(plan_options)}: go with `simclr ablate plan SPEC`.")
@@ -237,6 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "the seeds each comparison needs")
     g.add_argument("--seeds", type=int, metavar="N", help="planned seeds (default: the spec's)")
     g.add_argument("--pilot-seeds", type=int, metavar="N", help="seeds of the pilot this command runs (default: 3)")
+    g.add_argument("--pilot-arm", metavar="ARM", help="the arm the pilot compares with the reference (default: the "
+                   "spec's first other arm)")
     p.set_defaults(func=cmd_ablate)
 
     p = sub.add_parser("search", help="search an augmentation policy with Optuna (see docs/search.md)")

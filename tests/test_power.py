@@ -81,6 +81,8 @@ def test_plan_from_a_pilot_prints_mde_and_compute(study, capsys, monkeypatch):
     (["--pilot", "STUDY", "--pilot-seeds", "3"], "--pilot-seeds: sizes the pilot"),
     (["--pilot", "NOWHERE"], "nowhere is not a folder"),
     (["--pilot", "EMPTY"], "holds no finished runs"),
+    (["--pilot", "STUDY", "--pilot-arm", "x"], "--pilot-arm: chooses an arm of the pilot"),
+    (["--pilot-arm", "nope"], "--pilot-arm: 'nope' is not an arm of"),
 ])
 def test_plan_refuses_bad_input_with_one_line(study, tmp_path, capsys, monkeypatch, args, message):
     monkeypatch.chdir(REPO)  # where the spec's relative paths resolve

@@ -27,7 +27,7 @@ from simclr.ablate.runner import ablation_dir, make_tasks
 from simclr.ablate.spec import AblationSpec, Arm, generate_arms, load_spec, reference_arm
 from simclr.ablate.stats import paired
 from simclr.ablate.status import finished_entries
-from simclr.config.schema import ConfigError
+from simclr.config.schema import ConfigError, suggest
 from simclr.utils import format_duration, write_json_atomic
 
 PILOT_SEEDS = 3
@@ -43,19 +43,23 @@ def _check_options(mde_points: float | None, seeds: int | None, pilot_seeds: int
                               "spread of at least two per-seed differences).")
 
 
-def pilot_arms(spec: AblationSpec, arms: list[Arm]) -> list[Arm]:
-    """The reference arm and the first other arm, in the spec's order (its first arm evaluates the floors)."""
+def pilot_arms(spec: AblationSpec, arms: list[Arm], other: str | None = None) -> list[Arm]:
+    """The reference arm and `other` (default: the first other arm in the spec's order; its first arm
+    evaluates the floors)."""
     ref = reference_arm(spec, arms)
     others = [arm.name for arm in arms if arm.name != ref]
     if not others:
         raise ConfigError(f"arms: the spec has one arm ('{ref}'); paired comparisons, and so a plan, need two.")
-    return [arm for arm in arms if arm.name in (ref, others[0])]
+    if other is not None and other not in others:
+        raise ConfigError(f"--pilot-arm: '{other}' is not an arm of {spec.name} other than its reference "
+                          f"'{ref}'.{suggest(other, others)}")
+    return [arm for arm in arms if arm.name in (ref, other or others[0])]
 
 
-def run_pilot(spec: AblationSpec, arms: list[Arm], spec_path: Path, n_seeds: int) -> Path:
+def run_pilot(spec: AblationSpec, arms: list[Arm], spec_path: Path, n_seeds: int, other: str | None = None) -> Path:
     """Train and evaluate the pilot arms on n_seeds seeds (the spec's first, then the smallest unused ones)
     into <output_dir>/<name>-pilot; finished runs there are kept, so a rerun only adds what is missing."""
-    chosen = pilot_arms(spec, arms)
+    chosen = pilot_arms(spec, arms, other)
     seeds = [*spec.seeds, *(s for s in range(len(spec.seeds) + n_seeds) if s not in spec.seeds)][:n_seeds]
     pilot = dataclasses.replace(spec, name=f"{spec.name}-pilot", seeds=tuple(seeds),
                                 reference=reference_arm(spec, arms))
@@ -117,13 +121,16 @@ def _row(name: str, metric: str, sd: float, n: int | None, n_planned: int, mde_p
 
 
 def plan(spec_path: str | Path, pilot: str | Path | None = None, mde_points: float | None = None,
-         seeds: int | None = None, pilot_seeds: int | None = None) -> dict:
+         seeds: int | None = None, pilot_seeds: int | None = None, pilot_arm: str | None = None) -> dict:
     """Print (and return) the plan; runs a pilot first when `pilot` is None. Everything is checked before
     anything trains or is written."""
     _check_options(mde_points, seeds, pilot_seeds)
     if pilot is not None and pilot_seeds is not None:
         raise ConfigError("--pilot-seeds: sizes the pilot this command runs; with --pilot the earlier study's "
                           "seeds are used. Drop one of them.")
+    if pilot is not None and pilot_arm is not None:
+        raise ConfigError("--pilot-arm: chooses an arm of the pilot this command runs; with --pilot the earlier "
+                          "study's arms are used. Drop one of them.")
     spec = load_spec(spec_path)
     arms = generate_arms(spec)
     if pilot is not None:
@@ -135,8 +142,8 @@ def plan(spec_path: str | Path, pilot: str | Path | None = None, mde_points: flo
             raise ConfigError(f"--pilot: {root} holds no finished runs (runs/*/arm.json); give a study directory "
                               "with finished runs, or leave --pilot out to run a pilot.")
     else:
-        pilot_arms(spec, arms)  # refused now, not after the pilot trained
-        root = run_pilot(spec, arms, Path(spec_path), pilot_seeds or PILOT_SEEDS)
+        pilot_arms(spec, arms, pilot_arm)  # refused now, not after the pilot trained
+        root = run_pilot(spec, arms, Path(spec_path), pilot_seeds or PILOT_SEEDS, pilot_arm)
     values, info, _, _ = collect(root)
     if not any(values.values()):
         raise ConfigError(f"--pilot: {root} holds no kNN or linear accuracies (its protocols were diagnostics or "
