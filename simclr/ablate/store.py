@@ -59,6 +59,19 @@ def _comparable(old: dict, new: dict) -> tuple[dict, dict]:
     return {**old, "base_config": as_stored(old_cfg)}, {**new, "base_config": as_stored(new_cfg)}
 
 
+def pinned_precision(root: Path, trainer: dict) -> tuple[str, ...]:
+    """Overrides that keep a study recorded with explicit precision keys (every study before `auto` existed)
+    training its remaining arms at them where the spec (`trainer`: its base config's trainer section) now says
+    `auto`: one study, one precision, so its arms stay comparable."""
+    recorded = _recorded(root) if root.exists() else None
+    old = (yaml.safe_load(recorded) or {}).get("base_config") if recorded else None
+    old_trainer = old.get("trainer") if isinstance(old, dict) else None
+    if not isinstance(old_trainer, dict):
+        return ()
+    return tuple(f"trainer.{k}={str(old_trainer[k]).lower()}" for k in AUTO_KEYS
+                 if trainer.get(k) == "auto" and old_trainer.get(k, "auto") != "auto")
+
+
 def _defaults(cls) -> dict:
     """Default values of a (nested) config dataclass, as to_dict writes them."""
     out = {}
