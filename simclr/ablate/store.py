@@ -65,11 +65,16 @@ def pinned_precision(root: Path, trainer: dict) -> tuple[str, ...]:
     `auto`: one study, one precision, so its arms stay comparable."""
     recorded = _recorded(root) if root.exists() else None
     old = (yaml.safe_load(recorded) or {}).get("base_config") if recorded else None
-    old_trainer = old.get("trainer") if isinstance(old, dict) else None
-    if not isinstance(old_trainer, dict):
+    return precision_pins(old.get("trainer") if isinstance(old, dict) else None, trainer)
+
+
+def precision_pins(recorded: dict | None, trainer: dict) -> tuple[str, ...]:
+    """`trainer.KEY=VALUE` overrides for the AUTO_KEYS that `trainer` leaves at auto and the `recorded` trainer
+    section (of a study's earlier runs) holds explicitly."""
+    if not isinstance(recorded, dict):
         return ()
-    return tuple(f"trainer.{k}={str(old_trainer[k]).lower()}" for k in AUTO_KEYS
-                 if trainer.get(k) == "auto" and old_trainer.get(k, "auto") != "auto")
+    return tuple(f"trainer.{k}={str(recorded[k]).lower()}" for k in AUTO_KEYS
+                 if trainer.get(k) == "auto" and recorded.get(k, "auto") != "auto")
 
 
 def _defaults(cls) -> dict:
