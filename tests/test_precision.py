@@ -137,7 +137,8 @@ def test_features_are_fp32_even_inside_bf16_autocast():
     from simclr.models import Encoder
     torch.manual_seed(0)
     encoder = Encoder("small_cnn", in_channels=1, cifar_stem=True, width=8)
-    data = ImageData(torch.randint(0, 256, (12, 1, 16, 16), dtype=torch.uint8), torch.zeros(12, dtype=torch.long), ("a",))
+    images = torch.randint(0, 256, (12, 1, 16, 16), dtype=torch.uint8)
+    data = ImageData(images, torch.zeros(12, dtype=torch.long), ("a",))
     pre = lambda x: x.float() / 255  # noqa: E731
     plain = extract_features(encoder, data, pre)
     with torch.autocast("cpu", dtype=torch.bfloat16):
