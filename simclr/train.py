@@ -14,7 +14,7 @@ import os
 import shutil
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -34,7 +34,7 @@ from simclr.evaluate.monitor import KNNMonitor
 from simclr.module import EpochRate, SimCLRModule, Throughput, cpu_state, load_avg
 from simclr.module.checkpoints import AtomicCheckpoint, LastEveryEpoch, resumable
 from simclr.module.loggers import build_loggers, check_loggers
-from simclr.utils import error_summary, first_free, git_commit, process_running, this_process, \
+from simclr.utils import cpu_has_bf16, error_summary, first_free, git_commit, process_running, this_process, \
     tune_cpu_allocator, write_json_atomic
 
 log = logging.getLogger("simclr")
@@ -138,6 +138,24 @@ def check_device_options(cfg: RunConfig) -> None:
         raise ConfigError(f"trainer.devices: {t.devices} requested, {torch.cuda.device_count()} CUDA devices visible.")
 
 
+def resolve_precision(cfg: RunConfig) -> tuple[RunConfig, dict]:
+    """`auto` precision and channels_last -> the values this machine runs fast (a new frozen config; explicit
+    values are kept), and the record run.json keeps of what was asked and what is used."""
+    t, acc = cfg.trainer, _accelerator(cfg)
+    gpu = acc in ("gpu", "cuda")
+    cpu_bf16 = cpu_has_bf16()
+    if t.precision != "auto":
+        precision = t.precision
+    elif gpu:
+        precision = "bf16-mixed" if torch.cuda.is_bf16_supported() else "32"
+    else:
+        precision = "bf16-mixed" if acc == "cpu" and cpu_bf16 else "32"
+    channels_last = t.channels_last if t.channels_last != "auto" else gpu or precision == "bf16-mixed"
+    used = replace(cfg, trainer=replace(t, precision=precision, channels_last=channels_last))
+    return used, {"requested": t.precision, "used": precision, "channels_last": channels_last,
+                  "channels_last_requested": t.channels_last, "cpu_bf16": cpu_bf16}
+
+
 def build_trainer(cfg: RunConfig, run_dir: Path, callbacks: Sequence[pl.Callback] = ()) -> pl.Trainer:
     t = cfg.trainer
     knn = bool(t.knn_monitor_every and cfg.data.val_per_class)
@@ -173,6 +191,9 @@ def run(cfg: RunConfig | None = None, resume: str | Path | None = None, callback
     elif cfg is None:
         raise ValueError("run() needs a config or a run directory to resume")
     check_device_options(cfg)  # new runs and resumed ones alike: a run may move to another machine
+    # before anything is created: config.yaml and the checkpoints hold the resolved values, so a resume on
+    # another machine runs at the precision the run started with
+    cfg, precision = resolve_precision(cfg)
     check_loggers(cfg)
     # the policy as resolved when the run started (a resumed run ignores later edits to the file)
     resolved = load_policy(cfg.policy if resume is None else run_dir / "policy.yaml")
@@ -187,7 +208,9 @@ def run(cfg: RunConfig | None = None, resume: str | Path | None = None, callback
             save_config(cfg, run_dir / "config.yaml")
             (run_dir / "policy.yaml").write_text(resolved.to_yaml())
             _write_status(run_dir, package_version=simclr.__version__, git_commit=git_commit(),
-                          torch=torch.__version__, warnings=class_warnings(dm.splits))
+                          torch=torch.__version__, warnings=class_warnings(dm.splits), precision=precision)
+        elif not (run_dir / "run.json").exists() or "precision" not in json.loads((run_dir / "run.json").read_text()):
+            _write_status(run_dir, precision=precision)  # a run recorded before `auto`: what it resumes with
         policy = yaml.safe_load((run_dir / "policy.yaml").read_text())
         module = SimCLRModule(to_dict(cfg) if resume is None else recorded, dm.channels, dm.num_classes, policy,
                               image_size=int(dm.splits["train"].images.shape[-1]))  # fit() restores ckpt state

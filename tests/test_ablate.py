@@ -333,3 +333,33 @@ def test_unknown_protocol_error_lists_selection(tmp_path):
     path = spec_file(tmp_path, "arms: {drop_one: true}\nprotocols: [selectoin]\n")
     with pytest.raises(ConfigError, match="protocols\\[0\\]: unknown 'selectoin'. Did you mean 'selection'"):
         load_spec(path)
+
+
+def test_a_study_recorded_before_auto_precision_keeps_running_its_arms_at_the_recorded_precision(
+        tmp_path, monkeypatch):
+    """Its config.yaml files and spec.resolved.yaml hold precision '32' / channels_last false: the arms still to
+    run must not switch to bf16 because the spec's base config now says auto, or the arms stop being comparable."""
+    import yaml
+
+    from simclr.ablate.store import RECORD
+    path = spec_file(tmp_path, """
+        overrides: [trainer.max_epochs=1, trainer.progress_bar=false]
+        seeds: [0]
+        protocols: [knn]
+        arms: {named: {plain: augment_policies/digits.yaml}}
+        """)
+    asked = []
+
+    def no_training(cfg=None, **_):
+        asked.append(cfg.trainer)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner.train, "run", no_training)
+    assert main(["ablate", str(path)]) == 130  # a new study: the arm asks for auto
+    assert (asked[-1].precision, asked[-1].channels_last) == ("auto", "auto")
+    record = tmp_path / "t" / RECORD
+    old = yaml.safe_load(record.read_text())
+    old["base_config"]["trainer"].update(precision="32", channels_last=False)  # as simclr wrote it before auto
+    record.write_text(yaml.safe_dump(old, sort_keys=True))
+    assert main(["ablate", str(path)]) == 130  # not refused as an edited spec ...
+    assert (asked[-1].precision, asked[-1].channels_last) == ("32", False)  # ... and fp32 as it started

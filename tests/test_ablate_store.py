@@ -42,3 +42,20 @@ def test_keys_a_newer_simclr_added_at_their_defaults_do_not_make_a_different_spe
     streamed = lambda r: {**r, "base_config": {**r["base_config"],  # noqa: E731
                                                "data": {**r["base_config"]["data"], "loader": "stream"}}}
     assert not _same(dump(streamed(old)), dump(streamed(new)))   # with the streamed loader, workers matter
+
+
+def test_auto_precision_matches_a_study_recorded_with_resolved_or_older_explicit_values():
+    """Studies recorded before `auto` hold precision '32' / channels_last false (then the defaults); the same spec
+    read today says auto, which train.run resolves per run. That is not an edited study; an explicit change is."""
+    import yaml
+
+    from simclr.ablate.store import _same
+
+    record = lambda precision, channels_last: yaml.safe_dump({  # noqa: E731
+        "spec": {"name": "s"}, "arms": {},
+        "base_config": {"seed": 0, "trainer": {"precision": precision, "channels_last": channels_last}}})
+    assert _same(record("32", False), record("auto", "auto"))
+    assert _same(record("bf16-mixed", True), record("auto", "auto"))
+    assert not _same(record("32", False), record("bf16-mixed", "auto"))  # asked for explicitly: a change
+    assert not _same(record("32", False), record("auto", True))
+    assert not _same(record("auto", "auto"), record("32", False))

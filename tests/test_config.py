@@ -33,7 +33,7 @@ def test_overrides_apply_and_config_is_frozen():
     ("trainer.accumulate_grad_batches=4", "trainer.accumulate_grad_batches", "fewer negatives"),
     ("data.name=digits", None, None),  # valid: digits needs no path
     ("data.val_per_class=-2", "data.val_per_class", "out of range"),
-    ("trainer.channels_last=maybe", "trainer.channels_last", "expected true or false"),
+    ("trainer.channels_last=maybe", "trainer.channels_last", "is not a valid bool | 'auto'"),
     ("seed=1.5", "seed", "expected an integer"),
     ("modle.backbone=resnet18", "modle", "Did you mean 'model'"),
     ("eval.knn_k=[200, 0]", "eval.knn_k[1]", "out of range"),

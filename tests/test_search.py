@@ -266,3 +266,20 @@ def test_an_asymmetric_base_keeps_a_searched_op_on_its_own_view_only(tmp_path):
     assert [o.name for o in trial.views[0]] == [o.name for o in base.views[0]]  # view 1 never had solarize
     [solarize] = [o for o in trial.views[1] if o.name == "solarize"]
     assert solarize.params.threshold == 0.7 and solarize.params.p == 0.2  # searched value, base's p kept
+
+
+def test_later_trials_train_at_the_precision_of_the_first(tmp_path):
+    """A search begun before `auto` (its trials' config.yaml say '32' / false) keeps its later trials in fp32;
+    a value the spec sets explicitly is its own."""
+    from simclr.ablate.search import trial_precision
+    auto = {"precision": "auto", "channels_last": "auto"}
+    assert trial_precision(tmp_path, auto) == ()  # the first trial resolves for itself
+    first = tmp_path / "runs" / "trial-0000"
+    first.mkdir(parents=True)
+    (first / "config.yaml").write_text("trainer:\n  precision: '32'\n  channels_last: false\n")
+    later = tmp_path / "runs" / "trial-0001"
+    later.mkdir()
+    (later / "config.yaml").write_text("trainer:\n  precision: bf16-mixed\n  channels_last: true\n")
+    assert trial_precision(tmp_path, auto) == ("trainer.precision=32", "trainer.channels_last=false")
+    assert trial_precision(tmp_path, {"precision": "bf16-mixed", "channels_last": "auto"}) == (
+        "trainer.channels_last=false",)

@@ -22,7 +22,7 @@ import sys
 import time
 import traceback
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import submitit
@@ -31,10 +31,10 @@ from submitit.core.utils import JobPaths
 from simclr.ablate import status
 from simclr.ablate.runner import ArmTask, ablation_dir, make_tasks, run_arm
 from simclr.ablate.spec import generate_arms, load_spec, reference_arm
-from simclr.ablate.store import claim, resolved_record
+from simclr.ablate.store import claim, pinned_precision, resolved_record
 from simclr.config.files import inside, writable_dir
 from simclr.config.run import load_config
-from simclr.config.schema import ConfigError
+from simclr.config.schema import ConfigError, to_dict
 from simclr.train import RunInterrupted
 from simclr.utils import error_summary, format_duration, usable_cores, write_json_atomic
 
@@ -291,6 +291,9 @@ def launch_tasks(spec, arms, root: Path, tasks: list[ArmTask], spec_path: Path, 
     claimed = claim(root, resolved_record(spec, arms), spec_path, new_dir)
     if claimed != root:
         root, tasks = claimed, make_tasks(spec, arms, claimed)
+    pinned = pinned_precision(root, to_dict(load_config(spec.base_config, spec.overrides).trainer))
+    if pinned:  # a study recorded before `auto`: its remaining arms run at the precision its first ones did
+        tasks = [replace(t, overrides=(*t.overrides, *pinned)) for t in tasks]
     _write_plan(spec, arms, root, tasks)
     keys = [t.key for t in tasks]
     states = {s.key: s for s in status.arm_states(root, keys)}

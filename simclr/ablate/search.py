@@ -32,6 +32,8 @@ from simclr import train
 from simclr.ablate.search_cost import Eta, announce_cost
 from simclr.ablate.search_report import write_outputs
 from simclr.ablate.search_spec import SearchSpec, base_policy, build_policy, load_search_spec
+from simclr.ablate.store import precision_pins
+from simclr.config.files import read_yaml
 from simclr.config.run import load_config
 from simclr.config.schema import ConfigError, to_dict
 from simclr.evaluate.proxies import OBJECTIVES, selection_metrics
@@ -165,6 +167,14 @@ def suggest(trial: optuna.Trial, spec: SearchSpec) -> dict:
     return values
 
 
+def trial_precision(root: Path, trainer: dict) -> tuple[str, ...]:
+    """Trials of one search train at one precision: where the spec says auto, the values its first trial ran
+    with (its config.yaml holds them resolved; '32' / false for a search begun before auto existed)."""
+    first = min((root / "runs").glob("trial-*/config.yaml"), default=None)
+    recorded = read_yaml(first, "config file") if first is not None else None
+    return precision_pins(recorded.get("trainer") if isinstance(recorded, dict) else None, trainer)
+
+
 def _train_trial(spec: SearchSpec, trial: optuna.Trial, root: Path, policy_path: Path, reporter) -> Path:
     """Train the trial's run, or resume the run of the trial it retries."""
     retry_of = trial.user_attrs.get("retry_of")
@@ -181,7 +191,8 @@ def _train_trial(spec: SearchSpec, trial: optuna.Trial, root: Path, policy_path:
         raise ConfigError(f"{run_dir}: exists but storage has no such trial yet; the storage and the study "
                           "directory disagree. Use a new name or output_dir.")
     trial.set_user_attr("run_dir", str(run_dir))
-    cfg = load_config(spec.base_config, [*spec.overrides, f"seed={spec.seed}", f"name={name}",
+    pins = trial_precision(root, to_dict(load_config(spec.base_config, spec.overrides).trainer))
+    cfg = load_config(spec.base_config, [*spec.overrides, *pins, f"seed={spec.seed}", f"name={name}",
                                          f"output_dir={root / 'runs'}", f"policy={policy_path}"])
     return train.run(cfg, callbacks=[reporter]).run_dir
 

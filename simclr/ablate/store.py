@@ -16,6 +16,7 @@ from simclr.config.run import RunConfig, as_stored, load_config
 from simclr.config.schema import ConfigError, build, to_dict
 
 RECORD = "spec.resolved.yaml"
+AUTO_KEYS = ("precision", "channels_last")  # trainer keys whose `auto` train.run resolves on the machine it runs on
 
 
 def resolved_record(spec: AblationSpec, arms: list[Arm]) -> str:
@@ -37,7 +38,8 @@ def _recorded(root: Path) -> str | None:
 
 def _comparable(old: dict, new: dict) -> tuple[dict, dict]:
     """The two records without what cannot change a result: base-config keys a newer simclr added (absent
-    from the old record) at their default value, and stream-only data keys of in-memory runs."""
+    from the old record) at their default value, `auto` precision keys, and stream-only data keys of in-memory
+    runs."""
     old_cfg, new_cfg = old.get("base_config"), new.get("base_config")
     if not (isinstance(old_cfg, dict) and isinstance(new_cfg, dict)):
         return old, new
@@ -45,10 +47,34 @@ def _comparable(old: dict, new: dict) -> tuple[dict, dict]:
     new_cfg = {section: ({k: v for k, v in values.items() if k in old_cfg.get(section, {})
                           or v != defaults.get(section, {}).get(k, object())}
                          if isinstance(values, dict) else values) for section, values in new_cfg.items()}
+    # `auto` precision keys are resolved per machine when each run starts (its config.yaml holds what it used): a
+    # study recorded with the values they resolve to, or with the explicit `32` of older simclr, is the same study
+    old_trainer, new_trainer = old_cfg.get("trainer"), new_cfg.get("trainer")
+    if isinstance(old_trainer, dict) and isinstance(new_trainer, dict):
+        new_cfg = {**new_cfg, "trainer": {**new_trainer, **{k: old_trainer[k] for k in AUTO_KEYS
+                                                           if new_trainer.get(k) == "auto" and k in old_trainer}}}
     # stream-only keys do nothing with the in-memory loader: a directory that ran with data.loader=memory is
     # not a different study because a later simclr changed their defaults (decode_device, which as_stored
     # keeps, is cpu in every valid in-memory config, or absent from an older record and dropped above)
     return {**old, "base_config": as_stored(old_cfg)}, {**new, "base_config": as_stored(new_cfg)}
+
+
+def pinned_precision(root: Path, trainer: dict) -> tuple[str, ...]:
+    """Overrides that keep a study recorded with explicit precision keys (every study before `auto` existed)
+    training its remaining arms at them where the spec (`trainer`: its base config's trainer section) now says
+    `auto`: one study, one precision, so its arms stay comparable."""
+    recorded = _recorded(root) if root.exists() else None
+    old = (yaml.safe_load(recorded) or {}).get("base_config") if recorded else None
+    return precision_pins(old.get("trainer") if isinstance(old, dict) else None, trainer)
+
+
+def precision_pins(recorded: dict | None, trainer: dict) -> tuple[str, ...]:
+    """`trainer.KEY=VALUE` overrides for the AUTO_KEYS that `trainer` leaves at auto and the `recorded` trainer
+    section (of a study's earlier runs) holds explicitly."""
+    if not isinstance(recorded, dict):
+        return ()
+    return tuple(f"trainer.{k}={str(recorded[k]).lower()}" for k in AUTO_KEYS
+                 if trainer.get(k) == "auto" and recorded.get(k, "auto") != "auto")
 
 
 def _defaults(cls) -> dict:

@@ -118,8 +118,11 @@ class TrainerConfig:
     devices: int = field(default=1, metadata=POSITIVE_INT)
     num_nodes: int = field(default=1, metadata=POSITIVE_INT)
     strategy: Literal["auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true"] = "auto"
-    precision: Literal["32", "bf16-mixed", "16-mixed"] = "32"
-    channels_last: bool = False
+    precision: Literal["auto", "32", "bf16-mixed", "16-mixed"] = field(default="auto", metadata={
+        "help": "auto: bf16-mixed on a GPU that supports bf16 and on a CPU with native bf16 (avx512_bf16/amx_bf16), "
+                "else 32; resolved when the run starts, and config.yaml records the resolved value"})
+    channels_last: bool | Literal["auto"] = field(default="auto", metadata={
+        "help": "backbone and views in NHWC; auto: true on a GPU and wherever precision resolves to bf16-mixed"})
     compile: bool = field(default=False, metadata={"help": "torch.compile the backbone"})
     compile_augment: bool = field(default=False, metadata={"help": "torch.compile each op's pixel work "
                                   "(sampling stays eager: same draws); large win on CPU, ~10 s compile per op"})

@@ -44,7 +44,9 @@ def extract_features(encoder: nn.Module, data: ImageData, preprocess, batch_size
     if progress:
         from tqdm.auto import tqdm
         loader = tqdm(loader, desc="features", unit="batch", leave=False)
-    with frozen(encoder):
+    # fp32 even when called inside a bf16-mixed training step's autocast (the kNN monitor): features are compared
+    # by small cosine differences, which bf16's 8-bit mantissa rounds away
+    with frozen(encoder), torch.autocast(device.type, enabled=False):
         for images, _ in loader:
             out.append(encoder(preprocess(images.to(device, non_blocking=True))).float().cpu())
     return torch.cat(out) if out else torch.empty(0)

@@ -44,7 +44,7 @@ class SimCLRModule(pl.LightningModule):
     # ------------------------------------------------------------------ device-side augmentation
     def setup(self, stage: str) -> None:
         self.augment.set_rank(self.global_rank)
-        if self.cfg.trainer.channels_last:
+        if self.cfg.trainer.channels_last is True:  # 'auto' is resolved by train.run
             self.encoder.to(memory_format=torch.channels_last)
         if self.cfg.trainer.compile:
             object.__setattr__(self, "_compiled_encoder", torch.compile(self.encoder))
@@ -60,7 +60,7 @@ class SimCLRModule(pl.LightningModule):
         images, labels = batch                       # uint8 (B, C, H, W) already on self.device
         self._streams_before_batch = self.augment.get_extra_state()  # host copies; draws nothing
         v1, v2 = self.augment(images)                # float (B, C, H', W') each
-        if self.cfg.trainer.channels_last:
+        if self.cfg.trainer.channels_last is True:
             v1, v2 = (v.contiguous(memory_format=torch.channels_last) for v in (v1, v2))
         return v1, v2, labels
 

@@ -35,6 +35,17 @@ def tune_cpu_allocator() -> bool:
     return ok
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (Linux /proc/cpuinfo flags avx512_bf16 or amx_bf16)."""
+    # without them bf16 autocast is emulated on CPU and slower than fp32, so `auto` precision keeps fp32 there
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = {word for line in f if line.startswith("flags") for word in line.split(":", 1)[1].split()}
+    except OSError:  # not Linux
+        return False
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
 def git_commit() -> str | None:
     """The commit of the checkout simclr runs from (None when not a git checkout)."""
     try:
