@@ -126,7 +126,7 @@ def _slurm_extra(pairs: list[str]) -> dict:
 
 def cmd_ablate(args) -> int:
     from simclr.ablate import report, run_ablation
-    from simclr.ablate.launch import SlurmOptions
+    from simclr.ablate.jobs import SlurmOptions
 
     plan_options = [f"--{k.replace('_', '-')}" for k in ("pilot", "mde", "seeds", "pilot_seeds", "pilot_arm")
                     if getattr(args, k) is not None]

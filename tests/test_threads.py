@@ -10,7 +10,7 @@ import submitit
 import torch
 
 from simclr import train
-from simclr.ablate.launch import exported, job_environment, threads_per_job
+from simclr.ablate.jobs import exported, job_environment, threads_per_job
 from simclr.config.run import load_config
 from simclr.module import EpochRate
 from simclr.utils import usable_cores
