@@ -50,6 +50,23 @@ def test_edges():
         seeds_needed(1.0, 0.0)
 
 
+def test_verdicts_at_the_edges():
+    import json
+    from simclr.ablate.power import verdict
+    from simclr.ablate.stats import paired
+    one = paired({0: 0.5}, {0: 0.4})
+    assert one["ci_low"] is None and one["mde"] is None and one["verdict"] == "n=1, no test"
+    assert "Infinity" not in json.dumps(one)   # results.json stays standard JSON
+    same = paired({0: 0.4, 1: 0.5}, {0: 0.4, 1: 0.5})
+    assert same["verdict"] == "no difference on any seed"
+    clear = paired({0: 0.50, 1: 0.51, 2: 0.52}, {0: 0.40, 1: 0.40, 2: 0.41})
+    assert clear["verdict"] == "resolved"
+    test = {"low": -0.01, "high": 0.2, "z": 1.96, "se": 0.05, "floor": 0.14}
+    assert verdict(clear, test) == "within test-sampling error ±9.8"
+    noisy = paired({0: 0.5, 1: 0.3, 2: 0.45}, {0: 0.4, 1: 0.4, 2: 0.4})
+    assert verdict(noisy, test).startswith("within noise, MDE ") and verdict(noisy, test).endswith(", test floor 14.0")
+
+
 @pytest.fixture
 def study(tmp_path):
     root = tmp_path / "study"
