@@ -147,7 +147,8 @@ def resolve_precision(cfg: RunConfig) -> tuple[RunConfig, dict]:
     if t.precision != "auto":
         precision = t.precision
     elif gpu:
-        precision = "bf16-mixed" if torch.cuda.is_bf16_supported() else "32"
+        # native bf16 only (Ampere and later): emulated bf16 on older GPUs is slower than fp32
+        precision = "bf16-mixed" if torch.cuda.is_bf16_supported(including_emulation=False) else "32"
     else:
         precision = "bf16-mixed" if acc == "cpu" and cpu_bf16 else "32"
     channels_last = t.channels_last if t.channels_last != "auto" else gpu or precision == "bf16-mixed"

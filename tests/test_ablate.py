@@ -388,3 +388,30 @@ def test_a_study_recorded_before_auto_precision_keeps_running_its_arms_at_the_re
     record.write_text(yaml.safe_dump(old, sort_keys=True))
     assert main(["ablate", str(path)]) == 130  # not refused as an edited spec ...
     assert (asked[-1].precision, asked[-1].channels_last) == ("32", False)  # ... and fp32 as it started
+
+
+def test_a_study_begun_under_auto_runs_its_remaining_arms_at_its_first_runs_precision(tmp_path, monkeypatch):
+    """Arms resumed on another machine (a CPU without bf16, another SLURM node) must not resolve `auto` to a
+    different precision from the study's first runs: the first run's config.yaml pins the rest."""
+    import yaml
+
+    path = spec_file(tmp_path, """
+        overrides: [trainer.max_epochs=1, trainer.progress_bar=false]
+        seeds: [0]
+        protocols: [knn]
+        arms: {named: {plain: augment_policies/digits.yaml}}
+        """)
+    asked = []
+
+    def no_training(cfg=None, **_):
+        asked.append(cfg.trainer)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner.train, "run", no_training)
+    assert main(["ablate", str(path)]) == 130
+    assert (asked[-1].precision, asked[-1].channels_last) == ("auto", "auto")
+    first = tmp_path / "t" / "runs" / "earlier-seed0"   # a run that trained on a machine with native bf16
+    first.mkdir(parents=True)
+    (first / "config.yaml").write_text(yaml.safe_dump({"trainer": {"precision": "bf16-mixed", "channels_last": True}}))
+    assert main(["ablate", str(path)]) == 130
+    assert (asked[-1].precision, asked[-1].channels_last) == ("bf16-mixed", True)
