@@ -134,6 +134,12 @@ def cmd_ablate(args) -> int:
         from simclr.ablate.plan import plan
         if not args.dir:
             raise ConfigError("simclr ablate plan SPEC: give the ablation spec to plan.")
+        launch_options = [name for name, used in (("--dry-run", args.dry_run), ("--new-dir", args.new_dir),
+                                                  ("--launcher", args.launcher != "inline"), ("--jobs", args.jobs != 1),
+                                                  ("--wait", args.wait)) if used]
+        if launch_options:
+            raise ConfigError(f"{', '.join(launch_options)}: `simclr ablate plan` runs its pilot in this process; "
+                              "these options go with `simclr ablate SPEC`.")
         plan(args.dir, pilot=args.pilot, mde_points=args.mde, seeds=args.seeds, pilot_seeds=args.pilot_seeds,
              pilot_arm=args.pilot_arm)
         return 0
