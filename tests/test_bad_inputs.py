@@ -296,6 +296,11 @@ CASES = [
         "runs/base-seed0/results.json": '{"metrics": {"simclr": {"knn": {"top1": 0.5}}}, "per_image": {"images": 10, '
                                         '"labels_sha256": "ab", "encoders": {"simclr": {"knn": "AA=="}}}}'}),
      "base-seed0/results.json: per_image.encoders.simclr.knn is not 10 packed bits in base64; restore it"),
+    ("report of a per_image field from another evaluation", study("report", {
+        "runs/base-seed0/results.json": '{"metrics": {"simclr": {"knn": {"top1": 0.5}}}, "per_image": {"images": 10, '
+                                        '"labels_sha256": "x", "encoders": {"simclr": {"knn": "AAA="}}}}'}),
+     "base-seed0/results.json: per_image.encoders.simclr.knn gets 0.0000 of its images right but "
+     "metrics.simclr.knn.top1 is 0.5"),
     ("report of a per_image field without a count", study("report", {
         "runs/base-seed0/results.json": '{"metrics": {"simclr": {"knn": {"top1": 0.5}}}, "per_image": {"images": "10"}}'}),
      "base-seed0/results.json: per_image.images is '10', not a positive image count"),

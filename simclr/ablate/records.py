@@ -132,4 +132,11 @@ def read_results(path: Path) -> dict:
             record["correct"] = decode_per_image(record["per_image"])
         except ValueError as e:
             raise ConfigError(f"{path}: {e}; {RERUN}") from None
+        for encoder, protocols in record["correct"].items():
+            for protocol, hits in protocols.items():
+                top1 = metrics.get(encoder, {}).get(protocol, {}).get("top1")
+                if top1 is not None and abs(float(hits.mean()) - top1) > 0.5 / len(hits):
+                    raise ConfigError(f"{path}: per_image.encoders.{encoder}.{protocol} gets {hits.mean():.4f} of its "
+                                      f"images right but metrics.{encoder}.{protocol}.top1 is {top1}: the two are from "
+                                      f"different evaluations; {RERUN}")
     return record
