@@ -46,7 +46,7 @@ def run(label: str, jobs: int, epochs: int, spinning: bool = False) -> float:
     folder = Path(tempfile.mkdtemp(prefix=f"bench_concurrent_{label}_"))
     spec = write_spec(folder, epochs)
     real = jobs_module.job_environment
-    if spinning:  # each job on every core, no wait policy: what --jobs N did before the cores were divided
+    if spinning:  # each job on every core, no wait policy: the comparison row for dividing the cores
         n = str(usable_cores())
         jobs_module.job_environment = lambda jobs, cores=None: {"OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n}
     start = time.perf_counter()
