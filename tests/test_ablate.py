@@ -360,13 +360,8 @@ def test_unknown_protocol_error_lists_selection(tmp_path):
         load_spec(path)
 
 
-def test_a_study_recorded_before_auto_precision_keeps_running_its_arms_at_the_recorded_precision(
-        tmp_path, monkeypatch):
-    """Its config.yaml files and spec.resolved.yaml hold precision '32' / channels_last false: the arms still to
-    run must not switch to bf16 because the spec's base config now says auto, or the arms stop being comparable."""
-    import yaml
-
-    from simclr.ablate.store import RECORD
+def _precision_asked(tmp_path, monkeypatch):
+    """A one-arm spec whose runs stop before training; `asked` collects the trainer config each run asks for."""
     path = spec_file(tmp_path, """
         overrides: [trainer.max_epochs=1, trainer.progress_bar=false]
         seeds: [0]
@@ -380,6 +375,17 @@ def test_a_study_recorded_before_auto_precision_keeps_running_its_arms_at_the_re
         raise KeyboardInterrupt
 
     monkeypatch.setattr(runner.train, "run", no_training)
+    return path, asked
+
+
+def test_a_study_recorded_before_auto_precision_keeps_running_its_arms_at_the_recorded_precision(
+        tmp_path, monkeypatch):
+    """Its config.yaml files and spec.resolved.yaml hold precision '32' / channels_last false: the arms still to
+    run must not switch to bf16 because the spec's base config now says auto, or the arms stop being comparable."""
+    import yaml
+
+    from simclr.ablate.store import RECORD
+    path, asked = _precision_asked(tmp_path, monkeypatch)
     assert main(["ablate", str(path)]) == 130  # a new study: the arm asks for auto
     assert (asked[-1].precision, asked[-1].channels_last) == ("auto", "auto")
     record = tmp_path / "t" / RECORD
@@ -395,19 +401,7 @@ def test_a_study_begun_under_auto_runs_its_remaining_arms_at_its_first_runs_prec
     different precision from the study's first runs: the first run's config.yaml pins the rest."""
     import yaml
 
-    path = spec_file(tmp_path, """
-        overrides: [trainer.max_epochs=1, trainer.progress_bar=false]
-        seeds: [0]
-        protocols: [knn]
-        arms: {named: {plain: augment_policies/digits.yaml}}
-        """)
-    asked = []
-
-    def no_training(cfg=None, **_):
-        asked.append(cfg.trainer)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(runner.train, "run", no_training)
+    path, asked = _precision_asked(tmp_path, monkeypatch)
     assert main(["ablate", str(path)]) == 130
     assert (asked[-1].precision, asked[-1].channels_last) == ("auto", "auto")
     first = tmp_path / "t" / "runs" / "earlier-seed0"   # a run that trained on a machine with native bf16
