@@ -78,6 +78,12 @@ def cmd_pretrain(args) -> int:
     from simclr import train
     from simclr.config.run import load_config
 
+    if args.evaluate:  # a misspelt protocol is refused now, not after the training it follows
+        from simclr.config.run import EVAL_PROTOCOLS
+        unknown = [p for p in args.evaluate.split(",") if p not in EVAL_PROTOCOLS]
+        if unknown:
+            raise ConfigError(f"--evaluate: unknown protocol '{unknown[0]}'; valid: {', '.join(EVAL_PROTOCOLS)} "
+                              "(comma-separated).")
     if args.resume:
         if args.config or args.overrides:
             raise ConfigError("--resume continues a run with its saved config.yaml; drop --config and overrides.")
