@@ -162,12 +162,25 @@ def cmd_ablate(args) -> int:
         return 0
     if args.dir:
         raise ConfigError(f"simclr ablate SPEC: unexpected '{args.dir}' after the spec (DIR goes with report/status).")
+    _check_launcher_options(args)
     slurm = SlurmOptions(partition=args.partition, time_min=args.time, gpus_per_arm=args.gpus_per_arm,
                          cpus_per_arm=args.cpus_per_arm, mem_gb=args.mem_gb, array_parallelism=args.array_parallelism,
                          extra=_slurm_extra(args.slurm_arg))
     complete = run_ablation(args.spec, dry_run=args.dry_run, launcher=args.launcher, jobs=args.jobs, slurm=slurm,
                             wait=args.wait, new_dir=args.new_dir)
     return 0 if complete or args.dry_run or (args.launcher == "slurm" and not args.wait) else 1
+
+
+def _check_launcher_options(args) -> None:
+    """Options of one launcher given to another would be ignored: refused instead, naming them."""
+    slurm_only = [name for name, used in (
+        ("--partition", args.partition is not None), ("--time", args.time != 60), ("--gpus-per-arm", args.gpus_per_arm),
+        ("--cpus-per-arm", args.cpus_per_arm != 1), ("--mem-gb", args.mem_gb is not None),
+        ("--array-parallelism", args.array_parallelism != 64), ("--slurm-arg", args.slurm_arg),
+        ("--wait", args.wait)) if used]
+    if slurm_only and args.launcher != "slurm":
+        raise ConfigError(f"{', '.join(slurm_only)}: go with --launcher slurm; --launcher {args.launcher} runs the arms "
+                          "on this machine" + (" (--jobs N of them at once)." if args.launcher == "local" else "."))
 
 
 # ---------------------------------------------------------------- search

@@ -187,6 +187,9 @@ def test_a_failed_arm_is_reported_and_does_not_hide_the_others(tmp_path, monkeyp
 
 @pytest.mark.parametrize("args,message", [
     (["--jobs", "2"], "--jobs 2: runs arms at once only with --launcher local"),
+    (["--launcher", "local", "--partition", "gpu", "--wait"], "--partition, --wait: go with --launcher slurm; "
+                                                              "--launcher local runs the arms on this machine"),
+    (["--time", "30"], "--time: go with --launcher slurm; --launcher inline runs the arms on this machine."),
     (["--launcher", "slurm", "--time", "0"], "--time: 0 is out of range"),
     (["--launcher", "slurm", "--slurm-arg", "account"], "--slurm-arg: 'account' is not KEY=VALUE"),
     (["--launcher", "local", "trainer.devices=2"], "trainer.devices=2, trainer.num_nodes=1: --launcher local runs"),
