@@ -32,6 +32,9 @@ def _no_overwrite(path: Path, force: bool) -> Path:
 
 
 # ---------------------------------------------------------------- policy
+IMAGE_OUT = (".png", ".jpg", ".jpeg", ".pdf", ".svg")  # `policy show --out` formats
+
+
 def cmd_policy(args) -> int:
     from simclr.augment import REGISTRY, load_policy
     from simclr.augment.policy import shipped
@@ -54,7 +57,13 @@ def cmd_policy(args) -> int:
         print(f"# {pol.source}: valid")
         print(pol.to_yaml(), end="")
         return 0
-    # show
+    # show: checked before any data is read
+    for name, value, low in (("--n", args.n, 1), ("--views", args.views, 1)):
+        if value < low or value > 64:
+            raise ConfigError(f"{name}: {value} is out of range; give an integer in [1, 64].")
+    if Path(args.out).suffix.lower() not in IMAGE_OUT:
+        raise ConfigError(f"--out: '{args.out}' is not an image file matplotlib writes; end it in "
+                          f"{', '.join(IMAGE_OUT)}.")
     import torch
 
     from simclr.augment.grid import policy_grid

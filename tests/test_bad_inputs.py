@@ -200,6 +200,12 @@ CASES = [
     # config values
     ("projection head of 10**11 units", lambda t: tiny(t, "model.head_hidden_dim=100000000000"),
      "model.head_hidden_dim: 100000000000 is out of range; allowed [1, 65536]"),
+    ("policy grid of no images", lambda t: ["policy", "show", "digits", "--n", "0", "--out", str(t / "g.png")],
+     "--n: 0 is out of range; give an integer in [1, 64]"),
+    ("policy grid of negative views", lambda t: ["policy", "show", "digits", "--views", "-2", "--out", str(t / "g.png")],
+     "--views: -2 is out of range"),
+    ("policy grid to an unknown format", lambda t: ["policy", "show", "digits", "--out", str(t / "g.xyz")],
+     "g.xyz' is not an image file matplotlib writes; end it in .png"),
     ("warm-up of inf epochs", lambda t: tiny(t, "optim.warmup_epochs=inf"), "optim.warmup_epochs: inf is not allowed"),
     ("override blamed on the file", lambda t: ["pretrain", "--config", str(REPO / "configs/digits_cpu.yaml"),
                                                f"output_dir={t / 'runs'}", "optim.lr=fast"],
