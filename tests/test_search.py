@@ -58,6 +58,7 @@ space:
 
 
 @pytest.mark.parametrize("body,key", [
+    ("space:\n  rotation: {toggle: true}\n  rotation: {toggle: false}\n", "key 'rotation' appears twice"),
     ("space: {rotaton: {toggle: true}}", "space.rotaton: unknown op 'rotaton'. Did you mean 'rotation'"),
     ("space: {rotation: {params: {degree: {low: 0, high: 9, bound: symmetric}}}}",
      "space.rotation.params.degree: not a parameter of rotation. Did you mean 'degrees'"),
