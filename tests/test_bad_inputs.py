@@ -82,7 +82,13 @@ def copy_run(tmp, run, edit=None, command="resume"):
     dst = shutil.copytree(run, tmp / "run")
     if edit:
         edit(dst)
+    if command == "export":
+        return ["export", str(dst), "--format", "state_dict", "--out", str(tmp / "out"), "--force"]
     return ["pretrain", "--resume", str(dst)] if command == "resume" else ["evaluate", str(dst), "--no-baselines"]
+
+
+def make_out_dir(run):
+    (run.parent / "out").mkdir()
 
 
 def edit_config(run):
@@ -206,6 +212,8 @@ CASES = [
      "--views: -2 is out of range"),
     ("policy grid to an unknown format", lambda t: ["policy", "show", "digits", "--out", str(t / "g.xyz")],
      "g.xyz' is not an image file matplotlib writes; end it in .png"),
+    ("export onto a folder with --force", "finished:make_out_dir:export",
+     "is a folder or a dangling link; give a file name such as"),
     ("warm-up of inf epochs", lambda t: tiny(t, "optim.warmup_epochs=inf"), "optim.warmup_epochs: inf is not allowed"),
     ("override blamed on the file", lambda t: ["pretrain", "--config", str(REPO / "configs/digits_cpu.yaml"),
                                                f"output_dir={t / 'runs'}", "optim.lr=fast"],
