@@ -175,6 +175,9 @@ def study(command: str, damage: dict, *options: str):
 CASES = [
     # names that become paths
     ("run name escapes output_dir", lambda t: tiny(t, "name=../x"), "command-line override name: '../x'"),
+    ("run name with non-ASCII letters", lambda t: tiny(t, "name=réseau"),
+     "name: 'réseau' is not a valid name; it becomes a folder name on every filesystem and cluster it may go to, so "
+     "use ASCII letters (A-Z, a-z)"),
     ("run name with separator", lambda t: tiny(t, "name=a/b"), "name: 'a/b' is not a valid name"),
     ("arm name escapes the ablation", victim_arm, "arms.named.../../victim: '../../victim' is not a valid name"),
     ("spec name escapes output_dir", lambda t: ["ablate", str(spec(t, "arms: {drop_one: true}", "../evil"))],

@@ -131,7 +131,8 @@ def load_search_spec(path: str | Path) -> SearchSpec:
 
 def _validate(spec: SearchSpec) -> None:
     if not NAME.match(spec.name):
-        raise ConfigError(f"name: '{spec.name}' becomes a directory and a study name; use letters, digits, . _ -.")
+        raise ConfigError(f"name: '{spec.name}' becomes a directory and a study name; use ASCII letters (A-Z, a-z), "
+                          "digits and . _ -.")
     cfg = load_config(spec.base_config, spec.overrides)
     for i, p in enumerate(spec.final.protocols):
         if p not in PROTOCOLS:
