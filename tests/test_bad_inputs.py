@@ -87,6 +87,15 @@ def copy_run(tmp, run, edit=None, command="resume"):
     return ["pretrain", "--resume", str(dst)] if command == "resume" else ["evaluate", str(dst), "--no-baselines"]
 
 
+def edit_csv_header(run):
+    (run / "results.csv").write_text("when,what\n1,2\n")
+
+
+def link_csv_outside(run):
+    (run.parent / "elsewhere.csv").write_text("")
+    (run / "results.csv").symlink_to(run.parent / "elsewhere.csv")
+
+
 def make_out_dir(run):
     (run.parent / "out").mkdir()
 
@@ -215,6 +224,10 @@ CASES = [
      "--views: -2 is out of range"),
     ("policy grid to an unknown format", lambda t: ["policy", "show", "digits", "--out", str(t / "g.xyz")],
      "g.xyz' is not an image file matplotlib writes; end it in .png"),
+    ("evaluate into a results.csv with another header", "finished:edit_csv_header:evaluate",
+     "results.csv: its header is ['when', 'what'] but simclr writes"),
+    ("evaluate through a symlinked results.csv", "finished:link_csv_outside:evaluate",
+     "results.csv: is a link or not a file"),
     ("export onto a folder with --force", "finished:make_out_dir:export",
      "is a folder or a dangling link; give a file name such as"),
     ("warm-up of inf epochs", lambda t: tiny(t, "optim.warmup_epochs=inf"), "optim.warmup_epochs: inf is not allowed"),
