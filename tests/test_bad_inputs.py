@@ -334,6 +334,9 @@ CASES = [
         "runs/base-seed0/results.json": '{"metrics": {"simclr": {"knn": {"top1": 0.5}}}, "per_image": {"images": 10, '
                                         '"labels_sha256": "ab", "encoders": {"simclr": {"knn": "AA=="}}}}'}),
      "base-seed0/results.json: per_image.encoders.simclr.knn is not 10 packed bits in base64; restore it"),
+    ("report of an accuracy above 1", study("report", {
+        "runs/base-seed0/results.json": '{"metrics": {"simclr": {"knn": {"top1": 1.7}}}}'}),
+     "base-seed0/results.json: metrics.simclr.knn.top1 is 1.7, not an accuracy between 0 and 1"),
     ("report of a per_image field from another evaluation", study("report", {
         "runs/base-seed0/results.json": '{"metrics": {"simclr": {"knn": {"top1": 0.5}}}, "per_image": {"images": 10, '
                                         '"labels_sha256": "x", "encoders": {"simclr": {"knn": "AAA="}}}}'}),

@@ -126,6 +126,10 @@ def read_results(path: Path) -> dict:
     for encoder, protocols in metrics.items():
         for protocol, values in protocols.items():
             check_fields(path, values, dict.fromkeys(ACCURACIES, (int, float)), RERUN, f"metrics.{encoder}.{protocol}.")
+            for key in ACCURACIES:  # fractions: an edited 1.7 would be reported as 170 %
+                if key in values and not 0 <= values[key] <= 1:
+                    raise ConfigError(f"{path}: metrics.{encoder}.{protocol}.{key} is {values[key]}, not an accuracy "
+                                      f"between 0 and 1; {RERUN}")
     if "per_image" in record:
         from simclr.evaluate.records import decode_per_image  # here: `ablate status` reads records without torch
         try:
