@@ -16,7 +16,7 @@ only). No file is written by two jobs.
 from __future__ import annotations
 
 import getpass
-import pickle
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -138,19 +138,23 @@ def _process_alive(pid: int) -> bool:
         return False
 
 
+ERROR_LINE = re.compile(r"^\s*(?:[A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit)|error):? ")
+
+
 def _job_error(attempt: dict) -> str:
-    """The last line of the job's traceback, from submitit's result file (or the in-process error)."""
+    """The last error line of the job's log (or the in-process error). Read as text: submitit's pickled result
+    file is never loaded, since unpickling a study folder from elsewhere could run its code."""
     if attempt.get("error"):
         return attempt["error"]
+    log = attempt.get("stderr")
     try:
-        with open(attempt["result"], "rb") as fh:
-            outcome, payload = pickle.load(fh)
-    except (OSError, KeyError, EOFError, pickle.UnpicklingError, ValueError):
-        return "the job ended without a result (cancelled, killed, out of time or memory)"
-    if outcome == "error":
-        lines = [line for line in str(payload).strip().splitlines() if line.strip()]
-        return lines[-1] if lines else "error"
-    return "the job ended without writing its record"
+        with open(log, errors="replace") as fh:
+            tail = fh.readlines()[-200:]
+    except (OSError, TypeError):
+        return "the job ended without a log (cancelled, killed, out of time or memory)"
+    errors = [line.strip() for line in tail if ERROR_LINE.match(line)]
+    return errors[-1][:300] if errors else "the job ended without writing its record (cancelled, killed, out of time " \
+                                            "or memory?)"
 
 
 def arm_state(root: Path, key: str, queue: dict[str, str], finished: dict[str, dict]) -> ArmState:
