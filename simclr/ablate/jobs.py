@@ -19,7 +19,7 @@ from simclr.ablate import status
 from simclr.ablate.runner import ArmTask, run_arm
 from simclr.config.run import load_config
 from simclr.config.schema import ConfigError
-from simclr.utils import usable_cores
+from simclr.utils import pid_start_ticks, usable_cores
 
 
 @dataclass(frozen=True)
@@ -109,9 +109,12 @@ def submit_slurm(root: Path, spec, todo: list[ArmTask], opts: SlurmOptions) -> N
 
 def record_submission(root: Path, task: ArmTask, launcher: str, job_id: str, folder: Path) -> None:
     paths = JobPaths(folder, job_id=job_id, task_id=0)
-    status.add_attempt(root, task.key, {
-        "launcher": launcher, "job_id": job_id, "submitted": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "stdout": str(paths.stdout), "stderr": str(paths.stderr), "result": str(paths.result_pickle)})
+    attempt = {"launcher": launcher, "job_id": job_id, "submitted": time.strftime("%Y-%m-%dT%H:%M:%S"),
+               "stdout": str(paths.stdout), "stderr": str(paths.stderr)}
+    started = pid_start_ticks(int(job_id)) if launcher == "local" else None
+    if started is not None:  # the pid's start time: `ablate status` then knows this process from a reused pid
+        attempt["pid_start"] = started
+    status.add_attempt(root, task.key, attempt)
 
 
 @contextmanager

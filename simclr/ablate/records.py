@@ -48,7 +48,7 @@ def check_fields(path: Path, obj: dict, types: dict, fix: str, where: str = "") 
 
 
 RECORD_FIELDS = {"arm": str, "kind": str, "seed": int, "meta": dict, "results": str}  # arm.json, manifest entries
-ATTEMPT_FIELDS = {"launcher": str, "job_id": (str, int), "stderr": str, "result": str, "error": str}
+ATTEMPT_FIELDS = {"launcher": str, "job_id": (str, int), "stderr": str, "result": str, "error": str, "pid_start": int}
 
 
 def read_optional(path: Path, fix: str, keys: tuple[str, ...] = ()) -> dict | None:

@@ -128,10 +128,14 @@ def slurm_queue() -> dict[str, str]:
     return dict(line.split("|", 1) for line in out.stdout.split())
 
 
-def _process_alive(pid: int) -> bool:
-    """A live (not zombie) submitit process."""
-    if pid_start_ticks(pid) is None:
+def _process_alive(pid: int, started: int | None = None) -> bool:
+    """A live (not zombie) submitit process: the one submitted when its start time was recorded (a reused pid
+    is another process), else, for records written before that, one whose command line names submitit."""
+    ticks = pid_start_ticks(pid)
+    if ticks is None:
         return False
+    if isinstance(started, int):
+        return ticks == started
     try:
         return b"submitit" in Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
@@ -170,7 +174,7 @@ def arm_state(root: Path, key: str, queue: dict[str, str], finished: dict[str, d
         job, log = attempt["job_id"], attempt.get("stderr", "")
         if attempt["launcher"] == "slurm" and job in queue:
             return ArmState(key, "queued" if queue[job] in QUEUED else "running", f"SLURM job {job} {queue[job]}", log)
-        if attempt["launcher"] == "local" and _process_alive(int(job)):
+        if attempt["launcher"] == "local" and _process_alive(int(job), attempt.get("pid_start")):
             return ArmState(key, "running", f"local process {job}", log)
         if log and not Path(log).exists() and not run_dir.exists():
             return ArmState(key, "cancelled", f"{attempt['launcher']} job {job} left the queue before it started; "
