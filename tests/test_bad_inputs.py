@@ -96,6 +96,15 @@ def link_csv_outside(run):
     (run / "results.csv").symlink_to(run.parent / "elsewhere.csv")
 
 
+def widen_checkpoint(run):
+    """A checkpoint of another run (another width) copied over this run's last.ckpt."""
+    import torch
+    blob = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    blob["hyper_parameters"]["config"]["model"]["width"] = 16
+    for name in ("last.ckpt", "best.ckpt"):
+        torch.save(blob, run / "checkpoints" / name)
+
+
 def make_out_dir(run):
     (run.parent / "out").mkdir()
 
@@ -228,6 +237,8 @@ CASES = [
      "results.csv: its header is ['when', 'what'] but simclr writes"),
     ("evaluate through a symlinked results.csv", "finished:link_csv_outside:evaluate",
      "results.csv: is a link or not a file"),
+    ("evaluate a checkpoint copied in from another architecture", "finished:widen_checkpoint:evaluate",
+     "not this run's checkpoint (width: 16 in the checkpoint, 8 in config.yaml)"),
     ("export onto a folder with --force", "finished:make_out_dir:export",
      "is a folder or a dangling link; give a file name such as"),
     ("warm-up of inf epochs", lambda t: tiny(t, "optim.warmup_epochs=inf"), "optim.warmup_epochs: inf is not allowed"),
