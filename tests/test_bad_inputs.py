@@ -217,6 +217,9 @@ CASES = [
      "overrides[0]: 'output_dir=x' would be replaced in every run by the spec's `output_dir`"),
     ("protocol misspelt before training", lambda t: [*tiny(t), "--evaluate", "knn,svm"],
      "--evaluate: unknown protocol 'svm'; valid: knn, linear, diagnostics"),
+    ("spec whose data is missing", lambda t: ["ablate", str(spec(t, "overrides: [data.name=cifar10, data.path=/nowhere/cifar]"
+                                                                  "\narms: {drop_one: true}"))],
+     "data.path: /nowhere/cifar not found"),
     ("spec repeats an arm", lambda t: ["ablate", str(spec(t, "arms:\n  named:\n    a: digits\n    a: digits"))],
      "key 'a' appears twice"),
     ("policy path missing, shipped name alike", lambda t: tiny(t, f"policy={t / 'mine' / 'digits.yaml'}"),

@@ -111,6 +111,10 @@ def _validate(spec: AblationSpec) -> None:
         cfg = load_config(spec.base_config, spec.overrides)  # the base run config must be valid as is
     except ConfigError as e:  # load_config blames "command-line" overrides; these are the spec's own
         raise ConfigError(str(e).replace("command-line override ", "overrides: ", 1)) from None
+    if cfg.data.path and not Path(cfg.data.path).exists():  # refused now, not after every arm was launched
+        raise ConfigError(f"data.path: {cfg.data.path} not found (from {spec.base_config}"
+                          f"{' and overrides' if spec.overrides else ''}, relative to {Path.cwd()}); every arm "
+                          "would fail reading it.")
     labelled = [p for p in spec.protocols if p in LABELLED_PROTOCOLS]
     if labelled and cfg.data.train_split == "unlabeled":  # refused now, not after every arm has trained
         raise ConfigError(f"protocols: {labelled} fit on labelled training images, but the base config trains on "
