@@ -27,6 +27,7 @@ from pathlib import Path
 import yaml
 
 import simclr.ablate.launch as launch
+import simclr.ablate.jobs as jobs_module
 from simclr.utils import usable_cores
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,16 +45,16 @@ def write_spec(folder: Path, epochs: int) -> Path:
 def run(label: str, jobs: int, epochs: int, spinning: bool = False) -> float:
     folder = Path(tempfile.mkdtemp(prefix=f"bench_concurrent_{label}_"))
     spec = write_spec(folder, epochs)
-    real = launch.job_environment
-    if spinning:  # each job on every core, no wait policy: what --jobs N did before the cores were divided
+    real = jobs_module.job_environment
+    if spinning:  # each job on every core, no wait policy: the comparison row for dividing the cores
         n = str(usable_cores())
-        launch.job_environment = lambda jobs, cores=None: {"OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n}
+        jobs_module.job_environment = lambda jobs, cores=None: {"OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n}
     start = time.perf_counter()
     try:
         with open(folder / "launcher.log", "w") as out, contextlib.redirect_stdout(out):
             ok = launch.run_ablation(spec, launcher="local", jobs=jobs)
     finally:
-        launch.job_environment = real
+        jobs_module.job_environment = real
     wall = time.perf_counter() - start
     if not ok:
         raise SystemExit(f"{label}: the ablation did not finish; see {folder}")
@@ -73,7 +74,7 @@ def main() -> None:
     p.add_argument("--no-old", action="store_true", help="skip the 2 jobs x every core, spinning row")
     args = p.parse_args()
     cores = usable_cores()
-    share = launch.threads_per_job(2, cores)
+    share = jobs_module.threads_per_job(2, cores)
     print(f"# 2 arms (digits_cpu, {args.epochs} epochs, knn) on {cores} cores")
     rows = [("sequential", f"1 job x {cores} threads", 1, False),
             ("concurrent", f"2 jobs x {share} thread{'s' * (share > 1)}, PASSIVE", 2, False)]

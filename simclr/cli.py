@@ -32,6 +32,9 @@ def _no_overwrite(path: Path, force: bool) -> Path:
 
 
 # ---------------------------------------------------------------- policy
+IMAGE_OUT = (".png", ".jpg", ".jpeg", ".pdf", ".svg")  # `policy show --out` formats
+
+
 def cmd_policy(args) -> int:
     from simclr.augment import REGISTRY, load_policy
     from simclr.augment.policy import shipped
@@ -54,7 +57,13 @@ def cmd_policy(args) -> int:
         print(f"# {pol.source}: valid")
         print(pol.to_yaml(), end="")
         return 0
-    # show
+    # show: checked before any data is read
+    for name, value, low in (("--n", args.n, 1), ("--views", args.views, 1)):
+        if value < low or value > 64:
+            raise ConfigError(f"{name}: {value} is out of range; give an integer in [1, 64].")
+    if Path(args.out).suffix.lower() not in IMAGE_OUT:
+        raise ConfigError(f"--out: '{args.out}' is not an image file matplotlib writes; end it in "
+                          f"{', '.join(IMAGE_OUT)}.")
     import torch
 
     from simclr.augment.grid import policy_grid
@@ -78,6 +87,12 @@ def cmd_pretrain(args) -> int:
     from simclr import train
     from simclr.config.run import load_config
 
+    if args.evaluate:  # a misspelt protocol is refused now, not after the training it follows
+        from simclr.config.run import EVAL_PROTOCOLS
+        unknown = [p for p in args.evaluate.split(",") if p not in EVAL_PROTOCOLS]
+        if unknown:
+            raise ConfigError(f"--evaluate: unknown protocol '{unknown[0]}'; valid: {', '.join(EVAL_PROTOCOLS)} "
+                              "(comma-separated).")
     if args.resume:
         if args.config or args.overrides:
             raise ConfigError("--resume continues a run with its saved config.yaml; drop --config and overrides.")
@@ -126,7 +141,7 @@ def _slurm_extra(pairs: list[str]) -> dict:
 
 def cmd_ablate(args) -> int:
     from simclr.ablate import report, run_ablation
-    from simclr.ablate.launch import SlurmOptions
+    from simclr.ablate.jobs import SlurmOptions
 
     plan_options = [f"--{k.replace('_', '-')}" for k in ("pilot", "mde", "seeds", "pilot_seeds", "pilot_arm")
                     if getattr(args, k) is not None]
@@ -134,6 +149,12 @@ def cmd_ablate(args) -> int:
         from simclr.ablate.plan import plan
         if not args.dir:
             raise ConfigError("simclr ablate plan SPEC: give the ablation spec to plan.")
+        launch_options = [name for name, used in (("--dry-run", args.dry_run), ("--new-dir", args.new_dir),
+                                                  ("--launcher", args.launcher != "inline"), ("--jobs", args.jobs != 1),
+                                                  ("--wait", args.wait)) if used]
+        if launch_options:
+            raise ConfigError(f"{', '.join(launch_options)}: `simclr ablate plan` runs its pilot in this process; "
+                              "these options go with `simclr ablate SPEC`.")
         plan(args.dir, pilot=args.pilot, mde_points=args.mde, seeds=args.seeds, pilot_seeds=args.pilot_seeds,
              pilot_arm=args.pilot_arm)
         return 0
@@ -150,12 +171,25 @@ def cmd_ablate(args) -> int:
         return 0
     if args.dir:
         raise ConfigError(f"simclr ablate SPEC: unexpected '{args.dir}' after the spec (DIR goes with report/status).")
+    _check_launcher_options(args)
     slurm = SlurmOptions(partition=args.partition, time_min=args.time, gpus_per_arm=args.gpus_per_arm,
                          cpus_per_arm=args.cpus_per_arm, mem_gb=args.mem_gb, array_parallelism=args.array_parallelism,
                          extra=_slurm_extra(args.slurm_arg))
     complete = run_ablation(args.spec, dry_run=args.dry_run, launcher=args.launcher, jobs=args.jobs, slurm=slurm,
                             wait=args.wait, new_dir=args.new_dir)
     return 0 if complete or args.dry_run or (args.launcher == "slurm" and not args.wait) else 1
+
+
+def _check_launcher_options(args) -> None:
+    """Options of one launcher given to another would be ignored: refused instead, naming them."""
+    slurm_only = [name for name, used in (
+        ("--partition", args.partition is not None), ("--time", args.time != 60), ("--gpus-per-arm", args.gpus_per_arm),
+        ("--cpus-per-arm", args.cpus_per_arm != 1), ("--mem-gb", args.mem_gb is not None),
+        ("--array-parallelism", args.array_parallelism != 64), ("--slurm-arg", args.slurm_arg),
+        ("--wait", args.wait)) if used]
+    if slurm_only and args.launcher != "slurm":
+        raise ConfigError(f"{', '.join(slurm_only)}: go with --launcher slurm; --launcher {args.launcher} runs the arms "
+                          "on this machine" + (" (--jobs N of them at once)." if args.launcher == "local" else "."))
 
 
 # ---------------------------------------------------------------- search

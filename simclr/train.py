@@ -106,6 +106,20 @@ def _check_not_running(run_dir: Path) -> None:
                           "stop it (Ctrl-C) and resume then.")
 
 
+def _finished(run_dir: Path, cfg: RunConfig) -> RunResult | None:
+    """The result of a run that already finished all its epochs (from its run.json, which _check_not_running
+    has read as a JSON object), said in one line; None for a run with epochs left."""
+    record = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").is_file() else {}
+    if record.get("status") != "finished" or record.get("epoch", -1) < cfg.trainer.max_epochs:
+        return None
+    log.warning("%s: finished all %d epochs already (run.json); nothing to resume, nothing changed", run_dir,
+                cfg.trainer.max_epochs)
+    metrics = record.get("metrics") if isinstance(record.get("metrics"), dict) else {}
+    best = run_dir / "checkpoints" / "best.ckpt"
+    return RunResult(run_dir, run_dir / "checkpoints" / "last.ckpt", best if best.exists() else None,
+                     {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))})
+
+
 def _write_status(run_dir: Path, **fields) -> None:
     status_file = run_dir / "run.json"
     status = json.loads(status_file.read_text()) if status_file.exists() else {}
@@ -147,7 +161,8 @@ def resolve_precision(cfg: RunConfig) -> tuple[RunConfig, dict]:
     if t.precision != "auto":
         precision = t.precision
     elif gpu:
-        precision = "bf16-mixed" if torch.cuda.is_bf16_supported() else "32"
+        # native bf16 only (Ampere and later): emulated bf16 on older GPUs is slower than fp32
+        precision = "bf16-mixed" if torch.cuda.is_bf16_supported(including_emulation=False) else "32"
     else:
         precision = "bf16-mixed" if acc == "cpu" and cpu_bf16 else "32"
     channels_last = t.channels_last if t.channels_last != "auto" else gpu or precision == "bf16-mixed"
@@ -188,6 +203,9 @@ def run(cfg: RunConfig | None = None, resume: str | Path | None = None, callback
         run_dir = Path(resume)
         cfg, ckpt, recorded = resumable(run_dir)
         _check_not_running(run_dir)
+        done = _finished(run_dir, cfg)
+        if done is not None:  # resuming would retrain nothing and reset the record's metrics and times
+            return done
     elif cfg is None:
         raise ValueError("run() needs a config or a run directory to resume")
     check_device_options(cfg)  # new runs and resumed ones alike: a run may move to another machine

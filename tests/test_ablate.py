@@ -152,26 +152,50 @@ def test_test_sampling_se_matches_numpy_and_a_paired_bootstrap_over_test_images(
     ref = {s: ("h", hits[s][1]) for s in seeds}
     p = paired({s: hits[s][0].mean() for s in seeds}, {s: hits[s][1].mean() for s in seeds})
     t = test_sampling(arm, ref, p)
-    se_s = [np.std(hits[s][0].astype(float) - hits[s][1], ddof=1) / np.sqrt(n) for s in seeds]
-    mean_d = np.mean([hits[s][0].astype(float) - hits[s][1] for s in seeds], axis=0)
-    assert t["se"] == pytest.approx(np.std(mean_d, ddof=1) / np.sqrt(n), rel=1e-12)
-    # these seeds' images are independent draws: then it matches the per-seed combination
-    assert t["se"] == pytest.approx(np.sqrt(np.sum(np.square(se_s))) / len(seeds), rel=0.1)
-    assert t["share"] == pytest.approx(np.mean(np.square(se_s)) / p["std"] ** 2, rel=1e-12)
+    d = np.array([hits[s][0].astype(float) - hits[s][1] for s in seeds])                   # (S, n)
+    assert t["se"] == pytest.approx(np.std(d.mean(axis=0), ddof=1) / np.sqrt(n), rel=1e-12)
+    within = sum(np.var(d[i] - d.mean(axis=0), ddof=1) / n for i in range(len(seeds))) / (len(seeds) - 1)
+    assert t["share"] == pytest.approx(within / p["std"] ** 2, rel=1e-12)
     assert (t["low"], t["high"]) == pytest.approx((p["mean"] - 1.96 * t["se"], p["mean"] + 1.96 * t["se"]))
-    # the same error by brute force: redraw each seed's test images with replacement (pairs kept together)
+    assert t["floor"] == pytest.approx((1.959964 + 0.841621) * t["se"], rel=1e-5)
+    # these seeds' images are independent draws: then it matches the per-seed combination and a bootstrap that
+    # redraws each seed's images on its own
+    se_s = [np.std(d[i], ddof=1) / np.sqrt(n) for i in range(len(seeds))]
+    assert t["se"] == pytest.approx(np.sqrt(np.sum(np.square(se_s))) / len(seeds), rel=0.1)
     boot = [np.mean([(lambda i: hits[s][0][i].mean() - hits[s][1][i].mean())(rng.integers(0, n, n)) for s in seeds])
             for _ in range(600)]
     assert np.std(boot) == pytest.approx(t["se"], rel=0.12)
-    # a study's seeds share the test images: redraw the images once for all seeds
-    shared = [np.mean([(hits[s][0][i].mean() - hits[s][1][i].mean()) for s in seeds])
-              for i in (rng.integers(0, n, n) for _ in range(600))]
-    assert np.std(shared) == pytest.approx(t["se"], rel=0.12)
     # unpaired binomial SEs would overstate it: the arms agree on most images
     assert t["se"] < np.sqrt(sum(2 * 0.35 * 0.65 / n for _ in seeds)) / len(seeds) / 2
     # another test set, or a seed without per-image records: no number
     assert test_sampling({**arm, 1: ("other", arm[1][1])}, ref, p) is None
     assert test_sampling({0: arm[0], 2: arm[2]}, ref, p) is None and test_sampling(arm, ref, None) is None
+
+
+def test_test_sampling_of_seeds_that_share_their_test_images():
+    """Seeds of a study test on the same images, and the images that favour one arm favour it on every seed:
+    the error of the mean difference does not shrink with seeds. Only sd_i(mean_s d_s,i)/sqrt(n) matches a
+    bootstrap that redraws the shared images; the per-seed combination sqrt(sum SE_s^2)/S is far too small."""
+    from simclr.ablate.stats import paired, test_sampling
+    rng = np.random.default_rng(1)
+    n, seeds = 2000, list(range(9))
+    ref_hits, flip = _correlated_hits(rng, n, gain=0.004)     # one test set: which images the arms disagree on
+    gain = ref_hits != flip                                   # images where the arm differs from the reference
+    hits = {s: (np.where(gain & (rng.random(n) < 0.9), flip, ref_hits), ref_hits) for s in seeds}
+    arm = {s: ("h", hits[s][0]) for s in seeds}
+    ref = {s: ("h", hits[s][1]) for s in seeds}
+    p = paired({s: hits[s][0].mean() for s in seeds}, {s: hits[s][1].mean() for s in seeds})
+    t = test_sampling(arm, ref, p)
+    shared = [np.mean([hits[s][0][i].mean() - hits[s][1][i].mean() for s in seeds])
+              for i in (rng.integers(0, n, n) for _ in range(400))]
+    assert np.std(shared) == pytest.approx(t["se"], rel=0.15)
+    per_seed_combined = np.sqrt(sum(np.var(hits[s][0].astype(float) - hits[s][1], ddof=1) / n for s in seeds)) / len(seeds)
+    assert t["se"] > 2 * per_seed_combined
+    # the seeds' own spread misses most of it: the verdict must not call the difference resolved on seeds alone
+    from simclr.ablate.power import verdict
+    assert p["excludes_zero"] and t["se"] > p["std"] / np.sqrt(len(seeds))
+    assert t["low"] <= 0 <= t["high"] and verdict(p, t).startswith("within test-sampling error"), (p, t)
+    assert verdict(p) == "resolved"   # what the seeds alone would have said
 
 
 def test_report_separates_test_sampling_from_seed_variance(tmp_path, capsys):
@@ -201,9 +225,10 @@ def test_report_separates_test_sampling_from_seed_variance(tmp_path, capsys):
     md = (root / "results.md").read_text()
     assert "test-sampling ±1.96·SE" in md and "var_test / var_seed" in md
     row = next(line for line in md.splitlines() if line.startswith("| crop | knn_k20/top1 |"))
-    assert row.split("|")[4].strip().startswith("±") and row.split("|")[5].strip().endswith("%")
+    cells = [c.strip() for c in row.split("|")]
+    assert cells[4].startswith("±") and float(cells[5]) > 0 and cells[6].endswith("%")
     assert "| older | knn_k20/top1 |" in md and md.split("| older | knn_k20/top1 |")[1].splitlines()[0].endswith(
-        "| – | – |")
+        "| – | – | – |")
     rows = {r["arm"]: r for r in json.loads((root / "results.json").read_text())["rows"]
             if r["metric"] == "knn_k20/top1"}
     assert rows["crop"]["vs_reference_test"]["images"] == 1000 and rows["older"]["vs_reference_test"] is None
@@ -335,13 +360,8 @@ def test_unknown_protocol_error_lists_selection(tmp_path):
         load_spec(path)
 
 
-def test_a_study_recorded_before_auto_precision_keeps_running_its_arms_at_the_recorded_precision(
-        tmp_path, monkeypatch):
-    """Its config.yaml files and spec.resolved.yaml hold precision '32' / channels_last false: the arms still to
-    run must not switch to bf16 because the spec's base config now says auto, or the arms stop being comparable."""
-    import yaml
-
-    from simclr.ablate.store import RECORD
+def _precision_asked(tmp_path, monkeypatch):
+    """A one-arm spec whose runs stop before training; `asked` collects the trainer config each run asks for."""
     path = spec_file(tmp_path, """
         overrides: [trainer.max_epochs=1, trainer.progress_bar=false]
         seeds: [0]
@@ -355,6 +375,17 @@ def test_a_study_recorded_before_auto_precision_keeps_running_its_arms_at_the_re
         raise KeyboardInterrupt
 
     monkeypatch.setattr(runner.train, "run", no_training)
+    return path, asked
+
+
+def test_a_study_recorded_before_auto_precision_keeps_running_its_arms_at_the_recorded_precision(
+        tmp_path, monkeypatch):
+    """Its config.yaml files and spec.resolved.yaml hold precision '32' / channels_last false: the arms still to
+    run must not switch to bf16 because the spec's base config now says auto, or the arms stop being comparable."""
+    import yaml
+
+    from simclr.ablate.store import RECORD
+    path, asked = _precision_asked(tmp_path, monkeypatch)
     assert main(["ablate", str(path)]) == 130  # a new study: the arm asks for auto
     assert (asked[-1].precision, asked[-1].channels_last) == ("auto", "auto")
     record = tmp_path / "t" / RECORD
@@ -363,3 +394,18 @@ def test_a_study_recorded_before_auto_precision_keeps_running_its_arms_at_the_re
     record.write_text(yaml.safe_dump(old, sort_keys=True))
     assert main(["ablate", str(path)]) == 130  # not refused as an edited spec ...
     assert (asked[-1].precision, asked[-1].channels_last) == ("32", False)  # ... and fp32 as it started
+
+
+def test_a_study_begun_under_auto_runs_its_remaining_arms_at_its_first_runs_precision(tmp_path, monkeypatch):
+    """Arms resumed on another machine (a CPU without bf16, another SLURM node) must not resolve `auto` to a
+    different precision from the study's first runs: the first run's config.yaml pins the rest."""
+    import yaml
+
+    path, asked = _precision_asked(tmp_path, monkeypatch)
+    assert main(["ablate", str(path)]) == 130
+    assert (asked[-1].precision, asked[-1].channels_last) == ("auto", "auto")
+    first = tmp_path / "t" / "runs" / "earlier-seed0"   # a run that trained on a machine with native bf16
+    first.mkdir(parents=True)
+    (first / "config.yaml").write_text(yaml.safe_dump({"trainer": {"precision": "bf16-mixed", "channels_last": True}}))
+    assert main(["ablate", str(path)]) == 130
+    assert (asked[-1].precision, asked[-1].channels_last) == ("bf16-mixed", True)

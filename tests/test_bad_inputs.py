@@ -82,7 +82,31 @@ def copy_run(tmp, run, edit=None, command="resume"):
     dst = shutil.copytree(run, tmp / "run")
     if edit:
         edit(dst)
+    if command == "export":
+        return ["export", str(dst), "--format", "state_dict", "--out", str(tmp / "out"), "--force"]
     return ["pretrain", "--resume", str(dst)] if command == "resume" else ["evaluate", str(dst), "--no-baselines"]
+
+
+def edit_csv_header(run):
+    (run / "results.csv").write_text("when,what\n1,2\n")
+
+
+def link_csv_outside(run):
+    (run.parent / "elsewhere.csv").write_text("")
+    (run / "results.csv").symlink_to(run.parent / "elsewhere.csv")
+
+
+def widen_checkpoint(run):
+    """A checkpoint of another run (another width) copied over this run's last.ckpt."""
+    import torch
+    blob = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    blob["hyper_parameters"]["config"]["model"]["width"] = 16
+    for name in ("last.ckpt", "best.ckpt"):
+        torch.save(blob, run / "checkpoints" / name)
+
+
+def make_out_dir(run):
+    (run.parent / "out").mkdir()
 
 
 def edit_config(run):
@@ -169,6 +193,9 @@ def study(command: str, damage: dict, *options: str):
 CASES = [
     # names that become paths
     ("run name escapes output_dir", lambda t: tiny(t, "name=../x"), "command-line override name: '../x'"),
+    ("run name with non-ASCII letters", lambda t: tiny(t, "name=réseau"),
+     "name: 'réseau' is not a valid name; it becomes a folder name on every filesystem and cluster it may go to, so "
+     "use ASCII letters (A-Z, a-z)"),
     ("run name with separator", lambda t: tiny(t, "name=a/b"), "name: 'a/b' is not a valid name"),
     ("arm name escapes the ablation", victim_arm, "arms.named.../../victim: '../../victim' is not a valid name"),
     ("spec name escapes output_dir", lambda t: ["ablate", str(spec(t, "arms: {drop_one: true}", "../evil"))],
@@ -183,7 +210,16 @@ CASES = [
     ("spec repeats a seed", lambda t: ["ablate", str(spec(t, "seeds: [0, 0]\narms: {drop_one: true}"))],
      "seeds: [0] listed more than once"),
     ("spec override escapes", lambda t: ["ablate", str(spec(t, "overrides: [name=../../pwn]\narms: {drop_one: true}"))],
-     "spec.yaml: overrides: name: '../../pwn'"),
+     "spec.yaml: overrides[0]: 'name=../../pwn' would be replaced in every run by each arm's run folder"),
+    ("spec overrides the seed the runner sets", lambda t: ["ablate", str(spec(t, "overrides: [seed=3]\narms: {drop_one: true}"))],
+     "overrides[0]: 'seed=3' would be replaced in every run by the spec's `seeds`"),
+    ("spec overrides output_dir", lambda t: ["ablate", str(spec(t, "overrides: [output_dir=x]\narms: {drop_one: true}"))],
+     "overrides[0]: 'output_dir=x' would be replaced in every run by the spec's `output_dir`"),
+    ("protocol misspelt before training", lambda t: [*tiny(t), "--evaluate", "knn,svm"],
+     "--evaluate: unknown protocol 'svm'; valid: knn, linear, diagnostics"),
+    ("spec whose data is missing", lambda t: ["ablate", str(spec(t, "overrides: [data.name=cifar10, data.path=/nowhere/cifar]"
+                                                                  "\narms: {drop_one: true}"))],
+     "data.path: /nowhere/cifar not found"),
     ("spec repeats an arm", lambda t: ["ablate", str(spec(t, "arms:\n  named:\n    a: digits\n    a: digits"))],
      "key 'a' appears twice"),
     ("policy path missing, shipped name alike", lambda t: tiny(t, f"policy={t / 'mine' / 'digits.yaml'}"),
@@ -192,6 +228,22 @@ CASES = [
     ("zero-area crop", lambda t: tiny(t, policy(t, "ops: [{random_resized_crop: {scale: [0, 1]}}]")),
      "ops[0].scale: min 0.0 must be > 0"),
     # config values
+    ("projection head of 10**11 units", lambda t: tiny(t, "model.head_hidden_dim=100000000000"),
+     "model.head_hidden_dim: 100000000000 is out of range; allowed [1, 65536]"),
+    ("policy grid of no images", lambda t: ["policy", "show", "digits", "--n", "0", "--out", str(t / "g.png")],
+     "--n: 0 is out of range; give an integer in [1, 64]"),
+    ("policy grid of negative views", lambda t: ["policy", "show", "digits", "--views", "-2", "--out", str(t / "g.png")],
+     "--views: -2 is out of range"),
+    ("policy grid to an unknown format", lambda t: ["policy", "show", "digits", "--out", str(t / "g.xyz")],
+     "g.xyz' is not an image file matplotlib writes; end it in .png"),
+    ("evaluate into a results.csv with another header", "finished:edit_csv_header:evaluate",
+     "results.csv: its header is ['when', 'what'] but simclr writes"),
+    ("evaluate through a symlinked results.csv", "finished:link_csv_outside:evaluate",
+     "results.csv: is a link or not a file"),
+    ("evaluate a checkpoint copied in from another architecture", "finished:widen_checkpoint:evaluate",
+     "not this run's checkpoint (width: 16 in the checkpoint, 8 in config.yaml)"),
+    ("export onto a folder with --force", "finished:make_out_dir:export",
+     "is a folder or a dangling link; give a file name such as"),
     ("warm-up of inf epochs", lambda t: tiny(t, "optim.warmup_epochs=inf"), "optim.warmup_epochs: inf is not allowed"),
     ("override blamed on the file", lambda t: ["pretrain", "--config", str(REPO / "configs/digits_cpu.yaml"),
                                                f"output_dir={t / 'runs'}", "optim.lr=fast"],
@@ -296,6 +348,14 @@ CASES = [
         "runs/base-seed0/results.json": '{"metrics": {"simclr": {"knn": {"top1": 0.5}}}, "per_image": {"images": 10, '
                                         '"labels_sha256": "ab", "encoders": {"simclr": {"knn": "AA=="}}}}'}),
      "base-seed0/results.json: per_image.encoders.simclr.knn is not 10 packed bits in base64; restore it"),
+    ("report of an accuracy above 1", study("report", {
+        "runs/base-seed0/results.json": '{"metrics": {"simclr": {"knn": {"top1": 1.7}}}}'}),
+     "base-seed0/results.json: metrics.simclr.knn.top1 is 1.7, not an accuracy between 0 and 1"),
+    ("report of a per_image field from another evaluation", study("report", {
+        "runs/base-seed0/results.json": '{"metrics": {"simclr": {"knn": {"top1": 0.5}}}, "per_image": {"images": 10, '
+                                        '"labels_sha256": "x", "encoders": {"simclr": {"knn": "AAA="}}}}'}),
+     "base-seed0/results.json: per_image.encoders.simclr.knn gets 0.0000 of its images right but "
+     "metrics.simclr.knn.top1 is 0.5"),
     ("report of a per_image field without a count", study("report", {
         "runs/base-seed0/results.json": '{"metrics": {"simclr": {"knn": {"top1": 0.5}}}, "per_image": {"images": "10"}}'}),
      "base-seed0/results.json: per_image.images is '10', not a positive image count"),

@@ -187,6 +187,9 @@ def test_a_failed_arm_is_reported_and_does_not_hide_the_others(tmp_path, monkeyp
 
 @pytest.mark.parametrize("args,message", [
     (["--jobs", "2"], "--jobs 2: runs arms at once only with --launcher local"),
+    (["--launcher", "local", "--partition", "gpu", "--wait"], "--partition, --wait: go with --launcher slurm; "
+                                                              "--launcher local runs the arms on this machine"),
+    (["--time", "30"], "--time: go with --launcher slurm; --launcher inline runs the arms on this machine."),
     (["--launcher", "slurm", "--time", "0"], "--time: 0 is out of range"),
     (["--launcher", "slurm", "--slurm-arg", "account"], "--slurm-arg: 'account' is not KEY=VALUE"),
     (["--launcher", "local", "trainer.devices=2"], "trainer.devices=2, trainer.num_nodes=1: --launcher local runs"),
@@ -214,6 +217,32 @@ def test_a_job_that_left_the_queue_before_starting_is_cancelled_not_failed(tmp_p
     state = arm_state(tmp_path, "a-seed0", queue={}, finished={})
     assert state.state == "failed" and state.log == str(log)
     assert arm_state(tmp_path, "a-seed0", queue={"7_3": "PENDING"}, finished={}).state == "queued"
+
+
+def test_a_failed_job_is_read_from_its_log_and_its_pickled_result_is_never_loaded(tmp_path):
+    """A study folder copied from a colleague or a cluster is untrusted: a result file whose unpickling would run
+    code stays unread; the error comes from the job's log as text."""
+    import pickle
+
+    from simclr.ablate.status import add_attempt, arm_state
+
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    log = tmp_path / "jobs" / "local" / "123_0_log.err"
+    log.parent.mkdir(parents=True)
+    log.write_text("Traceback (most recent call last):\n  File x\nsimclr.data.DataError: cifar: 3 images are broken\n")
+    result = log.with_name("123_0_result.pkl")
+    result.write_bytes(pickle.dumps(("error", Payload())))
+    (tmp_path / "runs" / "a-seed0").mkdir(parents=True)
+    add_attempt(tmp_path, "a-seed0", {"launcher": "local", "job_id": "999999999", "stderr": str(log),
+                                      "result": str(result)})
+    state = arm_state(tmp_path, "a-seed0", queue={}, finished={})
+    assert state.state == "failed" and state.detail.endswith("simclr.data.DataError: cifar: 3 images are broken")
+    assert not marker.exists()
 
 
 def test_an_inline_run_training_in_another_process_is_running_until_that_process_ends(tmp_path):

@@ -50,6 +50,23 @@ def test_edges():
         seeds_needed(1.0, 0.0)
 
 
+def test_verdicts_at_the_edges():
+    import json
+    from simclr.ablate.power import verdict
+    from simclr.ablate.stats import paired
+    one = paired({0: 0.5}, {0: 0.4})
+    assert one["ci_low"] is None and one["mde"] is None and one["verdict"] == "n=1, no test"
+    assert "Infinity" not in json.dumps(one)   # results.json stays standard JSON
+    same = paired({0: 0.4, 1: 0.5}, {0: 0.4, 1: 0.5})
+    assert same["verdict"] == "no difference on any seed"
+    clear = paired({0: 0.50, 1: 0.51, 2: 0.52}, {0: 0.40, 1: 0.40, 2: 0.41})
+    assert clear["verdict"] == "resolved"
+    test = {"low": -0.01, "high": 0.2, "z": 1.96, "se": 0.05, "floor": 0.14}
+    assert verdict(clear, test) == "within test-sampling error ±9.8"
+    noisy = paired({0: 0.5, 1: 0.3, 2: 0.45}, {0: 0.4, 1: 0.4, 2: 0.4})
+    assert verdict(noisy, test).startswith("within noise, MDE ") and verdict(noisy, test).endswith(", test floor 14.0")
+
+
 @pytest.fixture
 def study(tmp_path):
     root = tmp_path / "study"
@@ -66,9 +83,13 @@ def test_plan_from_a_pilot_prints_mde_and_compute(study, capsys, monkeypatch):
     line = next(x for x in out.splitlines() if x.startswith("crop_only vs crop+colour") and "knn_k20/top1" in x)
     rows = json.loads((STUDY / "results.json").read_text())["rows"]  # the committed report's paired spread
     sd = 100 * next(r for r in rows if r["arm"] == "crop_only" and r["metric"] == "knn_k20/top1")["vs_reference"]["std"]
-    _, _, seeds, sd_text, mde_text, needed = line.rsplit(None, 5)
+    _, _, seeds, sd_text, mde_text, upper_text, floor, needed = line.rsplit(None, 7)
     assert seeds == "3" and float(sd_text) == pytest.approx(sd, abs=0.006)
     assert float(mde_text) == pytest.approx(mde(sd, 10), abs=0.06) and int(needed) == seeds_needed(sd, 2.0)
+    # 3 seeds estimate the sd loosely: its 80 % upper bound, sd * sqrt(2 / chi2.ppf(0.2, 2)), plans for 2.2x it
+    from scipy.stats import chi2
+    assert float(upper_text) == pytest.approx(mde(sd * (2 / chi2.ppf(0.2, 2)) ** 0.5, 10), abs=0.06)
+    assert floor == "–"   # this older study has no per-image records
     assert "compute: 3 arms x 10 seeds = 30 runs x" in out and "arm.json job started -> ended" in out
     assert sorted(p.relative_to(study) for p in study.rglob("*")) == before  # a plan from a pilot writes nothing
 
@@ -83,6 +104,8 @@ def test_plan_from_a_pilot_prints_mde_and_compute(study, capsys, monkeypatch):
     (["--pilot", "EMPTY"], "holds no finished runs"),
     (["--pilot", "STUDY", "--pilot-arm", "x"], "--pilot-arm: chooses an arm of the pilot"),
     (["--pilot-arm", "nope"], "--pilot-arm: 'nope' is not an arm of"),
+    (["--pilot", "STUDY", "--jobs", "2"], "--jobs: `simclr ablate plan` runs its pilot in this process"),
+    (["--pilot", "STUDY", "--seeds", "1"], "--seeds: 1 is out of range"),
 ])
 def test_plan_refuses_bad_input_with_one_line(study, tmp_path, capsys, monkeypatch, args, message):
     monkeypatch.chdir(REPO)  # where the spec's relative paths resolve
@@ -141,3 +164,21 @@ def test_report_states_mde_and_verdict(study, capsys):
     p = next(r for r in rows if r["arm"] == "crop_only" and r["metric"] == "knn_k20/top1")["vs_reference"]
     assert p["mde"] == pytest.approx(mde(p["std"], p["seeds"])) and p["verdict"].startswith("within noise")
     assert "d_ref_mde" in (study / "results.csv").read_text().splitlines()[0]
+
+
+def test_plan_names_the_test_floor_and_a_pilot_at_another_scale(tmp_path, capsys, monkeypatch):
+    """The committed pilot recorded per-image results: its kNN comparison has a test floor (shared test set) above
+    1 point, so no seed count reaches a 1-point effect; it ran with 20 validation images per class where the
+    study config now holds out 100, which the plan says before anything else."""
+    monkeypatch.chdir(REPO)
+    pilot = tmp_path / "pilot"
+    shutil.copytree(REPO / "results" / "cifar_crop_colour-pilot", pilot)
+    assert main(["ablate", "plan", "configs/ablations/cifar_crop_colour.yaml", "--pilot", str(pilot), "--mde", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "note: the pilot trained with other settings than the spec (data.val_per_class: 20 -> 100)" in out
+    rows = json.loads((pilot / "results.json").read_text())["rows"]
+    floor = 100 * next(r for r in rows if r["arm"] == "crop_only" and r["metric"] == "knn_k20/top1")[
+        "vs_reference_test"]["floor"]
+    line = next(x for x in out.splitlines() if x.startswith("crop_only vs base") and "knn_k20/top1" in x)
+    assert floor > 1 and line.endswith("none (floor)") and f" {floor:.1f} " in line
+    assert "a run that also evaluates the floors, one per seed:" in out

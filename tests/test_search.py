@@ -58,6 +58,7 @@ space:
 
 
 @pytest.mark.parametrize("body,key", [
+    ("space:\n  rotation: {toggle: true}\n  rotation: {toggle: false}\n", "key 'rotation' appears twice"),
     ("space: {rotaton: {toggle: true}}", "space.rotaton: unknown op 'rotaton'. Did you mean 'rotation'"),
     ("space: {rotation: {params: {degree: {low: 0, high: 9, bound: symmetric}}}}",
      "space.rotation.params.degree: not a parameter of rotation. Did you mean 'degrees'"),
@@ -193,6 +194,12 @@ def test_search_end_to_end_with_pruning_outputs_and_final_comparison(tmp_path, m
     assert main(["search", str(path)]) == 0
     assert len(_study(path)[1].trials) == 3
     assert "best-seed2: finished earlier, skipped" in capsys.readouterr().out
+    # a hand-edited best_policy.yaml is not overwritten by a report
+    edited = (root / "best_policy.yaml").read_text() + "# my edit\n"
+    (root / "best_policy.yaml").write_text(edited)
+    assert main(["search", str(path), "--report"]) == 2
+    assert "best_policy.yaml: edited since simclr wrote it" in capsys.readouterr().err
+    assert (root / "best_policy.yaml").read_text() == edited
     # the same directory with another space is refused, naming what changed
     changed = spec_file(tmp_path, SPACE.replace("high: 180", "high: 90"), trials=3)
     assert main(["search", str(changed)]) == 2

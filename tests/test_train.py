@@ -112,3 +112,14 @@ def test_unlabelled_batches_train_without_nan(tiny_overrides):
     result = train.run(cfg, splits=splits)
     loss = result.metrics["train/loss_epoch"]
     assert loss == loss and loss > 0  # not NaN
+
+
+def test_resuming_a_finished_run_says_so_and_changes_nothing(tiny_overrides, capsys, caplog):
+    result = train.run(load_config(None, [*tiny_overrides, "trainer.max_epochs=1"]))
+    files = {p: p.read_bytes() for p in result.run_dir.rglob("*") if p.is_file()}
+    with caplog.at_level("WARNING", logger="simclr"):
+        assert main(["pretrain", "--resume", str(result.run_dir)]) == 0
+    assert [r.getMessage() for r in caplog.records if "nothing to resume" in r.getMessage()] == [
+        f"{result.run_dir}: finished all 1 epochs already (run.json); nothing to resume, nothing changed"]
+    assert {p: p.read_bytes() for p in result.run_dir.rglob("*") if p.is_file()} == files  # metrics and times kept
+    assert "train/loss_epoch = " in capsys.readouterr().out   # the recorded result is still reported

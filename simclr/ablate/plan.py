@@ -25,9 +25,11 @@ from simclr.ablate.records import RERUN, read_optional
 from simclr.ablate.report import collect, reference_of
 from simclr.ablate.runner import ablation_dir, make_tasks
 from simclr.ablate.spec import AblationSpec, Arm, generate_arms, load_spec, reference_arm
-from simclr.ablate.stats import paired
+from simclr.ablate.stats import paired, test_sampling
 from simclr.ablate.status import finished_entries
-from simclr.config.schema import ConfigError, suggest
+from simclr.config.files import read_yaml
+from simclr.config.run import load_config
+from simclr.config.schema import ConfigError, suggest, to_dict
 from simclr.utils import format_duration, write_json_atomic
 
 PILOT_SEEDS = 3
@@ -66,7 +68,7 @@ def run_pilot(spec: AblationSpec, arms: list[Arm], spec_path: Path, n_seeds: int
     root = ablation_dir(pilot)
     print(f"pilot: arms {', '.join(a.name for a in chosen)} x seeds {seeds} -> {root}", flush=True)
     launch_tasks(pilot, chosen, root, make_tasks(pilot, chosen, root), spec_path,
-                 f"simclr ablate plan {spec_path} --pilot-seeds {n_seeds}")
+                 f"simclr ablate plan {spec_path} --pilot-seeds {n_seeds}" + (f" --pilot-arm {other}" if other else ""))
     return root
 
 
@@ -82,7 +84,7 @@ def run_seconds(entry: dict) -> tuple[float, str] | None:
     job = entry.get("job")
     if isinstance(job, dict) and all(isinstance(job.get(k), (int, float)) for k in ("started", "ended")):
         return job["ended"] - job["started"], "arm.json job started -> ended (training + evaluation)"
-    run = read_optional(Path(entry["run_dir"]) / "run.json", RERUN) or {}
+    run = read_optional(Path(entry["run_dir"]) / "run.json", RERUN) or {} if entry.get("run_dir") else {}
     started = _when(run.get("started"))
     evaluated = _when((read_optional(Path(entry["results"]), RERUN) or {}).get("time"))
     if started is not None and evaluated is not None and evaluated >= started:
@@ -93,9 +95,13 @@ def run_seconds(entry: dict) -> tuple[float, str] | None:
     return None
 
 
-def comparisons(values: dict, reference: str, n_planned: int, mde_points: float | None) -> list[dict]:
+def comparisons(values: dict, reference: str, n_planned: int, mde_points: float | None,
+                correct: dict | None = None) -> list[dict]:
     """Per arm vs reference and accuracy metric: the pilot's paired sd (points), the MDE at n_planned seeds
-    and the seeds --mde needs; then one pooled row per metric."""
+    (also at the sd's 80 % upper confidence bound: a few pilot seeds estimate it loosely), the seeds --mde needs
+    and the test floor (the smallest effect detectable against the shared test set's sampling error, which no
+    seed count lowers; where the pilot recorded per-image results); then one pooled row per metric."""
+    correct = correct or {}
     rows = []
     metrics = sorted({m for arm in values.values() for m in arm})
     for metric in metrics:
@@ -105,18 +111,31 @@ def comparisons(values: dict, reference: str, n_planned: int, mde_points: float 
             if p is None or p["seeds"] < 2:
                 continue
             pooled.append((100 * p["std"], p["seeds"]))
-            rows.append(_row(f"{arm} vs {reference}", metric, 100 * p["std"], p["seeds"], n_planned, mde_points))
+            test = test_sampling(correct.get(arm, {}).get(metric, {}), correct.get(reference, {}).get(metric, {}), p)
+            rows.append({**_row(f"{arm} vs {reference}", metric, 100 * p["std"], p["seeds"], n_planned, mde_points,
+                                p["seeds"] - 1),
+                         "test_floor_points": None if test is None else 100 * test["floor"]})
         if len(pooled) > 1:
             sd, dof = pooled_sd(pooled)
             # the comparisons share the reference's values, so this is a typical spread, not an independent one
-            rows.append({**_row(f"pooled ({len(pooled)} comparisons)", metric, sd, None, n_planned, mde_points),
-                         "pooled_df": dof})
+            rows.append({**_row(f"pooled ({len(pooled)} comparisons)", metric, sd, None, n_planned, mde_points, dof),
+                         "pooled_df": dof, "test_floor_points": None})
     return rows
 
 
-def _row(name: str, metric: str, sd: float, n: int | None, n_planned: int, mde_points: float | None) -> dict:
-    return {"comparison": name, "metric": metric, "pilot_seeds": n, "sd_points": sd,
+def sd_upper(sd: float, df: int, level: float = 0.8) -> float:
+    """One-sided `level` upper confidence bound of a standard deviation estimated with df degrees of freedom
+    (chi-square): with df = 2 it is 2.2x the estimate."""
+    from scipy.stats import chi2
+    return sd * math.sqrt(df / chi2.ppf(1 - level, df))
+
+
+def _row(name: str, metric: str, sd: float, n: int | None, n_planned: int, mde_points: float | None,
+         df: int) -> dict:
+    upper = sd_upper(sd, df)
+    return {"comparison": name, "metric": metric, "pilot_seeds": n, "sd_points": sd, "sd_upper80_points": upper,
             "mde_points": mde(sd, n_planned) if n_planned >= 2 else None,
+            "mde_upper80_points": mde(upper, n_planned) if n_planned >= 2 else None,
             "seeds_needed": seeds_needed(sd, mde_points) if mde_points else None}
 
 
@@ -133,6 +152,13 @@ def plan(spec_path: str | Path, pilot: str | Path | None = None, mde_points: flo
                           "study's arms are used. Drop one of them.")
     spec = load_spec(spec_path)
     arms = generate_arms(spec)
+    n_planned = seeds or len(spec.seeds)
+    if n_planned < 2:
+        raise ConfigError(f"seeds: {spec_path} plans {n_planned} seed; a paired t-test needs at least 2 — give "
+                          "--seeds N to plan for N.")
+    if pilot is None and not set(spec.protocols) & {"knn", "linear"}:
+        raise ConfigError(f"protocols: {list(spec.protocols)} give no accuracies to plan from; a pilot needs knn or "
+                          "linear (diagnostics and selection alone have no paired accuracy).")
     if pilot is not None:
         root = Path(pilot)
         if not root.is_dir():
@@ -144,20 +170,21 @@ def plan(spec_path: str | Path, pilot: str | Path | None = None, mde_points: flo
     else:
         pilot_arms(spec, arms, pilot_arm)  # refused now, not after the pilot trained
         root = run_pilot(spec, arms, Path(spec_path), pilot_seeds or PILOT_SEEDS, pilot_arm)
-    values, info, _, _ = collect(root)
+    values, info, _, correct = collect(root)
     if not any(values.values()):
         raise ConfigError(f"--pilot: {root} holds no kNN or linear accuracies (its protocols were diagnostics or "
                           "selection only); the plan needs accuracies per seed.")
     reference = reference_of(root, values, info)
-    n_planned = seeds or len(spec.seeds)
-    rows = comparisons(values, reference, n_planned, mde_points)
+    rows = comparisons(values, reference, n_planned, mde_points, correct)
     if not rows:
         raise ConfigError(f"--pilot: {root} has no arm sharing two or more seeds with its reference '{reference}'; "
                           "the spread of paired differences needs at least two.")
-    timed = [t for t in map(run_seconds, finished_entries(root)) if t is not None]
+    entries = finished_entries(root)
+    timed = [(*t, _with_floors(e)) for e, t in zip(entries, map(run_seconds, entries)) if t is not None]
     result = {"spec": str(spec_path), "pilot": str(root), "reference": reference, "alpha": ALPHA, "power": POWER,
               "planned_seeds": n_planned, "mde_target_points": mde_points, "rows": rows,
-              "compute": _compute(len(arms), n_planned, timed)}
+              "compute": _compute(len(arms), n_planned, timed, _threads(entries)),
+              "settings_differ": settings_differ(spec, entries) if pilot is not None else []}
     print("\n".join(_lines(result)))
     if pilot is None:  # the pilot folder is this command's own
         write_json_atomic(root / "plan_power.json", result)
@@ -165,36 +192,102 @@ def plan(spec_path: str | Path, pilot: str | Path | None = None, mde_points: flo
     return result
 
 
-def _compute(n_arms: int, n_seeds: int, timed: list[tuple[float, str]]) -> dict:
-    per_run = statistics.median(s for s, _ in timed) if timed else None
+def _with_floors(entry: dict) -> bool:
+    """Whether this run also evaluated the floors (random init, raw pixels): one arm per seed does, and it
+    takes longer."""
+    record = read_optional(Path(entry["results"]), RERUN) or {}
+    return "raw_pixels" in (record.get("metrics") or {})
+
+
+def _threads(entries: list[dict]) -> list[int]:
+    """The torch threads the pilot's runs trained with (run.json's cpu record), for the compute line."""
+    found = set()
+    for entry in entries:
+        run = (read_optional(Path(entry["run_dir"]) / "run.json", RERUN) or {}) if entry.get("run_dir") else {}
+        threads = (run.get("cpu") or {}).get("torch_threads") if isinstance(run.get("cpu"), dict) else None
+        if isinstance(threads, int):
+            found.add(threads)
+    return sorted(found)
+
+
+def settings_differ(spec: AblationSpec, entries: list[dict]) -> list[str]:
+    """'key: pilot -> spec' for training settings of an earlier study's first run that the spec sets otherwise
+    (its spread and time per run were measured at another scale)."""
+    first = next((Path(e["run_dir"]) / "config.yaml" for e in entries if e.get("run_dir")), None)
+    if first is None or not first.is_file():
+        return []
+    try:
+        ran = read_yaml(first, "config file")
+    except ConfigError:  # a damaged record says nothing about the scale; the spread is still the pilot's
+        return []
+    planned = to_dict(load_config(spec.base_config, spec.overrides))
+    out = []
+    for section in ("data", "model", "loss", "optim", "trainer", "eval"):
+        old, new = (ran or {}).get(section) or {}, planned.get(section) or {}
+        out += [f"{section}.{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
+                if old.get(k) != new.get(k) and not (section == "trainer" and k in ("precision", "channels_last"))]
+    return out
+
+
+def _compute(n_arms: int, n_seeds: int, timed: list[tuple[float, str, bool]], threads: list[int]) -> dict:
+    """Runs x the pilot's median time per run; where the pilot timed runs with and without the floors
+    separately, one run per seed with floors and the rest without."""
+    plain = [s for s, _, floors in timed if not floors]
+    with_floors = [s for s, _, floors in timed if floors]
+    if plain and with_floors:
+        total = n_seeds * (statistics.median(with_floors) + (n_arms - 1) * statistics.median(plain))
+        per_run = total / (n_arms * n_seeds)
+    else:
+        per_run = statistics.median(s for s, _, _ in timed) if timed else None
+        total = None if per_run is None else per_run * n_arms * n_seeds
     return {"arms": n_arms, "seeds": n_seeds, "runs": n_arms * n_seeds, "seconds_per_run": per_run,
-            "runs_timed": len(timed), "measured": [how for how, _ in Counter(h for _, h in timed).most_common()],
-            "seconds_total": None if per_run is None else per_run * n_arms * n_seeds}
+            "seconds_per_run_with_floors": statistics.median(with_floors) if with_floors else None,
+            "seconds_per_run_without_floors": statistics.median(plain) if plain else None,
+            "runs_timed": len(timed), "torch_threads": threads,
+            "measured": [how for how, _ in Counter(h for _, h, _ in timed).most_common()], "seconds_total": total}
 
 
 def _lines(r: dict) -> list[str]:
     n, target = r["planned_seeds"], r["mde_target_points"]
     lines = [f"pilot {r['pilot']}: paired differences vs '{r['reference']}'; plan for {r['spec']} at {n} seeds",
              f"MDE: smallest true mean difference a two-sided paired t-test (alpha {r['alpha']}) detects with "
-             f"{r['power']:.0%} power; sd: of the pilot's per-seed differences; accuracy points", ""]
-    width = max(len(row["comparison"]) for row in r["rows"])
-    mwidth = max(len(row["metric"]) for row in r["rows"])
-    head = f"{'comparison':{width}s}  {'metric':{mwidth}s}  seeds  sd (pts)  MDE @ {n} seeds"
-    lines += [head + (f"  seeds for {target:g} pts" if target else "")]
+             f"{r['power']:.0%} power; sd: of the pilot's per-seed differences (sd+: its 80 % upper confidence "
+             "bound, since few seeds estimate it loosely); test floor: what the shared test set's sampling error "
+             "lets no seed count go below; accuracy points", ""]
+    if r.get("settings_differ"):
+        lines += [f"note: the pilot trained with other settings than the spec ({'; '.join(r['settings_differ'][:6])}"
+                  + ("; ..." if len(r["settings_differ"]) > 6 else "") + "): its spread and time per run are of "
+                  "that scale", ""]
+    cols = [("comparison", max(len(row["comparison"]) for row in r["rows"])),
+            ("metric", max(len(row["metric"]) for row in r["rows"])), ("seeds", 5), ("sd (pts)", 8),
+            (f"MDE @ {n} seeds", 0), (f"MDE @ {n} (sd+)", 0), ("test floor", 0)]
+    if target:
+        cols.append((f"seeds for {target:g} pts", 0))
+    widths = [max(w, len(name)) for name, w in cols]
+    lines.append("  ".join(f"{name:{w}s}" if i < 2 else f"{name:>{w}s}" for i, ((name, _), w) in
+                           enumerate(zip(cols, widths))))
+    fmt = lambda x: "n/a (< 2)" if x is None else f"{x:.1f}"  # noqa: E731
     for row in r["rows"]:
-        needed = row["seeds_needed"]
-        mde_text = "n/a (< 2)" if row["mde_points"] is None else f"{row['mde_points']:.1f}"
-        seeds = f"df {row['pooled_df']}" if row["pilot_seeds"] is None else str(row["pilot_seeds"])
-        lines.append(f"{row['comparison']:{width}s}  {row['metric']:{mwidth}s}  {seeds:>5s}  "
-                     f"{row['sd_points']:8.2f}  {mde_text:>{len(f'MDE @ {n} seeds')}s}"
-                     + (f"  {needed if needed is not None else '> 1e6':>{len(f'seeds for {target:g} pts')}}"
-                        if target else ""))
+        cells = [row["comparison"], row["metric"],
+                 f"df {row['pooled_df']}" if row["pilot_seeds"] is None else str(row["pilot_seeds"]),
+                 f"{row['sd_points']:.2f}", fmt(row["mde_points"]), fmt(row["mde_upper80_points"]),
+                 "–" if row["test_floor_points"] is None else f"{row['test_floor_points']:.1f}"]
+        if target:  # below the test floor no number of seeds suffices: more test images would
+            floor = row["test_floor_points"]
+            cells.append("none (floor)" if floor is not None and floor > target else
+                         str(row["seeds_needed"]) if row["seeds_needed"] is not None else "> 1e6")
+        lines.append("  ".join(f"{c:{w}s}" if i < 2 else f"{c:>{w}s}" for i, (c, w) in enumerate(zip(cells, widths))))
     c = r["compute"]
+    threads = f" of {'/'.join(map(str, c['torch_threads']))} thread(s)" if c["torch_threads"] else ""
     if c["seconds_per_run"] is None:
         lines += ["", f"compute: {c['arms']} arms x {c['seeds']} seeds = {c['runs']} runs; the pilot's files do not "
                       "say how long its runs took"]
     else:
+        split = (f" (a run that also evaluates the floors, one per seed: "
+                 f"{format_duration(c['seconds_per_run_with_floors'])}; the others: "
+                 f"{format_duration(c['seconds_per_run_without_floors'])})"
+                 if c["seconds_per_run_with_floors"] and c["seconds_per_run_without_floors"] else "")
         lines += ["", f"compute: {c['arms']} arms x {c['seeds']} seeds = {c['runs']} runs x "
-                      f"{format_duration(c['seconds_per_run'])} per run = {format_duration(c['seconds_total'])} on one "
-                      f"worker (median of {c['runs_timed']} pilot runs; measured: {'; '.join(c['measured'])})"]
+                      f"{format_duration(c['seconds_per_run'])} per run{split} = {format_duration(c['seconds_total'])} "
+                      f"on one worker{threads} (from {c['runs_timed']} pilot runs; measured: {'; '.join(c['measured'])})"]
     return lines

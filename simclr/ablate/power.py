@@ -73,18 +73,37 @@ def pooled_sd(comparisons: list[tuple[float, int]]) -> tuple[float, int]:
     return math.sqrt(sum((n - 1) * sd ** 2 for sd, n in comparisons if n > 1) / dof), dof
 
 
+def test_floor(se: float, alpha: float = ALPHA, target: float = POWER) -> float:
+    """The smallest true difference a comparison on one shared test set detects with power `target`, given the
+    test-sampling SE of its mean difference: (z_(1-alpha/2) + z_target) * se. More seeds do not lower it; more
+    test images do."""
+    from scipy.stats import norm
+    return float((norm.ppf(1 - alpha / 2) + norm.ppf(target)) * se)
+
+
 MDE_NOTE = (f"MDE = minimal detectable effect: the smallest true mean difference a two-sided paired t-test "
             f"(alpha {ALPHA}) on this many seeds, at the observed spread of the differences, detects with "
             f"{POWER:.0%} power; 'within noise, MDE X' means differences smaller than X could not have been "
-            "seen, not that there are none; 'resolved' means the interval excludes 0.")
+            "seen, not that there are none. 'resolved' means the seed interval excludes 0 and so does the "
+            "test-sampling interval where the runs recorded per-image results (the seeds share one test set, so "
+            "its sampling error is not in their spread; 'test floor Y': what no number of seeds gets below).")
 
 
-def verdict(p: dict | None, scale: float = 100.0) -> str:
-    """What a paired comparison (stats.paired) can say: 'resolved' when its interval excludes zero,
-    'within noise, MDE X.X' when it does not (effects below X.X could not have been seen, so this is no
-    evidence of their absence), 'n=1, no test' when there is no interval; '–' for no comparison."""
+def verdict(p: dict | None, test: dict | None = None, scale: float = 100.0) -> str:
+    """What a paired comparison (stats.paired) can say, given its test-sampling error (stats.test_sampling,
+    None when unknown): 'resolved' when the seed interval excludes zero and so does the test-sampling one;
+    'within test-sampling error ±Y' when only the seeds resolve it; 'within noise, MDE X.X' when the seeds do not
+    (effects below X.X could not have been seen, so this is no evidence of their absence; ', test floor Y'
+    added when known); 'no difference on any seed' for identical arms; 'n=1, no test' without an interval."""
     if p is None:
         return "–"
     if p["seeds"] < 2:
         return "n=1, no test"
-    return "resolved" if p["excludes_zero"] else f"within noise, MDE {scale * p['mde']:.1f}"
+    if p["std"] == 0 and p["mean"] == 0:
+        return "no difference on any seed"
+    floor = f", test floor {scale * test['floor']:.1f}" if test else ""
+    if not p["excludes_zero"]:
+        return f"within noise, MDE {scale * p['mde']:.1f}{floor}"
+    if test and test["low"] <= 0 <= test["high"]:
+        return f"within test-sampling error ±{scale * test['z'] * test['se']:.1f}"
+    return "resolved"

@@ -48,7 +48,7 @@ def check_fields(path: Path, obj: dict, types: dict, fix: str, where: str = "") 
 
 
 RECORD_FIELDS = {"arm": str, "kind": str, "seed": int, "meta": dict, "results": str}  # arm.json, manifest entries
-ATTEMPT_FIELDS = {"launcher": str, "job_id": (str, int), "stderr": str, "result": str, "error": str}
+ATTEMPT_FIELDS = {"launcher": str, "job_id": (str, int), "stderr": str, "result": str, "error": str, "pid_start": int}
 
 
 def read_optional(path: Path, fix: str, keys: tuple[str, ...] = ()) -> dict | None:
@@ -126,10 +126,21 @@ def read_results(path: Path) -> dict:
     for encoder, protocols in metrics.items():
         for protocol, values in protocols.items():
             check_fields(path, values, dict.fromkeys(ACCURACIES, (int, float)), RERUN, f"metrics.{encoder}.{protocol}.")
+            for key in ACCURACIES:  # fractions: an edited 1.7 would be reported as 170 %
+                if key in values and not 0 <= values[key] <= 1:
+                    raise ConfigError(f"{path}: metrics.{encoder}.{protocol}.{key} is {values[key]}, not an accuracy "
+                                      f"between 0 and 1; {RERUN}")
     if "per_image" in record:
         from simclr.evaluate.records import decode_per_image  # here: `ablate status` reads records without torch
         try:
             record["correct"] = decode_per_image(record["per_image"])
         except ValueError as e:
             raise ConfigError(f"{path}: {e}; {RERUN}") from None
+        for encoder, protocols in record["correct"].items():
+            for protocol, hits in protocols.items():
+                top1 = metrics.get(encoder, {}).get(protocol, {}).get("top1")
+                if top1 is not None and abs(float(hits.mean()) - top1) > 0.5 / len(hits):
+                    raise ConfigError(f"{path}: per_image.encoders.{encoder}.{protocol} gets {hits.mean():.4f} of its "
+                                      f"images right but metrics.{encoder}.{protocol}.top1 is {top1}: the two are from "
+                                      f"different evaluations; {RERUN}")
     return record

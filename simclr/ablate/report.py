@@ -76,6 +76,8 @@ def table_rows(values: dict, info: dict, baselines: dict, reference: str, correc
                       else paired(per_metric[metric], floor[metric]) for name, floor in floors.items()}}
             row["vs_reference_test"] = test_sampling(correct.get(arm, {}).get(metric, {}),
                                                      correct.get(reference, {}).get(metric, {}), row["vs_reference"])
+            if row["vs_reference"] is not None:  # the seeds share one test set: its sampling error bounds the verdict
+                row["vs_reference"]["verdict"] = verdict(row["vs_reference"], row["vs_reference_test"])
             rows.append(row)
     return rows
 
@@ -89,11 +91,13 @@ def _test_lines(rows: list[dict], reference: str) -> list[str]:
     """Markdown: each arm's paired difference vs the reference beside its test-sampling error."""
     lines = ["## Test sampling vs seed variance (points)", "",
              "Test-sampling ±1.96·SE: the paired SE of the mean difference over the same test images, "
-             "sd_i(mean_s d_s,i)/√n with d_s,i = c_arm,s,i − c_ref,s,i (docs/evaluation.md); var_test/var_seed: "
-             "the share of the seed-to-seed variance of the differences that test sampling accounts for. "
+             "sd_i(mean_s d_s,i)/√n with d_s,i = c_arm,s,i − c_ref,s,i (docs/evaluation.md): the seeds share the "
+             "test images, so this error is not in their spread and more seeds do not shrink it; test floor: the "
+             "smallest effect detectable against it (80 % power); var_test/var_seed: the part of the seed-to-seed "
+             "variance of the differences that test sampling explains (its seed x image part). "
              "– where runs have no per-image records.", "",
-             "| arm | metric | Δ vs reference [95 % t-interval] | test-sampling ±1.96·SE | var_test / var_seed |",
-             "|---|---|---|---|---|"]
+             "| arm | metric | Δ vs reference [95 % t-interval] | test-sampling ±1.96·SE | test floor | "
+             "var_test / var_seed |", "|---|---|---|---|---|---|"]
     lines += [f"| {r['arm']} | {r['metric']} | {describe(r['vs_reference'])} | "
               + " | ".join(describe_test(r["vs_reference_test"])) + " |"
               for r in rows if r["arm"] != reference and r["kind"] != "baseline" and r["metric"].endswith("/top1")]
@@ -110,7 +114,7 @@ def write_tables(root: Path, values: dict, info: dict, baselines: dict, referenc
              "seeds": r["seeds"], "values": json.dumps(r["values"]), **_flat(r["vs_reference"], "d_ref"),
              **_flat(r["vs_random_init"], "d_rand"), **_flat(r["vs_random_init_bn"], "d_rand_bn"),
              **{f"d_ref_test_{k}": ("" if r["vs_reference_test"] is None else r["vs_reference_test"][k])
-                for k in ("se", "share")}} for r in rows]
+                for k in ("se", "floor", "share")}} for r in rows]
     with open(root / f"results{suffix}.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(flat[0]) if flat else ["arm"])
         w.writeheader()
@@ -141,7 +145,7 @@ def write_tables(root: Path, values: dict, info: dict, baselines: dict, referenc
                                                for m in metrics)
                      + "".join(f" | {describe(by[(a, main)][key]) if (a, main) in by else '–'}"
                                for key in ("vs_random_init", "vs_random_init_bn"))
-                     + f" | {verdict(by[(a, main)]['vs_reference']) if (a, main) in by else '–'} |"
+                     + f" | {by[(a, main)]['vs_reference']['verdict'] if (a, main) in by and by[(a, main)]['vs_reference'] else '–'} |"
                      for a in arms if a != reference]
     partial = [f"**Partial: {done} of {planned} runs have finished**; `simclr ablate status {root}` lists the "
                "others. Means and intervals below cover the finished runs only.", ""] if done < planned else []

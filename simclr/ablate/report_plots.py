@@ -105,11 +105,28 @@ def plot_bars(root: Path, values: dict, info: dict, metric: str, kinds=("base", 
     return out
 
 
+def _base_point(root: Path, info: dict, param: str) -> list[tuple[float, str]]:
+    """The base arm as a sweep point when the sweep's values leave out the base's own value (the base is then
+    its own arm): its value of `param` (op.param) read from its recorded policy."""
+    base = next((a for a, i in info.items() if i["kind"] == "base" and "value" not in i["meta"]), None)
+    policy_file = root / "policies" / f"{base}.yaml"
+    if base is None or not policy_file.is_file():
+        return []
+    from simclr.augment import load_policy
+    op_name, name = param.split(".", 1)
+    for view in load_policy(policy_file).views:
+        for op in view:
+            if op.name == op_name and isinstance(getattr(op.params, name, None), (int, float)):
+                return [(float(getattr(op.params, name)), base)]
+    return []
+
+
 def plot_sweep(root: Path, values: dict, info: dict, metric: str, baselines: dict | None = None,
                suffix: str = "") -> Path | None:
     arms = sorted((i["meta"]["value"], a) for a, i in info.items() if "value" in i["meta"])
     if not arms:
         return None
+    arms = sorted(arms + _base_point(root, info, info[arms[0][1]]["meta"].get("param", "")))
     stats = [_stats(values[a][metric]) for _, a in arms]
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.4))

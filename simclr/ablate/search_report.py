@@ -4,6 +4,7 @@ history/importance PNGs, label-free vs kNN rank correlations, and the best-vs-ba
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -17,6 +18,7 @@ from simclr.ablate.launch import run_ablation
 from simclr.ablate.search_spec import SearchSpec
 from simclr.ablate.stats import paired
 from simclr.augment import load_policy
+from simclr.config.schema import ConfigError
 from simclr.evaluate.proxies import LABEL_FREE, OBJECTIVES
 from simclr.utils import pyplot
 
@@ -101,7 +103,15 @@ def write_best_policy(spec: SearchSpec, best: optuna.trial.FrozenTrial, root: Pa
                               "description": f"best of search {spec.name}: trial {best.number}, "
                                              f"{spec.objective}={best.value:.4f}; {policy.description}"}
     out = root / "best_policy.yaml"
-    out.write_text(yaml.safe_dump(raw, sort_keys=False, default_flow_style=None))
+    text = yaml.safe_dump(raw, sort_keys=False, default_flow_style=None)
+    stamp = root / ".best_policy.sha256"   # what simclr last wrote: a file that differs was edited by hand
+    if out.is_file() and out.read_text() != text:
+        written = stamp.read_text().strip() if stamp.is_file() else None
+        if written != hashlib.sha256(out.read_bytes()).hexdigest():
+            raise ConfigError(f"{out}: edited since simclr wrote it (or written by an older version); rewriting it "
+                              "would lose the edit. Move it aside (e.g. to my_policy.yaml) and rerun.")
+    out.write_text(text)
+    stamp.write_text(hashlib.sha256(text.encode()).hexdigest() + "\n")
     load_policy(out)  # the same check as `simclr policy check`
     return out
 

@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 
 from simclr.augment import REGISTRY, load_policy, policy_from_dict
 from simclr.augment.policy import Policy
+from simclr.config.files import read_yaml
 from simclr.config.run import load_config
 from simclr.config.schema import ConfigError, FieldError, build, suggest, to_dict
 from simclr.evaluate.proxies import LABEL_FREE
@@ -120,19 +120,19 @@ def load_search_spec(path: str | Path) -> SearchSpec:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: search spec not found.")
+    raw = read_yaml(path, "search spec")  # a key given twice (under space:, say) is refused, not the last one kept
     try:
-        spec = build(SearchSpec, yaml.safe_load(path.read_text()))
+        spec = build(SearchSpec, raw)
         _validate(spec)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
     return spec
 
 
 def _validate(spec: SearchSpec) -> None:
     if not NAME.match(spec.name):
-        raise ConfigError(f"name: '{spec.name}' becomes a directory and a study name; use letters, digits, . _ -.")
+        raise ConfigError(f"name: '{spec.name}' becomes a directory and a study name; use ASCII letters (A-Z, a-z), "
+                          "digits and . _ -.")
     cfg = load_config(spec.base_config, spec.overrides)
     for i, p in enumerate(spec.final.protocols):
         if p not in PROTOCOLS:

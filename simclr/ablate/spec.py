@@ -94,12 +94,27 @@ def load_spec(path: str | Path) -> AblationSpec:
     return spec
 
 
+# run keys the runner sets for every run (seed from `seeds`, name and output_dir from the study's folder): an
+# override of them would be silently replaced, so it is refused
+RUNNER_KEYS = {"seed": "the spec's `seeds`", "name": "each arm's run folder (runs/<arm>-seed<s>)",
+               "output_dir": "the spec's `output_dir`"}
+
+
 def _validate(spec: AblationSpec) -> None:
     check_name(spec.name, "name")
+    for i, item in enumerate(spec.overrides):
+        key = item.split("=", 1)[0].strip()
+        if key in RUNNER_KEYS:
+            raise ConfigError(f"overrides[{i}]: '{item}' would be replaced in every run by {RUNNER_KEYS[key]}; "
+                              f"drop it and set that instead.")
     try:
         cfg = load_config(spec.base_config, spec.overrides)  # the base run config must be valid as is
     except ConfigError as e:  # load_config blames "command-line" overrides; these are the spec's own
         raise ConfigError(str(e).replace("command-line override ", "overrides: ", 1)) from None
+    if cfg.data.path and not Path(cfg.data.path).exists():  # refused now, not after every arm was launched
+        raise ConfigError(f"data.path: {cfg.data.path} not found (from {spec.base_config}"
+                          f"{' and overrides' if spec.overrides else ''}, relative to {Path.cwd()}); every arm "
+                          "would fail reading it.")
     labelled = [p for p in spec.protocols if p in LABELLED_PROTOCOLS]
     if labelled and cfg.data.train_split == "unlabeled":  # refused now, not after every arm has trained
         raise ConfigError(f"protocols: {labelled} fit on labelled training images, but the base config trains on "

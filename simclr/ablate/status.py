@@ -16,7 +16,7 @@ only). No file is written by two jobs.
 from __future__ import annotations
 
 import getpass
-import pickle
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -128,29 +128,37 @@ def slurm_queue() -> dict[str, str]:
     return dict(line.split("|", 1) for line in out.stdout.split())
 
 
-def _process_alive(pid: int) -> bool:
-    """A live (not zombie) submitit process."""
-    if pid_start_ticks(pid) is None:
+def _process_alive(pid: int, started: int | None = None) -> bool:
+    """A live (not zombie) submitit process: the one submitted when its start time was recorded (a reused pid
+    is another process), else, for records written before that, one whose command line names submitit."""
+    ticks = pid_start_ticks(pid)
+    if ticks is None:
         return False
+    if isinstance(started, int):
+        return ticks == started
     try:
         return b"submitit" in Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
 
 
+ERROR_LINE = re.compile(r"^\s*(?:[A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit)|error):? ")
+
+
 def _job_error(attempt: dict) -> str:
-    """The last line of the job's traceback, from submitit's result file (or the in-process error)."""
+    """The last error line of the job's log (or the in-process error). Read as text: submitit's pickled result
+    file is never loaded, since unpickling a study folder from elsewhere could run its code."""
     if attempt.get("error"):
         return attempt["error"]
+    log = attempt.get("stderr")
     try:
-        with open(attempt["result"], "rb") as fh:
-            outcome, payload = pickle.load(fh)
-    except (OSError, KeyError, EOFError, pickle.UnpicklingError, ValueError):
-        return "the job ended without a result (cancelled, killed, out of time or memory)"
-    if outcome == "error":
-        lines = [line for line in str(payload).strip().splitlines() if line.strip()]
-        return lines[-1] if lines else "error"
-    return "the job ended without writing its record"
+        with open(log, errors="replace") as fh:
+            tail = fh.readlines()[-200:]
+    except (OSError, TypeError):
+        return "the job ended without a log (cancelled, killed, out of time or memory)"
+    errors = [line.strip() for line in tail if ERROR_LINE.match(line)]
+    return errors[-1][:300] if errors else "the job ended without writing its record (cancelled, killed, out of time " \
+                                            "or memory?)"
 
 
 def arm_state(root: Path, key: str, queue: dict[str, str], finished: dict[str, dict]) -> ArmState:
@@ -166,7 +174,7 @@ def arm_state(root: Path, key: str, queue: dict[str, str], finished: dict[str, d
         job, log = attempt["job_id"], attempt.get("stderr", "")
         if attempt["launcher"] == "slurm" and job in queue:
             return ArmState(key, "queued" if queue[job] in QUEUED else "running", f"SLURM job {job} {queue[job]}", log)
-        if attempt["launcher"] == "local" and _process_alive(int(job)):
+        if attempt["launcher"] == "local" and _process_alive(int(job), attempt.get("pid_start")):
             return ArmState(key, "running", f"local process {job}", log)
         if log and not Path(log).exists() and not run_dir.exists():
             return ArmState(key, "cancelled", f"{attempt['launcher']} job {job} left the queue before it started; "

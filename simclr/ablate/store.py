@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from simclr.ablate.spec import AblationSpec, Arm
-from simclr.config.files import parse_yaml
+from simclr.config.files import parse_yaml, read_yaml
 from simclr.config.run import RunConfig, as_stored, load_config
 from simclr.config.schema import ConfigError, build, to_dict
 
@@ -60,12 +60,19 @@ def _comparable(old: dict, new: dict) -> tuple[dict, dict]:
 
 
 def pinned_precision(root: Path, trainer: dict) -> tuple[str, ...]:
-    """Overrides that keep a study recorded with explicit precision keys (every study before `auto` existed)
-    training its remaining arms at them where the spec (`trainer`: its base config's trainer section) now says
-    `auto`: one study, one precision, so its arms stay comparable."""
+    """Overrides that keep a study's remaining arms at the precision its first ones trained with, where the spec
+    (`trainer`: its base config's trainer section) says `auto`: one study, one precision, so its arms stay
+    comparable even when they run on machines that resolve `auto` differently. The values come from the
+    recorded spec when it holds them explicitly (every study before `auto` existed), else from the first run's
+    config.yaml (which holds them resolved)."""
     recorded = _recorded(root) if root.exists() else None
     old = (yaml.safe_load(recorded) or {}).get("base_config") if recorded else None
-    return precision_pins(old.get("trainer") if isinstance(old, dict) else None, trainer)
+    pins = precision_pins(old.get("trainer") if isinstance(old, dict) else None, trainer)
+    first = min(root.glob("runs/*/config.yaml"), default=None) if root.exists() else None
+    if pins or first is None:
+        return pins
+    ran = read_yaml(first, "config file")
+    return precision_pins(ran.get("trainer") if isinstance(ran, dict) else None, trainer)
 
 
 def precision_pins(recorded: dict | None, trainer: dict) -> tuple[str, ...]:

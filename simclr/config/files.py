@@ -62,9 +62,9 @@ def check_name(name: str, key: str) -> str:
     """A name that becomes one path component (run, arm, ablation): no separators, no `..`, nothing hidden."""
     if not isinstance(name, str) or not _NAME.fullmatch(name) or name.strip(".") == "" or ".." in name \
             or len(name) > 200:
-        raise ConfigError(f"{key}: {name!r} is not a valid name; it becomes a folder name, so use letters, digits "
-                          "and _ . = + , @ - (one path component: no '/', '\\', '..', and not starting with '.' "
-                          "or '-').")
+        raise ConfigError(f"{key}: {name!r} is not a valid name; it becomes a folder name on every filesystem "
+                          "and cluster it may go to, so use ASCII letters (A-Z, a-z), digits and _ . = + , @ - "
+                          "(one path component: no '/', '\\', '..', and not starting with '.' or '-').")
     return name
 
 

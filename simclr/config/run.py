@@ -86,8 +86,9 @@ class ModelConfig:
     backbone: Literal["small_cnn", "resnet18", "resnet34", "resnet50"] = "resnet18"
     cifar_stem: bool = field(default=True, metadata={"help": "3x3 conv, no max-pool (for 32x32 inputs)"})
     width: int = field(default=64, metadata={"range": (4, 1024), "help": "small_cnn base channels"})
-    head_hidden_dim: int = field(default=2048, metadata=POSITIVE_INT)
-    head_out_dim: int = field(default=128, metadata=POSITIVE_INT)
+    # bounded: a typo such as 10**11 units would otherwise fail deep in torch's allocator
+    head_hidden_dim: int = field(default=2048, metadata={"range": (1, 65536)})
+    head_out_dim: int = field(default=128, metadata={"range": (1, 65536)})
     head_layers: int = field(default=2, metadata={"range": (1, 4)})
     head_batch_norm: bool = True
 

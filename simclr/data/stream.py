@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from simclr.utils import usable_cores
 from simclr.data.datamodule import SeededBatchSampler, check_compatible_splits, per_class_indices, split_indices
 from simclr.data.decode import EncodedBatch, LazyNames, decode_images
 from simclr.data.formats import IMAGE_EXTENSIONS, DataError, ImageData
@@ -171,8 +172,7 @@ def default_workers(devices_per_node: int = 1) -> int:
     On 2 cores that is 1 worker next to torch's 2 intra-op threads: decoding is the smaller part of a step, so
     one worker keeps up, and taking a torch thread away would slow the model more than decoding slows it
     (scripts/bench_data.py, docs/scaling.md)."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(8, cpus // max(1, devices_per_node) - 1))
+    return max(1, min(8, usable_cores() // max(1, devices_per_node) - 1))
 
 
 class StreamLoader(DataLoader):

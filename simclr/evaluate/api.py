@@ -27,7 +27,7 @@ from simclr.evaluate.diagnostics import (DIAGNOSTIC_SEEDS, alignment, balanced_s
 from simclr.evaluate.features import extract_features
 from simclr.evaluate.knn import knn_classify
 from simclr.evaluate.linear import ProbeSettings, linear_probe
-from simclr.evaluate.records import binomial_se, format_table, new_eval_dir, per_image_record, write_records
+from simclr.evaluate.records import binomial_se, check_csv, format_table, new_eval_dir, per_image_record, write_records
 from simclr.utils import git_commit, torch_save_atomic
 
 log = logging.getLogger("simclr")
@@ -139,6 +139,8 @@ def evaluate_run(target: str | Path, protocols: Sequence[str] = ("knn", "linear"
     if unknown:
         raise ConfigError(f"--protocol: unknown '{unknown[0]}'; valid: {', '.join(PROTOCOLS)}.")
     run = load_run(target)
+    root = (run.run_dir / "eval") if run.run_dir else run.checkpoint.parent / f"eval-{run.checkpoint.stem}"
+    check_csv((run.run_dir or root) / "results.csv")  # before any work: results go nowhere unchecked
     cfg = _with_overrides(run.cfg, data_path, dataset, overrides)
     splits = make_splits(dataclasses.replace(cfg.data, batch_size=2), cfg.seed)
     _check_compatible(run, cfg, splits, protocols)
@@ -172,7 +174,6 @@ def evaluate_run(target: str | Path, protocols: Sequence[str] = ("knn", "linear"
         metrics["raw_pixels"] = _protocols(pixels, splits, cfg, [p for p in protocols if p != "diagnostics"], probe,
                                            device, correct.setdefault("raw_pixels", {}))
 
-    root = (run.run_dir / "eval") if run.run_dir else run.checkpoint.parent / f"eval-{run.checkpoint.stem}"
     eval_dir = new_eval_dir(root)
     settings: dict = {"protocols": list(protocols)}  # only the settings of protocols that ran
     if "knn" in protocols:

@@ -9,7 +9,7 @@ import torch
 
 from simclr.augment import policy_from_dict
 from simclr.augment.policy import Policy
-from simclr.config.run import RunConfig, config_from_dict
+from simclr.config.run import RunConfig, config_from_dict, load_config
 from simclr.config.schema import ConfigError
 from simclr.models import Encoder
 from simclr.module.checkpoints import read_checkpoint
@@ -53,6 +53,23 @@ def resolve_checkpoint(target: str | Path) -> tuple[Path, Path | None]:
     return target, run_dir
 
 
+def _check_belongs(ckpt: Path, run_dir: Path | None, cfg) -> None:
+    """A checkpoint inside a run folder must be that run's: its model is the one the run's config.yaml records
+    (a checkpoint copied in from another run would be evaluated and filed as this run's)."""
+    recorded = run_dir / "config.yaml" if run_dir is not None else None
+    if recorded is None or not recorded.is_file():
+        return
+    try:
+        model = load_config(recorded, stored=True).model
+    except ConfigError:  # a damaged config.yaml is reported where the run is resumed; the weights decide here
+        return
+    if model != cfg.model:
+        diff = [f"{k}: {getattr(cfg.model, k)!r} in the checkpoint, {getattr(model, k)!r} in config.yaml"
+                for k in model.__dataclass_fields__ if getattr(model, k) != getattr(cfg.model, k)]
+        raise CheckpointError(f"{ckpt}: not this run's checkpoint ({'; '.join(diff[:3])}); it was trained by "
+                              "another run. Evaluate that run, or the .ckpt file itself outside this folder.")
+
+
 def load_run(target: str | Path) -> LoadedRun:
     ckpt, run_dir = resolve_checkpoint(target)
     blob = read_checkpoint(ckpt, CheckpointError, "be read as a simclr checkpoint")
@@ -64,6 +81,7 @@ def load_run(target: str | Path) -> LoadedRun:
         policy = policy_from_dict(hp["policy"], f"{ckpt}:policy")
     except (KeyError, ConfigError) as e:
         raise CheckpointError(f"{ckpt}: hyper_parameters are not a simclr run config: {e}") from None
+    _check_belongs(ckpt, run_dir, cfg)
     state = {k.removeprefix("encoder."): v for k, v in blob["state_dict"].items() if k.startswith("encoder.")}
     return LoadedRun(ckpt, sha256_file(ckpt), run_dir, cfg, policy, int(hp["in_channels"]), int(hp["num_classes"]),
                      hp.get("image_size"), state)

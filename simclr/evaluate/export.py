@@ -76,8 +76,13 @@ def export_run(target: str | Path, fmt: str = "torchvision", out: str | Path | N
         raise ConfigError(f"--out {out}: the weights file cannot end in .json (the description is written as "
                           f"{meta}); use e.g. {out.with_suffix('.pth')}.")
     for path in (out, meta):
+        if path.is_dir() or (path.is_symlink() and not path.exists()):  # --force replaces files, never a folder
+            raise ConfigError(f"--out {out}: {path} is a folder or a dangling link; give a file name such as "
+                              f"{path / f'backbone-{fmt}.pth' if path.is_dir() else path.with_name('backbone.pth')}.")
         if path.exists() and not force:
             raise FileExistsError(f"{path} exists; choose another --out or pass --force to replace it.")
+    if out.parent.exists() and not out.parent.is_dir():
+        raise ConfigError(f"--out {out}: {out.parent} is a file, not a folder.")
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(state, out)
     meta.write_text(json.dumps(_describe(run, fmt, out), indent=2))

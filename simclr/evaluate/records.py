@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from simclr.config.schema import ConfigError
+
 from simclr.utils import first_free
 
 CSV_FIELDS = ["time", "eval_dir", "checkpoint_sha256", "dataset", "encoder", "protocol", "metric", "value"]
@@ -83,6 +85,20 @@ def flatten(metrics: dict) -> list[tuple[str, str, str, float]]:
                 if isinstance(value, (int, float)) and not isinstance(value, bool):
                     rows.append((encoder, protocol, metric, float(value)))
     return rows
+
+
+def check_csv(csv_path: Path) -> None:
+    """The results.csv an evaluation appends to must be simclr's own: a regular file in its folder (not a link that
+    would write elsewhere) whose header is CSV_FIELDS. Checked before any evaluation work."""
+    if csv_path.is_symlink() or (csv_path.exists() and not csv_path.is_file()):
+        raise ConfigError(f"{csv_path}: is a link or not a file; evaluations append their rows to a results.csv of "
+                          "the run's own. Move it aside and evaluate again (a new one is written).")
+    if csv_path.exists():
+        with open(csv_path, newline="") as fh:
+            header = next(csv.reader(fh), None)
+        if header != CSV_FIELDS:
+            raise ConfigError(f"{csv_path}: its header is {header} but simclr writes {CSV_FIELDS}; rows appended "
+                              "under it would be misread. Move it aside and evaluate again (a new one is written).")
 
 
 def write_records(eval_dir: Path, csv_path: Path, metrics: dict, settings: dict, per_image: dict | None = None) -> Path:

@@ -57,12 +57,15 @@ def load_avg() -> list[float]:
 
 class EpochRate(pl.Callback):
     """Train images/s of every epoch, timed from the end of its first batch to the end of its last (data setup,
-    the kNN monitor and checkpoints are left out), and one warning per run when an epoch trains at under `slow`
-    x this run's fastest epoch while the 1-min load average exceeds the cores this process may use: other
-    processes are taking the CPU (two arms each using every core, say; docs/benchmarks.md)."""
+    the kNN monitor and checkpoints are left out), and one warning per run when other processes take the CPU
+    (two arms each using every core, say; docs/benchmarks.md): an epoch trains at under `slow` x this run's
+    fastest epoch while the 1-min load average exceeds the machine's cores, or, from the second epoch on, the
+    load exceeds them by more than one whole process — contention from the start leaves no fast epoch to
+    compare with. `cores`: the machine's (the load average counts every process on it, whatever this process's
+    affinity)."""
 
     def __init__(self, slow: float = 0.5, cores: int | None = None) -> None:
-        self.slow, self.cores = slow, cores or usable_cores()
+        self.slow, self.cores = slow, cores or os.cpu_count() or 1
         self.rates: list[float] = []   # img/s of each timed epoch of this training segment
         self.warning: str | None = None
         self._first: float | None = None
@@ -88,15 +91,21 @@ class EpochRate(pl.Callback):
     def epoch_done(self, epoch: int, rate: float, report: bool = True) -> None:
         fastest = max(self.rates, default=rate)
         self.rates.append(rate)
-        if self.warning is not None or rate >= self.slow * fastest:
+        if self.warning is not None:
             return
         load = os.getloadavg()[0]
-        if load > self.cores:
-            self.warning = (f"warning: epoch {epoch} trained at {rate:.0f} img/s, {rate / fastest:.1f}x this run's "
-                            f"fastest epoch; load average {load:.1f} on {self.cores} cores — other processes share "
-                            "this CPU (docs/benchmarks.md)")
-            if report:
-                log.warning(self.warning)
+        if load <= self.cores:
+            return
+        if rate < self.slow * fastest:
+            why = f"{rate / fastest:.1f}x this run's fastest epoch; load average {load:.1f} on {self.cores} cores"
+        elif len(self.rates) >= 2 and load > self.cores + 1:
+            why = f"with a load average of {load:.1f} on {self.cores} cores (more runnable threads than cores)"
+        else:
+            return
+        self.warning = (f"warning: epoch {epoch} trained at {rate:.0f} img/s, {why} — other processes share this "
+                        "CPU (docs/benchmarks.md)")
+        if report:
+            log.warning(self.warning)
 
     def summary(self) -> dict:
         """run.json's `throughput`: train images/s per epoch (mean, last, fastest) over this training segment."""

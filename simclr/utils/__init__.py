@@ -1,6 +1,8 @@
 """Process-level helpers shared by every room (rank 0: imports nothing from simclr)."""
 from __future__ import annotations
 
+import os
+
 import ctypes
 import ctypes.util
 import subprocess
@@ -113,7 +115,6 @@ def this_process() -> dict:
 
 def usable_cores() -> int:
     """The cores this process may run on (its CPU affinity: a SLURM allocation, taskset), not the machine's."""
-    import os
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # macOS, Windows
