@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from simclr.ablate.spec import FIG5_TRANSFORMS
 from simclr.ablate.stats import paired, summary
 from simclr.utils import pyplot
 
@@ -22,9 +23,12 @@ def plot_pairwise(root: Path, values: dict, info: dict, metric: str, suffix: str
     pairs = {a: i["meta"] for a, i in info.items() if i["kind"] == "pair"}
     if not pairs:
         return None
-    rows = list(dict.fromkeys(m["first"] for m in pairs.values()))
-    cols = list(dict.fromkeys([*(m["second"] for m in pairs.values() if m["second"] in rows)]))
-    cols += [c for c in dict.fromkeys(m["second"] for m in pairs.values()) if c not in cols]
+    # one order for rows and columns (Fig. 4's, then any other op by name), so single transformations lie on
+    # the diagonal whatever order the runs finished in
+    order = [*FIG5_TRANSFORMS, *sorted({m[k] for m in pairs.values() for k in ("first", "second")} - set(FIG5_TRANSFORMS))]
+    rows = [o for o in order if any(m["first"] == o for m in pairs.values())]
+    cols = [o for o in order if o in rows] + [o for o in order if o not in rows and any(m["second"] == o
+                                                                                        for m in pairs.values())]
     acc = np.full((len(rows), len(cols)), np.nan)
     delta = np.full_like(acc, np.nan)
     labels, dlabels, ref_cell = {}, {}, None
