@@ -203,12 +203,13 @@ def run(cfg: RunConfig | None = None, resume: str | Path | None = None, callback
         run_dir = Path(resume)
         cfg, ckpt, recorded = resumable(run_dir)
         _check_not_running(run_dir)
-        done = _finished(run_dir, cfg)
-        if done is not None:  # resuming would retrain nothing and reset the record's metrics and times
-            return done
     elif cfg is None:
         raise ValueError("run() needs a config or a run directory to resume")
     check_device_options(cfg)  # new runs and resumed ones alike: a run may move to another machine
+    if resume is not None:
+        done = _finished(run_dir, cfg)
+        if done is not None:  # resuming would retrain nothing and reset the record's metrics and times
+            return done
     # before anything is created: config.yaml and the checkpoints hold the resolved values, so a resume on
     # another machine runs at the precision the run started with
     cfg, precision = resolve_precision(cfg)

@@ -172,7 +172,7 @@ DIRECTORY = object()  # study(): make this path a folder
 ARM = '{"arm": "base", "kind": "base", "seed": 0, "meta": {}, "results": "results.json"}'
 STUDY = {"plan.json": '{"reference": "base", "runs": [{"key": "base-seed0"}]}',
          "runs/base-seed0/arm.json": ARM,
-         "runs/base-seed0/results.json": '{"metrics": {"simclr": {"knn": {"top1": 50.0}}}}'}
+         "runs/base-seed0/results.json": '{"metrics": {"simclr": {"knn": {"top1": 0.5}}}}'}
 
 
 def study(command: str, damage: dict, *options: str):
@@ -219,7 +219,7 @@ CASES = [
      "--evaluate: unknown protocol 'svm'; valid: knn, linear, diagnostics"),
     ("spec whose data is missing", lambda t: ["ablate", str(spec(t, "overrides: [data.name=cifar10, data.path=/nowhere/cifar]"
                                                                   "\narms: {drop_one: true}"))],
-     "data.path: /nowhere/cifar not found"),
+     "spec.yaml: data.path: /nowhere/cifar not found"),
     ("spec repeats an arm", lambda t: ["ablate", str(spec(t, "arms:\n  named:\n    a: digits\n    a: digits"))],
      "key 'a' appears twice"),
     ("policy path missing, shipped name alike", lambda t: tiny(t, f"policy={t / 'mine' / 'digits.yaml'}"),

@@ -32,7 +32,8 @@ TINY_OVERRIDES = [o for o in TINY if not o.startswith(("name=", "seed=", "policy
 def spec_file(tmp_path, body, trials=3, epochs=2, extra=""):
     overrides = [o for o in TINY_OVERRIDES if not o.startswith("trainer.max_epochs")] + [f"trainer.max_epochs={epochs}"]
     path = tmp_path / "search.yaml"
-    path.write_text(textwrap.dedent(f"""
+    given = textwrap.dedent(extra) + textwrap.dedent(body)
+    header = textwrap.dedent(f"""
         name: s
         base_config: {ROOT / 'configs/digits_cpu.yaml'}
         overrides: {json.dumps(overrides)}
@@ -40,7 +41,11 @@ def spec_file(tmp_path, body, trials=3, epochs=2, extra=""):
         startup_trials: 2
         heartbeat_seconds: 30
         output_dir: {tmp_path / 'out'}
-        """) + textwrap.dedent(extra) + textwrap.dedent(body))
+        """)
+    # a key the test gives replaces the default (a key written twice is refused, as in any simclr YAML)
+    keep = [line for line in header.splitlines() if line.split(":")[0] + ":" not in
+            {g.split(":")[0] + ":" for g in given.splitlines() if g and not g.startswith(" ")}]
+    path.write_text("\n".join(keep) + "\n" + given)
     return path
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from simclr.ablate import status
 from simclr.ablate.jobs import SlurmOptions, check_slurm, run_local, submit_slurm
 from simclr.ablate.runner import ArmTask, ablation_dir, make_tasks, run_arm
-from simclr.ablate.spec import generate_arms, load_spec, reference_arm
+from simclr.ablate.spec import check_data, generate_arms, load_spec, reference_arm
 from simclr.ablate.store import claim, pinned_precision, resolved_record
 from simclr.config.files import inside, writable_dir
 from simclr.config.run import load_config
@@ -139,6 +139,7 @@ def launch_tasks(spec, arms, root: Path, tasks: list[ArmTask], spec_path: Path, 
     """Claim `root` for this spec and these arms, then run what is missing (see run_ablation); `resume` is the
     command that continues after an interrupt. `simclr ablate plan` runs its pilot through here."""
     slurm = slurm or SlurmOptions()
+    check_data(spec, str(spec_path))
     if launcher != "inline":
         _check_devices(spec, launcher)
     if launcher == "slurm":

@@ -111,10 +111,6 @@ def _validate(spec: AblationSpec) -> None:
         cfg = load_config(spec.base_config, spec.overrides)  # the base run config must be valid as is
     except ConfigError as e:  # load_config blames "command-line" overrides; these are the spec's own
         raise ConfigError(str(e).replace("command-line override ", "overrides: ", 1)) from None
-    if cfg.data.path and not Path(cfg.data.path).exists():  # refused now, not after every arm was launched
-        raise ConfigError(f"data.path: {cfg.data.path} not found (from {spec.base_config}"
-                          f"{' and overrides' if spec.overrides else ''}, relative to {Path.cwd()}); every arm "
-                          "would fail reading it.")
     labelled = [p for p in spec.protocols if p in LABELLED_PROTOCOLS]
     if labelled and cfg.data.train_split == "unlabeled":  # refused now, not after every arm has trained
         raise ConfigError(f"protocols: {labelled} fit on labelled training images, but the base config trains on "
@@ -151,6 +147,16 @@ def _validate(spec: AblationSpec) -> None:
     if spec.reference is not None and spec.reference not in [arm.name for arm in arms]:
         names = [arm.name for arm in arms]
         raise ConfigError(f"reference: '{spec.reference}' is not an arm.{suggest(spec.reference, names)}")
+
+
+def check_data(spec: AblationSpec, where: str) -> None:
+    """Before any arm is launched (a spec may be validated away from the cluster that holds its data): its
+    data.path must exist, or every arm would fail reading it after it was queued."""
+    path = load_config(spec.base_config, spec.overrides).data.path
+    if path and not Path(path).exists():
+        raise ConfigError(f"{where}: data.path: {path} not found (from {spec.base_config}"
+                          f"{' and overrides' if spec.overrides else ''}, relative to {Path.cwd()}); every arm "
+                          "would fail reading it.")
 
 
 def reference_arm(spec: AblationSpec, arms: list[Arm]) -> str:

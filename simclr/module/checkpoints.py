@@ -49,10 +49,20 @@ class LastEveryEpoch(AtomicCheckpoint):
             AtomicCheckpoint._save_checkpoint(self, trainer, str(Path(self.dirpath) / "last.ckpt"))
 
     def _save_checkpoint(self, trainer, filepath: str) -> None:
-        super()._save_checkpoint(trainer, filepath)
         # saved inside on_train_epoch_end, before Lightning counts the epoch as done: a Ctrl-C landing now
-        # would otherwise be reported as one epoch short of what last.ckpt holds
-        self.saved_epochs = trainer.current_epoch + 1
+        # would otherwise be reported as one epoch short of what last.ckpt holds. The count follows the file
+        # itself (its atomic rename), even when the Ctrl-C lands between the rename and this method's end.
+        def stamp():
+            try:
+                return os.stat(filepath).st_mtime_ns
+            except OSError:
+                return None
+        before = stamp()
+        try:
+            super()._save_checkpoint(trainer, filepath)
+        finally:
+            if stamp() != before:
+                self.saved_epochs = trainer.current_epoch + 1
 
     @staticmethod
     def completed_epochs(trainer) -> int:
