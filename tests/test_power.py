@@ -104,7 +104,9 @@ def test_plan_from_a_pilot_prints_mde_and_compute(study, capsys, monkeypatch):
     (["--pilot", "EMPTY"], "holds no finished runs"),
     (["--pilot", "STUDY", "--pilot-arm", "x"], "--pilot-arm: chooses an arm of the pilot"),
     (["--pilot-arm", "nope"], "--pilot-arm: 'nope' is not an arm of"),
-    (["--pilot", "STUDY", "--jobs", "2"], "--jobs: `simclr ablate plan` runs its pilot in this process"),
+    (["--pilot", "STUDY", "--jobs", "2"], "--jobs: with --pilot, `simclr ablate plan` launches nothing"),
+    (["--jobs", "2"], "--jobs: `simclr ablate plan` runs its pilot in this process"),
+    (["--mde", "150"], "--mde: 150.0 is out of range"),
     (["--pilot", "STUDY", "--seeds", "1"], "--seeds: 1 is out of range"),
 ])
 def test_plan_refuses_bad_input_with_one_line(study, tmp_path, capsys, monkeypatch, args, message):
@@ -182,3 +184,14 @@ def test_plan_names_the_test_floor_and_a_pilot_at_another_scale(tmp_path, capsys
     line = next(x for x in out.splitlines() if x.startswith("crop_only vs base") and "knn_k20/top1" in x)
     assert floor > 1 and line.endswith("none (floor)") and f" {floor:.1f} " in line
     assert "a run that also evaluates the floors, one per seed:" in out
+
+
+def test_a_run_with_an_impossible_time_is_left_out_of_the_compute_estimate(study, capsys, monkeypatch):
+    monkeypatch.chdir(REPO)
+    arm = next(study.glob("runs/*/arm.json"))
+    record = json.loads(arm.read_text())
+    record.setdefault("job", {})["started"] = float("nan")
+    arm.write_text(json.dumps(record))
+    assert main(["ablate", "plan", str(SPEC), "--pilot", str(study)]) == 0
+    out = capsys.readouterr().out
+    assert "compute: " in out and "nan" not in out.lower().split("compute: ")[1]

@@ -32,8 +32,9 @@ def cmd_ablate(args) -> int:
                                                   ("--launcher", args.launcher != "inline"), ("--jobs", args.jobs != 1),
                                                   ("--wait", args.wait)) if used]
         if launch_options:
-            raise ConfigError(f"{', '.join(launch_options)}: `simclr ablate plan` runs its pilot in this process; "
-                              "these options go with `simclr ablate SPEC`.")
+            raise ConfigError(f"{', '.join(launch_options)}: " + ("with --pilot, `simclr ablate plan` launches nothing"
+                              if args.pilot else "`simclr ablate plan` runs its pilot in this process")
+                              + "; these options go with `simclr ablate SPEC`.")
         plan(args.dir, pilot=args.pilot, mde_points=args.mde, seeds=args.seeds, pilot_seeds=args.pilot_seeds,
              pilot_arm=args.pilot_arm)
         return 0

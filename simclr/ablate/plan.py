@@ -36,9 +36,9 @@ PILOT_SEEDS = 3
 
 
 def _check_options(mde_points: float | None, seeds: int | None, pilot_seeds: int | None) -> None:
-    if mde_points is not None and not (math.isfinite(mde_points) and mde_points > 0):
+    if mde_points is not None and not (math.isfinite(mde_points) and 0 < mde_points < 100):
         raise ConfigError(f"--mde: {mde_points} is out of range; give the effect to detect in accuracy points, "
-                          "a number > 0 (e.g. 2 for two points).")
+                          "a number in (0, 100) (e.g. 2 for two points).")
     for name, value in (("--seeds", seeds), ("--pilot-seeds", pilot_seeds)):
         if value is not None and value < 2:
             raise ConfigError(f"{name}: {value} is out of range; give an integer >= 2 (a paired t-test needs the "
@@ -82,7 +82,8 @@ def _when(text) -> float | None:
 def run_seconds(entry: dict) -> tuple[float, str] | None:
     """How long one finished run took, and what that span covers; None where its files do not say."""
     job = entry.get("job")
-    if isinstance(job, dict) and all(isinstance(job.get(k), (int, float)) for k in ("started", "ended")):
+    if isinstance(job, dict) and all(isinstance(job.get(k), (int, float)) and math.isfinite(job[k])
+                                     for k in ("started", "ended")) and job["ended"] >= job["started"]:
         return job["ended"] - job["started"], "arm.json job started -> ended (training + evaluation)"
     run = read_optional(Path(entry["run_dir"]) / "run.json", RERUN) or {} if entry.get("run_dir") else {}
     started = _when(run.get("started"))
