@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from simclr.ablate.command import add_ablate_parser
 from simclr.config.run import EVAL_PROTOCOLS
 from simclr.config.schema import ConfigError, describe
 from simclr.data.formats import DataError
+from simclr.runs.ranks import launcher_rank
 from simclr.utils import error_line
 
 USER_ERRORS = (ConfigError, DataError, FileExistsError, FileNotFoundError)
@@ -93,12 +95,20 @@ def cmd_pretrain(args) -> int:
         if unknown:
             raise ConfigError(f"--evaluate: unknown protocol '{unknown[0]}'; valid: {', '.join(EVAL_PROTOCOLS)} "
                               "(comma-separated).")
-    if args.resume:
+    if args.resume == "auto":  # a (re)queued job: continue the run this job started, or start it
+        if not args.config and not args.overrides:
+            raise ConfigError("--resume auto: give the run's --config (and overrides) as when it started; it "
+                              "continues that run if this job (or, outside SLURM, its name=) has one, else starts it.")
+        result = train.run(load_config(args.config, args.overrides), resume="auto")
+    elif args.resume:
         if args.config or args.overrides:
-            raise ConfigError("--resume continues a run with its saved config.yaml; drop --config and overrides.")
+            raise ConfigError("--resume continues a run with its saved config.yaml; drop --config and overrides "
+                              "(or use --resume auto with them).")
         result = train.run(resume=args.resume)
     else:
         result = train.run(load_config(args.config, args.overrides))
+    if launcher_rank() > 0:  # one process per device: rank 0 reports (and evaluates) for the run
+        return 0
     print(f"run directory: {result.run_dir}")
     for key in ("train/loss_epoch", "monitor/knn_top1"):
         if key in result.metrics:
@@ -154,7 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("pretrain", help="pretrain a SimCLR encoder")
     p.add_argument("--config", help="run config YAML (see configs/)")
-    p.add_argument("--resume", help="run directory to continue from its last checkpoint")
+    p.add_argument("--resume", help="run directory to continue from its last checkpoint, or 'auto' (with --config): "
+                   "continue the run this job started (SLURM job id; outside SLURM the run at name=) or start it")
     p.add_argument("--evaluate", help="after training, evaluate with these protocols, e.g. knn,linear")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. trainer.max_epochs=5 policy=x.yaml")
     p.set_defaults(func=cmd_pretrain)
@@ -217,11 +228,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:  # train.RunInterrupted says how to resume
-        print(f"interrupted: {e}" if str(e) else "interrupted", file=sys.stderr)
+        if launcher_rank() == 0:  # every rank of a multi-process run was interrupted; one says so
+            print(f"interrupted: {e}" if str(e) else "interrupted", file=sys.stderr)
         return 143 if getattr(e, "signal_name", "") == "SIGTERM" else 130
     except BrokenPipeError:  # e.g. `simclr policy ops | head`
         return 0
 
 
+def entry() -> None:
+    """The `simclr` command. After an interrupt everything the run needs is on disk (checkpoint, run.json,
+    the message): the process leaves at once rather than in interpreter teardown, where gloo's and OpenMP's
+    threads can hang or abort it (seen in CI: a Ctrl-C'd run that printed its resume line, then never exited)."""
+    code = main()
+    if code in (130, 143):
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -1,18 +1,17 @@
 """`run(cfg)`: the one function that pretrains. The CLI and the ablation runner both call it.
 
-A run directory holds: config.yaml (resolved, frozen), policy.yaml (resolved), run.json (status,
-versions, timings, the CPU's threads and load, train images/s), checkpoints/{last,best}.ckpt and what the
-loggers write (`trainer.loggers`; by default csv/part-N/metrics.csv, one per training segment, and tb/ for
-TensorBoard; mlflow logs to `<output_dir>/mlruns` unless `trainer.logger_args.mlflow.tracking_uri` or
-MLFLOW_TRACKING_URI say otherwise). An existing directory is never overwritten: a new run gets the next free name (`name-2`, ...).
+What a run directory holds and how it is found again lives in simclr.runs (directory: the layout and
+run.json; ranks: one directory for every process of a multi-process run). Loggers write into it
+(`trainer.loggers`; by default csv/part-N/metrics.csv, one per training segment, and tb/ for TensorBoard;
+mlflow logs to `<output_dir>/mlruns` unless `trainer.logger_args.mlflow.tracking_uri` or
+MLFLOW_TRACKING_URI say otherwise).
 """
 from __future__ import annotations
 
-import json
 import logging
-import os
 import shutil
 import signal
+import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,16 +25,17 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 import simclr
 from simclr.augment import load_policy
-from simclr.config.files import inside, writable_dir
-from simclr.config.run import RunConfig, save_config
+from simclr.config.run import RunConfig, load_config, save_config
 from simclr.config.schema import ConfigError, to_dict
 from simclr.data import SimCLRDataModule, class_warnings
 from simclr.evaluate.monitor import KNNMonitor
 from simclr.module import EpochRate, SimCLRModule, Throughput, cpu_state, load_avg
-from simclr.module.checkpoints import AtomicCheckpoint, LastEveryEpoch, resumable
+from simclr.module.checkpoints import AtomicCheckpoint, LastEveryEpoch, flatten, resumable
 from simclr.module.loggers import build_loggers, check_loggers
-from simclr.utils import cpu_has_bf16, error_summary, first_free, git_commit, process_running, this_process, \
-    tune_cpu_allocator, write_json_atomic
+from simclr.runs.directory import (check_not_running, finished_metrics, new_run_dir, own_run, read_record,
+                                   scheduler_job, write_status)
+from simclr.runs.ranks import RankRecord, announce, join, launcher_rank, withdraw
+from simclr.utils import cpu_has_bf16, error_summary, git_commit, this_process, tune_cpu_allocator
 
 log = logging.getLogger("simclr")
 
@@ -58,22 +58,6 @@ class RunInterrupted(KeyboardInterrupt):
         self.run_dir, self.epoch, self.signal_name = run_dir, epoch, signal_name
 
 
-def new_run_dir(cfg: RunConfig) -> Path:
-    out = Path(cfg.output_dir)
-    writable_dir(out, "output_dir")
-    base = inside(out / cfg.name, out, "name")
-    start = 1
-    while True:  # two runs starting at the same moment each get their own directory
-        path = first_free(lambda n: base if n == 1 else base.with_name(f"{base.name}-{n}"), start)
-        try:
-            path.mkdir(parents=True)
-            return path
-        except FileExistsError:
-            start += 1
-        except OSError as e:
-            raise ConfigError(f"output_dir: cannot create {path} ({e.strerror}).") from None
-
-
 def check_policy_fits(policy, channels: int) -> None:
     """A policy whose normalize has 3 values cannot run on 1-channel images: refuse before anything is created."""
     for i, view in enumerate(policy.views):
@@ -85,48 +69,6 @@ def check_policy_fits(policy, channels: int) -> None:
                         raise ConfigError(f"{policy.source}: views[{i}] normalize.{key} has {n} values but the "
                                           f"images have {channels} channel(s); give 1 or {channels} values "
                                           "(or choose a policy made for this data).")
-
-
-def _check_not_running(run_dir: Path) -> None:
-    """Refuse to resume a run another live process is training: both would write its checkpoints."""
-    status_file = run_dir / "run.json"
-    if not (status_file.exists() or status_file.is_symlink()):  # a dangling or looping link is damage too
-        return
-    try:
-        record = json.loads(status_file.read_text())
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError):  # a directory, bytes, broken or deep JSON
-        record = None
-    if not isinstance(record, dict):  # the resume would fail writing its status into it, after loading everything
-        raise ConfigError(f"--resume {run_dir}: {status_file} is not the JSON object simclr writes there (damaged or "
-                          "edited); restore it, or move it aside and the resume writes a new one.")
-    who = record.get("process") if record.get("status") == "running" else None
-    if process_running(who) and who["pid"] != os.getpid():  # this process: a run it left (a retried trial)
-        raise ConfigError(f"--resume {run_dir}: process {who['pid']} on {who['host']} is training this run now "
-                          f"({status_file}); a second one would write the same checkpoints. Let it finish, or "
-                          "stop it (Ctrl-C) and resume then.")
-
-
-def _finished(run_dir: Path, cfg: RunConfig) -> RunResult | None:
-    """The result of a run that already finished all its epochs (from its run.json, which _check_not_running
-    has read as a JSON object), said in one line; None for a run with epochs left."""
-    record = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").is_file() else {}
-    if record.get("status") != "finished" or record.get("epoch", -1) < cfg.trainer.max_epochs:
-        return None
-    log.warning("%s: finished all %d epochs already (run.json); nothing to resume, nothing changed", run_dir,
-                cfg.trainer.max_epochs)
-    metrics = record.get("metrics") if isinstance(record.get("metrics"), dict) else {}
-    best = run_dir / "checkpoints" / "best.ckpt"
-    return RunResult(run_dir, run_dir / "checkpoints" / "last.ckpt", best if best.exists() else None,
-                     {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))})
-
-
-def _write_status(run_dir: Path, **fields) -> None:
-    status_file = run_dir / "run.json"
-    status = json.loads(status_file.read_text()) if status_file.exists() else {}
-    status.update(fields)
-    if status.get("status") != "failed":
-        status.pop("error", None)  # a failed run resumed: the old error no longer describes it
-    write_json_atomic(status_file, status)  # a kill -9 mid-write must not leave a run.json resume cannot read
 
 
 def _accelerator(cfg: RunConfig) -> str:
@@ -195,21 +137,67 @@ def build_trainer(cfg: RunConfig, run_dir: Path, callbacks: Sequence[pl.Callback
     )
 
 
+def _auto_target(cfg: RunConfig) -> tuple[Path | None, bool]:
+    """`--resume auto`: (the run this job continues, whether it has a checkpoint to continue from), or
+    (None, False) for a fresh run. A run found with other settings is refused, never continued."""
+    found = own_run(cfg.output_dir, cfg.name)
+    if found is None:
+        return None, False
+    if not (found / "config.yaml").is_file():
+        raise ConfigError(f"--resume auto: {found} exists but is not a run directory (no config.yaml); choose "
+                          "another name= or move it aside.")
+    stored, (wanted, _) = load_config(found / "config.yaml", stored=True), resolve_precision(cfg)
+    then, now = flatten(to_dict(stored)), flatten(to_dict(wanted))
+    changed = [f"{k}: {then.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(then) | set(now))
+               if then.get(k) != now.get(k)]
+    if changed:
+        raise ConfigError(f"--resume auto: {found} holds a run started with other settings ({'; '.join(changed[:4])}); "
+                          "give another name=, or continue that run as it was with --resume "
+                          f"{found}.")
+    return found, (found / "checkpoints" / "last.ckpt").is_file()
+
+
+def _watch_sigint() -> tuple[list, object]:
+    """Record that a Ctrl-C arrived: under DDP a peer that stopped first can make this rank's next collective
+    fail with a RuntimeError, which is still the user's interrupt, not a failed run."""
+    seen: list[int] = []
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is not signal.default_int_handler or threading.current_thread() is not threading.main_thread():
+        return seen, None
+
+    def note(signum, frame):
+        seen.append(signum)
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGINT, note)
+    return seen, previous
+
+
 def run(cfg: RunConfig | None = None, resume: str | Path | None = None, callbacks: Sequence[pl.Callback] = (),
         splits=None) -> RunResult:
-    """Pretrain per `cfg`, or continue the run in directory `resume` from its last checkpoint."""
+    """Pretrain per `cfg`, or continue the run in directory `resume` from its last checkpoint; `resume="auto"`
+    (with `cfg`) continues the run this job started if there is one. Under a launcher that starts one process
+    per device every rank calls this: rank 0 owns the directory, the others join it (simclr.runs.ranks)."""
     tune_cpu_allocator()
+    rank, into = launcher_rank(), None
+    if cfg is None and resume in (None, "auto"):
+        raise ValueError("run() needs a config, or a run directory to resume")
+    if rank > 0 and resume in (None, "auto"):
+        into, resumed = join(Path(cfg.output_dir))
+        resume = into if resumed else None
+    elif resume == "auto":
+        into, resumed = _auto_target(cfg)
+        resume = into if resumed else None
     if resume is not None:
         run_dir = Path(resume)
         cfg, ckpt, recorded = resumable(run_dir)
-        _check_not_running(run_dir)
-    elif cfg is None:
-        raise ValueError("run() needs a config or a run directory to resume")
+        if rank == 0:
+            check_not_running(run_dir)
     check_device_options(cfg)  # new runs and resumed ones alike: a run may move to another machine
     if resume is not None:
-        done = _finished(run_dir, cfg)
+        done = finished_metrics(run_dir, cfg.trainer.max_epochs)
         if done is not None:  # resuming would retrain nothing and reset the record's metrics and times
-            return done
+            best = run_dir / "checkpoints" / "best.ckpt"
+            return RunResult(run_dir, ckpt, best if best.exists() else None, done)
     # before anything is created: config.yaml and the checkpoints hold the resolved values, so a resume on
     # another machine runs at the precision the run started with
     cfg, precision = resolve_precision(cfg)
@@ -220,54 +208,68 @@ def run(cfg: RunConfig | None = None, resume: str | Path | None = None, callback
     dm = SimCLRDataModule(cfg.data, seed=cfg.seed, splits=splits)
     dm.setup()  # bad data fails here, before a run directory exists
     check_policy_fits(resolved, dm.channels)
-    if resume is None:
-        run_dir, ckpt = new_run_dir(cfg), None
+    fresh = resume is None
+    if fresh:
+        run_dir, ckpt = into or new_run_dir(cfg.output_dir, cfg.name), None
+    writes = rank == 0  # the other ranks read what rank 0 wrote
     try:
-        if resume is None:
+        if fresh and writes:
             save_config(cfg, run_dir / "config.yaml")
             (run_dir / "policy.yaml").write_text(resolved.to_yaml())
-            _write_status(run_dir, package_version=simclr.__version__, git_commit=git_commit(),
-                          torch=torch.__version__, warnings=class_warnings(dm.splits), precision=precision)
-        elif not (run_dir / "run.json").exists() or "precision" not in json.loads((run_dir / "run.json").read_text()):
-            _write_status(run_dir, precision=precision)  # a run recorded before `auto`: what it resumes with
+            write_status(run_dir, package_version=simclr.__version__, git_commit=git_commit(),
+                         torch=torch.__version__, warnings=class_warnings(dm.splits), precision=precision,
+                         slurm_job=scheduler_job())
+        elif writes and "precision" not in (read_record(run_dir) or {}):
+            write_status(run_dir, precision=precision)  # a run recorded before `auto`: what it resumes with
         policy = yaml.safe_load((run_dir / "policy.yaml").read_text())
-        module = SimCLRModule(to_dict(cfg) if resume is None else recorded, dm.channels, dm.num_classes, policy,
+        module = SimCLRModule(to_dict(cfg) if fresh else recorded, dm.channels, dm.num_classes, policy,
                               image_size=int(dm.splits["train"].images.shape[-1]))  # fit() restores ckpt state
         monitor = KNNMonitor(dm.splits["train"], dm.splits["val"], cfg.trainer.knn_monitor_every,
                              cfg.eval.monitor_k, cfg.eval.knn_temperature)
         rate = EpochRate()
-        trainer = build_trainer(cfg, run_dir, [monitor, rate, *callbacks])
+        trainer = build_trainer(cfg, run_dir, [monitor, rate, RankRecord(run_dir), *callbacks])
     except BaseException:
-        if resume is None:  # a run that never started leaves no stub (it would push the next run to name-2)
+        if fresh and writes and into is None:  # a run that never started leaves no stub (it would push the next to name-2)
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
     cpu = {**cpu_state(), "load_avg_start": load_avg()}  # this training segment's (a resume records its own)
-    _write_status(run_dir, status="running", started=time.strftime("%Y-%m-%dT%H:%M:%S"), process=this_process(),
-                  cpu=cpu, throughput=rate.summary())
+    status = write_status if writes else (lambda run_dir, **fields: None)
+    status(run_dir, status="running", started=time.strftime("%Y-%m-%dT%H:%M:%S"), process=this_process(),
+           processes=[this_process()], cpu=cpu, throughput=rate.summary())
 
     def measured() -> dict:
         return {"cpu": {**cpu, "load_avg_end": load_avg()}, "throughput": rate.summary()}
-    log.info("run directory: %s", run_dir)
+    if writes:
+        log.info("run directory: %s", run_dir)
+    rendezvous = announce(run_dir, Path(cfg.output_dir), resumed=not fresh) if writes else None
+    seen, previous = _watch_sigint()
     try:
         trainer.fit(module, datamodule=dm, ckpt_path=ckpt)
     except (SystemExit, SIGTERMException) as e:  # Lightning ends a Ctrl-C with sys.exit(1) after shutting down
         epochs = LastEveryEpoch.completed_epochs(trainer)
-        _write_status(run_dir, status="interrupted", epoch=epochs, **measured())
+        status(run_dir, status="interrupted", epoch=epochs, **measured())
         signal.signal(signal.SIGINT, signal.default_int_handler)  # Lightning leaves Ctrl-C ignored
-        if isinstance(e, SIGTERMException) or trainer.interrupted:
+        if isinstance(e, SIGTERMException) or trainer.interrupted or seen:
             raise RunInterrupted(run_dir, epochs,
                                  "SIGTERM" if isinstance(e, SIGTERMException) else "SIGINT") from None
         raise
     except Exception as e:  # a damaged file, a bug: failed, not interrupted; --resume continues it once fixed
-        _write_status(run_dir, status="failed", epoch=LastEveryEpoch.completed_epochs(trainer),
-                      error=error_summary(e), **measured())
+        epochs = LastEveryEpoch.completed_epochs(trainer)
+        if seen:  # a peer rank stopped by the same Ctrl-C broke this rank's collective
+            status(run_dir, status="interrupted", epoch=epochs, **measured())
+            raise RunInterrupted(run_dir, epochs, "SIGINT") from None
+        status(run_dir, status="failed", epoch=epochs, error=error_summary(e), **measured())
         raise
     except BaseException:
-        _write_status(run_dir, status="interrupted", epoch=LastEveryEpoch.completed_epochs(trainer), **measured())
+        status(run_dir, status="interrupted", epoch=LastEveryEpoch.completed_epochs(trainer), **measured())
         raise
+    finally:
+        if previous is not None and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+            signal.signal(signal.SIGINT, previous)
+        withdraw(rendezvous)
     done = trainer.current_epoch >= cfg.trainer.max_epochs
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
-    _write_status(run_dir, status="finished" if done else "stopped", epoch=trainer.current_epoch,
-                  finished=time.strftime("%Y-%m-%dT%H:%M:%S"), metrics=metrics, **measured())
+    status(run_dir, status="finished" if done else "stopped", epoch=trainer.current_epoch,
+           finished=time.strftime("%Y-%m-%dT%H:%M:%S"), metrics=metrics, **measured())
     best = run_dir / "checkpoints" / "best.ckpt"
     return RunResult(run_dir, run_dir / "checkpoints" / "last.ckpt", best if best.exists() else None, metrics)

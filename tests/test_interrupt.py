@@ -36,7 +36,8 @@ def inproc(*args) -> int:
 
 
 def start(*args):
-    return subprocess.Popen([sys.executable, "-m", "simclr.cli", *map(str, args)], stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-X", "faulthandler", "-m", "simclr.cli", *map(str, args)],
+                            stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=_env(), cwd=REPO)
 
 
@@ -46,6 +47,17 @@ def wait_for(path: Path, proc, timeout=300):
         assert proc.poll() is None, f"exited early ({proc.returncode}): {proc.stderr.read()[-2000:]}"
         assert time.time() - t0 < timeout, f"{path} never appeared"
         time.sleep(0.02)
+
+
+def finish(proc, timeout):
+    """proc.communicate(timeout); past it, the process's Python stacks (faulthandler, on SIGABRT) go into the
+    failure, so a hang seen once in CI says where it hung."""
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        out, err = proc.communicate(timeout=60)
+        raise AssertionError(f"no exit within {timeout} s; its stacks:\n{err[-6000:]}") from None
 
 
 def state(ckpt: Path) -> dict:
@@ -72,7 +84,7 @@ def test_sigint_and_kill9_then_resume_equal_an_uninterrupted_run(tmp_path):
     proc = start("pretrain", *SLOW, f"output_dir={out}", "name=sigint")
     wait_for(out / "sigint" / "checkpoints" / "last.ckpt", proc)
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
+    _, err = finish(proc, 120)
     assert proc.returncode == 130, err[-2000:]
     assert f"simclr pretrain --resume {out / 'sigint'}" in err.strip().splitlines()[-1]
     status = json.loads((out / "sigint" / "run.json").read_text())
@@ -83,7 +95,7 @@ def test_sigint_and_kill9_then_resume_equal_an_uninterrupted_run(tmp_path):
     proc = start("pretrain", *SLOW, f"output_dir={out}", "name=killed")
     wait_for(out / "killed" / "checkpoints" / "last.ckpt", proc)
     proc.kill()
-    proc.communicate(timeout=60)
+    finish(proc, 60)
     assert state(out / "killed" / "checkpoints" / "last.ckpt")["epoch"] < 2  # something was left to do
     assert json.loads((out / "killed" / "run.json").read_text())["status"] == "running"  # no chance to say more
     assert inproc("pretrain", "--resume", out / "killed") == 0
@@ -121,7 +133,7 @@ arms:
     proc = start("ablate", path)
     wait_for(arm / "checkpoints" / "last.ckpt", proc)
     proc.kill()
-    proc.communicate(timeout=60)
+    finish(proc, 60)
     assert state(arm / "checkpoints" / "last.ckpt")["epoch"] < 2
     capsys.readouterr()
     assert inproc("ablate", path) == 0

@@ -154,9 +154,11 @@ class TwoViewAugmenter(torch.nn.Module):
 
     def set_extra_state(self, state) -> None:
         self.seed = state["seed"]
-        # A checkpoint holds rank 0's streams; other DDP ranks restart their own from the seed
-        # (distinct from rank 0's, though not a continuation).
-        self._loaded_states = state["states"] if state["rank"] == self.rank else None
+        per_rank = state.get("per_rank")  # every rank's streams (checkpoints written since multi-device resume)
+        if isinstance(per_rank, list) and self.rank < len(per_rank):
+            self._loaded_states = per_rank[self.rank]
+        else:  # rank 0's streams only: other ranks restart their own from the seed (distinct, not continued)
+            self._loaded_states = state["states"] if state["rank"] == self.rank else None
         self._gens = {}
 
     def extra_repr(self) -> str:

@@ -71,9 +71,9 @@ class LastEveryEpoch(AtomicCheckpoint):
         return max(saved, trainer.current_epoch)
 
 
-def _flat(tree, prefix: str = "") -> dict:
+def flatten(tree, prefix: str = "") -> dict:
     if isinstance(tree, dict):
-        return {k: v for key, sub in tree.items() for k, v in _flat(sub, f"{prefix}{key}.").items()}
+        return {k: v for key, sub in tree.items() for k, v in flatten(sub, f"{prefix}{key}.").items()}
     return {prefix.rstrip("."): list(tree) if isinstance(tree, tuple) else tree}
 
 
@@ -107,10 +107,10 @@ def resumable(run_dir: Path) -> tuple[RunConfig, Path, dict]:
         raise ConfigError(f"{ckpt}: cannot be resumed from; it is not a simclr checkpoint (no "
                           "hyper_parameters.config).") from None
     try:  # both read by today's schema, so keys it adds or drops at their defaults are no edit
-        then = _flat(to_dict(config_from_dict(saved)))
+        then = flatten(to_dict(config_from_dict(saved)))
     except (ConfigError, TypeError):
-        then = _flat(saved if isinstance(saved, dict) else {})
-    now = _flat(to_dict(cfg))
+        then = flatten(saved if isinstance(saved, dict) else {})
+    now = flatten(to_dict(cfg))
     changed = [f"{k}: {then.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(now) | set(then))
                if now.get(k) != then.get(k)]
     # the stream-only keys the stored reading drops for the in-memory loader: compared as written

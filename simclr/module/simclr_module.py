@@ -105,11 +105,24 @@ class SimCLRModule(pl.LightningModule):
         Lightning, restoring such a checkpoint, counts one logging step more than it saved (it expects saves
         after a batch's step): the saved count is one less, so the resumed run logs at the uninterrupted run's
         steps."""
+        streams = checkpoint["state_dict"].get("augment._extra_state")
         if self._streams_before_batch is not None:
-            checkpoint["state_dict"]["augment._extra_state"] = self._streams_before_batch
+            streams = self._streams_before_batch
             loop = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.state_dict", {})
             if "_batches_that_stepped" in loop:
                 loop["_batches_that_stepped"] -= 1
+        if streams is not None:
+            checkpoint["state_dict"]["augment._extra_state"] = {**streams, "per_rank": self._every_ranks(streams)}
+
+    def _every_ranks(self, streams: dict) -> list:
+        """Every rank's augmentation streams (Lightning builds the checkpoint on every rank and rank 0 writes
+        it): a resumed multi-device run continues each rank's draws, not only rank 0's."""
+        import torch.distributed as dist
+        if self.trainer is None or self.trainer.world_size == 1 or not dist.is_initialized():
+            return [streams["states"]]
+        gathered: list = [None] * self.trainer.world_size
+        dist.all_gather_object(gathered, streams["states"])
+        return gathered
 
     def configure_optimizers(self):
         cfg = self.cfg.optim

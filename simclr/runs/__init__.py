@@ -1,0 +1,1 @@
+"""The run on disk: its directory and record (`directory`), and the processes of one run (`ranks`)."""
