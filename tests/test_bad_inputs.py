@@ -220,6 +220,15 @@ CASES = [
     ("spec whose data is missing", lambda t: ["ablate", str(spec(t, "overrides: [data.name=cifar10, data.path=/nowhere/cifar]"
                                                                   "\narms: {drop_one: true}"))],
      "spec.yaml: data.path: /nowhere/cifar not found"),
+    ("spec whose base_config is missing", lambda t: ["ablate", str(write(t / "specs" / "a.yaml", "name: a\nbase_config: "
+                                                                         "../configs/none.yaml\narms: {drop_one: true}\n"))],
+     "a.yaml: base_config: '../configs/none.yaml' not found: looked for the run config at "),
+    ("spec whose base_config is relative to the working directory", lambda t: [
+        "ablate", str(write(t / "specs" / "a.yaml", "name: a\nbase_config: configs/digits_cpu.yaml\narms: {drop_one: true}\n"))],
+     "specs/configs/digits_cpu.yaml (a relative base_config is relative to the spec's folder"),
+    ("search spec whose base_config is missing", lambda t: ["search", str(write(t / "specs" / "s.yaml", "name: s\nbase_config: "
+                                                                                "none.yaml\nspace: {rotation: {toggle: true}}\n"))],
+     "s.yaml: base_config: 'none.yaml' not found: looked for the run config at "),
     ("spec repeats an arm", lambda t: ["ablate", str(spec(t, "arms:\n  named:\n    a: digits\n    a: digits"))],
      "key 'a' appears twice"),
     ("policy path missing, shipped name alike", lambda t: tiny(t, f"policy={t / 'mine' / 'digits.yaml'}"),

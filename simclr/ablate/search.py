@@ -33,7 +33,7 @@ from simclr.ablate.search_cost import Eta, announce_cost
 from simclr.ablate.search_report import write_outputs
 from simclr.ablate.search_spec import SearchSpec, base_policy, build_policy, load_search_spec
 from simclr.ablate.store import precision_pins
-from simclr.config.files import read_yaml
+from simclr.config.files import read_yaml, same_file
 from simclr.config.run import load_config
 from simclr.config.schema import ConfigError, to_dict
 from simclr.evaluate.proxies import OBJECTIVES, selection_metrics
@@ -110,7 +110,8 @@ def prepare(spec: SearchSpec, spec_path: Path) -> Path:
         if record.exists():
             before = json.loads(record.read_text())["identity"]
             now = json.loads(json.dumps(_identity(spec)))
-            changed = [k for k in IDENTITY if before.get(k) != now.get(k)]
+            changed = [k for k in IDENTITY if before.get(k) != now.get(k)
+                       and not (k == "base_config" and same_file(str(before.get(k)), now[k]))]  # one file, two ways
             if changed:
                 raise ConfigError(f"{root}: holds a search with different {', '.join(changed)} than {spec_path}; "
                                   "a study cannot change its space mid-way. Use a new name or output_dir.")

@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from simclr.ablate.spec import AblationSpec, Arm
-from simclr.config.files import parse_yaml, read_yaml
+from simclr.config.files import parse_yaml, read_yaml, same_file
 from simclr.config.run import RunConfig, as_stored, load_config
 from simclr.config.schema import ConfigError, build, to_dict
 
@@ -99,6 +99,12 @@ def _same(recorded: str, record: str) -> bool:
     if recorded == record:
         return True
     old, new = yaml.safe_load(recorded), yaml.safe_load(record)
+    old_spec, new_spec = old.get("spec"), new.get("spec")
+    if isinstance(old_spec, dict) and isinstance(new_spec, dict) and "base_config" in old_spec and (
+            "base_config" in old or same_file(str(old_spec["base_config"]), str(new_spec.get("base_config")))):
+        # one base config written two ways (relative to the working directory then, to the spec now, or run from
+        # elsewhere): the same study. With the config's contents on record, those are compared instead.
+        old = {**old, "spec": {**old_spec, "base_config": new_spec.get("base_config")}}
     if set(old) == {"spec"}:
         return old["spec"] == new["spec"]
     old, new = _comparable(old, new)
