@@ -15,6 +15,7 @@ from optuna.trial import TrialState
 from scipy.stats import spearmanr, ttest_rel
 
 import simclr.ablate.search as search
+import simclr.ablate.search_trial as search_trial
 from simclr.ablate.search_report import paired_stats, spearman_ci
 from simclr.ablate.search_spec import build_policy, base_policy, load_search_spec
 from simclr.augment import eval_preprocess, load_policy
@@ -213,9 +214,9 @@ def test_search_end_to_end_with_pruning_outputs_and_final_comparison(tmp_path, m
 
 def test_interrupted_trial_is_retried_and_resumes_its_run(tmp_path, monkeypatch):
     path = spec_file(tmp_path, SPACE, trials=2, epochs=2, extra="final: {enabled: false}\n")
-    real_run = search.train.run
+    real_run = search_trial.train.run
 
-    class StopAfterFirstEpoch(search.pl.Callback):
+    class StopAfterFirstEpoch(search_trial.pl.Callback):
         def on_train_epoch_end(self, trainer, module):
             trainer.should_stop = True
 
@@ -226,12 +227,12 @@ def test_interrupted_trial_is_retried_and_resumes_its_run(tmp_path, monkeypatch)
             raise KeyboardInterrupt
         return real_run(cfg, resume=resume, callbacks=callbacks)
 
-    monkeypatch.setattr(search.train, "run", interrupting)
+    monkeypatch.setattr(search_trial.train, "run", interrupting)
     assert main(["search", str(path)]) == 130
     _, study = _study(path)
     assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.WAITING]
     assert study.trials[2].user_attrs["retry_of"] == 1
-    monkeypatch.setattr(search.train, "run", real_run)
+    monkeypatch.setattr(search_trial.train, "run", real_run)
     assert main(["search", str(path)]) == 0
     _, study = _study(path)
     assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
@@ -283,7 +284,7 @@ def test_an_asymmetric_base_keeps_a_searched_op_on_its_own_view_only(tmp_path):
 def test_later_trials_train_at_the_precision_of_the_first(tmp_path):
     """A search begun before `auto` (its trials' config.yaml say '32' / false) keeps its later trials in fp32;
     a value the spec sets explicitly is its own."""
-    from simclr.ablate.search import trial_precision
+    from simclr.ablate.search_trial import trial_precision
     auto = {"precision": "auto", "channels_last": "auto"}
     assert trial_precision(tmp_path, auto) == ()  # the first trial resolves for itself
     first = tmp_path / "runs" / "trial-0000"
