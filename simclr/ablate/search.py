@@ -13,6 +13,8 @@ carved from train and label-free proxies; never test). All objectives are stored
 pruner can stop weak trials early. Resumable: storage is the record; a worker interrupted (Ctrl-C)
 or killed (heartbeat older than 2x `heartbeat_seconds`) leaves a FAIL trial whose parameters are
 re-enqueued once and whose run directory is resumed from its last checkpoint. Nothing is overwritten.
+One `simclr search SPEC` per study (it holds the study's launch lock,
+simclr.ablate.lock: two would both run the final comparison); any number of `--worker`s join it.
 One trial: simclr.ablate.search_trial.
 """
 from __future__ import annotations
@@ -28,6 +30,7 @@ import optuna
 from optuna.trial import TrialState
 from sqlalchemy.exc import SQLAlchemyError
 
+from simclr.ablate import lock as launch_lock
 from simclr.ablate.search_cost import Eta, announce_cost
 from simclr.ablate.search_report import write_outputs
 from simclr.ablate.search_spec import SearchSpec, base_policy, load_search_spec
@@ -105,7 +108,7 @@ def prepare(spec: SearchSpec, spec_path: Path) -> Path:
                 raise ConfigError(f"{root}: holds a search with different {', '.join(changed)} than {spec_path}; "
                                   "a study cannot change its space mid-way. Use a new name or output_dir.")
             return root
-        if any(p.name != LOCK for p in root.iterdir()):
+        if any(p.name not in (LOCK, launch_lock.LOCK) for p in root.iterdir()):
             raise ConfigError(f"{root}: exists and is not a search directory (no search.json); refusing to mix. "
                               "Use a new name or output_dir.")
         (root / "policies").mkdir()
@@ -142,6 +145,16 @@ def run_search(spec_path: str | Path, worker: bool = False, dry_run: bool = Fals
             raise ConfigError(f"{study_dir(spec)}: no search here yet; run `simclr search {spec_path}` first.")
         return write_outputs(spec, open_study(spec), study_dir(spec), run_final=False)
     root = prepare(spec, spec_path)
+    if worker:  # workers share a study by design: no launch lock
+        return _search(spec, root, worker=True)
+    # one main process per study: two would both run the final comparison, training its arms twice at once
+    resume = f"simclr search {spec_path}"
+    with launch_lock.study_lock(root, resume, f"Wait for it to end, or add workers with `{resume} --worker`."):
+        return _search(spec, root, worker=False)
+
+
+def _search(spec: SearchSpec, root: Path, worker: bool) -> Path:
+    """Trials until the study has `trials` of them (taken by any worker), then (not a worker) the outputs."""
     with _locked(root):  # two workers creating a fresh storage's tables at once collide ("table ... already exists")
         study = open_study(spec, create=True)
     eta = Eta(spec, study)

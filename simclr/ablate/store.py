@@ -111,9 +111,9 @@ def _same(recorded: str, record: str) -> bool:
     return old == new
 
 
-def claim(root: Path, record: str, spec_path: Path, new_dir: bool) -> Path:
+def study_folder(root: Path, record: str, spec_path: Path, new_dir: bool) -> Path:
     """The directory this spec runs in: `root` if it is new or ran this very spec before; otherwise an error
-    with the diff, or (new_dir) the first `root-N` that is new or ran this spec."""
+    with the diff, or (new_dir) the first `root-N` that is new or ran this spec. Reads only."""
     def fits(folder: Path) -> bool:
         recorded = _recorded(folder) if folder.exists() else None
         return recorded is None or _same(recorded, record)
@@ -132,6 +132,14 @@ def claim(root: Path, record: str, spec_path: Path, new_dir: bool) -> Path:
             n += 1
         root = root.with_name(f"{root.name}-{n}")
         print(f"{spec_path}: {root.with_name(root.name.rsplit('-', 1)[0])} ran a different spec; continuing in {root}")
+    return root
+
+
+def claim(root: Path, record: str, spec_path: Path, new_dir: bool) -> Path:
+    """study_folder(), then that directory made and its record (spec.resolved.yaml, spec.yaml) written where
+    missing. `simclr ablate` claims under the study's launch lock (simclr.ablate.lock), with new_dir=False on the
+    folder it chose, so a different spec claimed there in between is refused, not run into it."""
+    root = study_folder(root, record, spec_path, new_dir)
     root.mkdir(parents=True, exist_ok=True)
     if not (root / RECORD).is_file():
         (root / RECORD).write_text(record)
