@@ -2,9 +2,11 @@
 statistics against scipy, and small end-to-end studies (pruning, resume after Ctrl-C, 2 concurrent workers)."""
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -242,6 +244,38 @@ def test_interrupted_trial_is_retried_and_resumes_its_run(tmp_path, monkeypatch)
     assert retry.user_attrs["run_dir"] == str(root / "runs/trial-0001")  # resumed, not restarted
     assert sorted(p.name for p in (root / "runs").iterdir()) == ["trial-0000", "trial-0001"]
     assert sorted((root / "runs/trial-0001/csv").iterdir())[-1].name == "part-2"  # a second training segment
+
+
+def test_ctrl_c_is_one_line_with_the_resume_command_and_the_rerun_resumes_the_trial(tmp_path):
+    """A real `simclr search` process gets SIGINT while its trial trains (after the trial's first checkpoint): it
+    exits 130 with one line saying how to resume, no traceback; the command it names retries the trial, resuming
+    its run."""
+    slow = [o for o in TINY_OVERRIDES if not o.startswith(("trainer.max_epochs", "data.train_per_class"))]
+    path = spec_file(tmp_path, SPACE, trials=1, extra=f"final: {{enabled: false}}\noverrides: "
+                     f"{json.dumps([*slow, 'trainer.max_epochs=3', 'data.train_per_class=80'])}\n")
+    run_dir = tmp_path / "out" / "s" / "runs" / "trial-0000"
+    proc = subprocess.Popen([sys.executable, "-m", "simclr.cli", "search", str(path)], cwd=tmp_path, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    t0 = time.time()
+    while not (run_dir / "checkpoints" / "last.ckpt").exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() - t0 < 300, "the trial never wrote its first checkpoint"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "failed" not in err, err  # nor Optuna's "Trial 0 failed ..." with one
+    assert err.strip().splitlines()[-1] == (  # the rest is Lightning's own notes, as in any run
+        f"interrupted: SIGINT during trial 0 of search 's'; resume with: simclr search {path}"), err
+    _, study = _study(path)
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.WAITING]
+    assert main(["search", str(path)]) == 0
+    _, study = _study(path)
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert study.trials[1].user_attrs["run_dir"] == str(run_dir)  # resumed, not restarted
+    assert sorted((run_dir / "csv").iterdir())[-1].name == "part-2"  # a second training segment
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "finished"
 
 
 def test_two_concurrent_workers_share_one_sqlite_study(tmp_path):

@@ -13,7 +13,7 @@ carved from train and label-free proxies; never test). All objectives are stored
 pruner can stop weak trials early. Resumable: storage is the record; a worker interrupted (Ctrl-C)
 or killed (heartbeat older than 2x `heartbeat_seconds`) leaves a FAIL trial whose parameters are
 re-enqueued once and whose run directory is resumed from its last checkpoint. Nothing is overwritten.
-One `simclr search SPEC` per study (it holds the study's launch lock,
+Ctrl-C says in one line how to resume. One `simclr search SPEC` per study (it holds the study's launch lock,
 simclr.ablate.lock: two would both run the final comparison); any number of `--worker`s join it.
 One trial: simclr.ablate.search_trial.
 """
@@ -134,26 +134,43 @@ def _counts(study: optuna.Study) -> dict[TrialState, int]:
     return {s: sum(t.state == s for t in trials) for s in TrialState} | {"all": len(trials)}
 
 
+class SearchInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM) during `simclr search`: one line saying how to resume, which the CLI prints (exit 130,
+    143 for SIGTERM). The storage is the record: an interrupted trial is failed and, once its run has started,
+    enqueued again, so the next `simclr search` resumes that run first."""
+
+    def __init__(self, spec: SearchSpec, resume: str, cause: BaseException, trial: int | None = None):
+        self.signal_name = getattr(cause, "signal_name", None) or getattr(cause.__cause__, "signal_name", "SIGINT")
+        where = f"trial {trial} of search '{spec.name}'" if trial is not None else f"search '{spec.name}'"
+        super().__init__(f"{self.signal_name} during {where}; resume with: {resume}")
+
+
 def run_search(spec_path: str | Path, worker: bool = False, dry_run: bool = False, report_only: bool = False) -> Path:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     spec_path = Path(spec_path)
     spec = load_search_spec(spec_path)
     if dry_run:
         return _dry_run(spec)
-    if report_only:
-        if not (study_dir(spec) / "search.json").exists():
-            raise ConfigError(f"{study_dir(spec)}: no search here yet; run `simclr search {spec_path}` first.")
-        return write_outputs(spec, open_study(spec), study_dir(spec), run_final=False)
-    root = prepare(spec, spec_path)
-    if worker:  # workers share a study by design: no launch lock
-        return _search(spec, root, worker=True)
-    # one main process per study: two would both run the final comparison, training its arms twice at once
-    resume = f"simclr search {spec_path}"
-    with launch_lock.study_lock(root, resume, f"Wait for it to end, or add workers with `{resume} --worker`."):
-        return _search(spec, root, worker=False)
+    resume = f"simclr search {spec_path}" + (" --worker" if worker else " --report" if report_only else "")
+    try:
+        if report_only:
+            if not (study_dir(spec) / "search.json").exists():
+                raise ConfigError(f"{study_dir(spec)}: no search here yet; run `simclr search {spec_path}` first.")
+            return write_outputs(spec, open_study(spec), study_dir(spec), run_final=False)
+        root = prepare(spec, spec_path)
+        if worker:  # workers share a study by design: no launch lock
+            return _search(spec, root, resume, worker=True)
+        # one main process per study: two would both run the final comparison, training its arms twice at once
+        with launch_lock.study_lock(root, resume, f"Wait for it to end, or add workers with `{resume} --worker`."):
+            return _search(spec, root, resume, worker=False)
+    except SearchInterrupted:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # silenced while the interrupted trial was recorded
+        raise
+    except KeyboardInterrupt as e:  # between trials, waiting for other workers, or in the final comparison
+        raise SearchInterrupted(spec, resume, e) from None
 
 
-def _search(spec: SearchSpec, root: Path, worker: bool) -> Path:
+def _search(spec: SearchSpec, root: Path, resume: str, worker: bool) -> Path:
     """Trials until the study has `trials` of them (taken by any worker), then (not a worker) the outputs."""
     with _locked(root):  # two workers creating a fresh storage's tables at once collide ("table ... already exists")
         study = open_study(spec, create=True)
@@ -174,7 +191,13 @@ def _search(spec: SearchSpec, root: Path, worker: bool) -> Path:
                 def objective(trial, _lock=lock):
                     fcntl.flock(_lock, fcntl.LOCK_UN)  # the trial exists now: other workers may go on
                     ran.append(trial.number)
-                    return run_trial(trial, spec, root)
+                    try:
+                        return run_trial(trial, spec, root)
+                    except KeyboardInterrupt as e:
+                        # Optuna records the trial as failed and logs that with the interrupt's traceback: the
+                        # CLI says it in one line instead
+                        optuna.logging.set_verbosity(optuna.logging.ERROR)
+                        raise SearchInterrupted(spec, resume, e, trial.number) from None
 
                 study.optimize(objective, n_trials=1)  # creates the trial under the lock, then releases it
         if todo:

@@ -109,6 +109,8 @@ def run_trial(trial: optuna.Trial, spec: SearchSpec, root: Path) -> float:
         metrics = selection_metrics(run_dir)
     except (KeyboardInterrupt, SystemExit) as e:  # Lightning turns Ctrl-C during fit into SystemExit(1)
         retry(trial.study, trial)  # the next `simclr search` runs these parameters first, resuming the run
+        if isinstance(e, KeyboardInterrupt):
+            raise  # train.RunInterrupted keeps its signal's name (SIGTERM: the CLI exits 143)
         raise KeyboardInterrupt from e  # Optuna records FAIL for this, and the CLI exits 130
     (run_dir / "search_metrics.json").write_text(json.dumps(metrics, indent=2))
     for key in OBJECTIVES:
