@@ -209,21 +209,23 @@ def test_a_child_forked_while_the_lock_is_held_does_not_keep_it(tmp_path):
     launch (a killed launch's worker may outlive it by seconds)."""
     from simclr.ablate.lock import study_lock
 
-    started, ready = os.pipe()
+    started, ready = os.pipe()  # the child says it runs (its fork hooks have run)
+    go, done = os.pipe()        # the parent says it may end
     with study_lock(tmp_path, "simclr ablate x", ""):
         child = os.fork()
-        if child == 0:  # after the fork hooks have run
+        if child == 0:
             os.write(ready, b"x")
-            time.sleep(5)
+            os.read(go, 1)
             os._exit(0)
         os.read(started, 1)
     try:
         with study_lock(tmp_path, "simclr ablate x", ""):
             assert os.waitpid(child, os.WNOHANG) == (0, 0)  # the child is still alive, the lock free
     finally:
+        os.write(done, b"x")
         os.waitpid(child, 0)
-        os.close(started)
-        os.close(ready)
+        for fd in (started, ready, go, done):
+            os.close(fd)
 
 
 def test_a_failed_arm_is_reported_and_does_not_hide_the_others(tmp_path, monkeypatch, capsys):
