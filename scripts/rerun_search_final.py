@@ -25,8 +25,12 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("committed", type=Path, help="a search's committed outputs (docs/searches/NAME)")
     ap.add_argument("--work", type=Path, required=True, help="new directory for the comparison's runs")
+    ap.add_argument("--spec-dir", type=Path, default=Path("."),
+                    help="the folder the committed spec.yaml's relative base_config lies in: its original spec's "
+                         "(configs/searches for a copy of a shipped spec). Default: the working directory, for the "
+                         "copies committed before base_config was relative to the spec (run from the repository root)")
     args = ap.parse_args(argv)
-    spec = load_search_spec(args.committed / "spec.yaml")
+    spec = load_search_spec(args.committed / "spec.yaml", relative_to=args.spec_dir)
     summary = json.loads((args.committed / "summary.json").read_text())
     names = ("base_policy.yaml", "best_policy.yaml")
     if args.work.exists():  # resume (the ablation skips finished runs) only a comparison of these same policies

@@ -1,6 +1,7 @@
 """Ablations: spec errors name the key, the Fig. 5 arm set, and a resumable 2-arm run through the CLI."""
 import json
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,19 +14,21 @@ from simclr.augment import load_policy
 from simclr.cli import main
 from simclr.config.schema import ConfigError
 
+REPO = Path(__file__).resolve().parents[1]
+
 OPS = ["random_resized_crop", "color_jitter", "gaussian_blur", "rotation", "gaussian_noise", "random_erasing",
        "horizontal_flip"]
 
 
 def spec_file(tmp_path, body):
     path = tmp_path / "spec.yaml"
-    path.write_text(BASE.format(out=tmp_path) + textwrap.dedent(body))
+    path.write_text(BASE.format(out=tmp_path, config=REPO / "configs/digits_cpu.yaml") + textwrap.dedent(body))
     return path
 
 
 BASE = """
 name: t
-base_config: configs/digits_cpu.yaml
+base_config: {config}
 output_dir: {out}
 """
 

@@ -4,8 +4,10 @@ Each case is one row: an id, a setup that writes what the user would have on dis
 arguments, and a fragment the error must contain. The next bad input found is one row to add.
 """
 import gzip
+import os
 import pickle
 import shutil
+import socket
 import struct
 from pathlib import Path
 
@@ -163,6 +165,45 @@ def prior_ablation(tmp):
     return ["ablate", str(spec(tmp, "arms:\n  named: {plain: augment_policies/digits_rotation.yaml}"))]
 
 
+HELD = []  # study locks the rows below hold, as a running launch would; released after each test
+
+
+def hold(root: Path, command: str) -> None:
+    from simclr.ablate.lock import study_lock
+    HELD.append(study_lock(root, command, ""))
+    HELD[-1].__enter__()
+
+
+@pytest.fixture(autouse=True)
+def release_held_locks():
+    yield
+    while HELD:
+        HELD.pop().__exit__(None, None, None)
+
+
+def ablation_running(tmp):
+    """The same spec, launched a moment ago and still running (here this process holds its lock, as that launch's
+    would: flock locks of one file conflict between two opens in one process too)."""
+    from simclr.ablate.runner import ablation_dir
+    from simclr.ablate.spec import generate_arms, load_spec
+    from simclr.ablate.store import claim, resolved_record
+    path = spec(tmp, "arms:\n  named: {plain: augment_policies/digits.yaml}")
+    loaded = load_spec(path)
+    root = claim(ablation_dir(loaded), resolved_record(loaded, generate_arms(loaded)), path, new_dir=False)
+    hold(root, f"simclr ablate {path}")
+    return ["ablate", str(path), "--launcher", "local"]
+
+
+def search_running(tmp):
+    """A search of the same spec, running (its study prepared, its lock held)."""
+    from simclr.ablate.search import prepare
+    from simclr.ablate.search_spec import load_search_spec
+    path = write(tmp / "search.yaml", f"name: s\nbase_config: {REPO / 'configs/digits_cpu.yaml'}\n"
+                                      f"output_dir: {tmp / 'out'}\nspace: {{rotation: {{toggle: true}}}}\n")
+    hold(prepare(load_search_spec(path), path), f"simclr search {path}")
+    return ["search", str(path)]
+
+
 def victim_arm(tmp):
     write(tmp / "victim.yaml", "precious\n")
     return ["ablate", str(spec(tmp, "arms:\n  named: {'../../victim': augment_policies/digits.yaml}"))]
@@ -220,6 +261,15 @@ CASES = [
     ("spec whose data is missing", lambda t: ["ablate", str(spec(t, "overrides: [data.name=cifar10, data.path=/nowhere/cifar]"
                                                                   "\narms: {drop_one: true}"))],
      "spec.yaml: data.path: /nowhere/cifar not found"),
+    ("spec whose base_config is missing", lambda t: ["ablate", str(write(t / "specs" / "a.yaml", "name: a\nbase_config: "
+                                                                         "../configs/none.yaml\narms: {drop_one: true}\n"))],
+     "a.yaml: base_config: '../configs/none.yaml' not found: looked for the run config at "),
+    ("spec whose base_config is relative to the working directory", lambda t: [
+        "ablate", str(write(t / "specs" / "a.yaml", "name: a\nbase_config: configs/digits_cpu.yaml\narms: {drop_one: true}\n"))],
+     "specs/configs/digits_cpu.yaml (a relative base_config is relative to the spec's folder"),
+    ("search spec whose base_config is missing", lambda t: ["search", str(write(t / "specs" / "s.yaml", "name: s\nbase_config: "
+                                                                                "none.yaml\nspace: {rotation: {toggle: true}}\n"))],
+     "s.yaml: base_config: 'none.yaml' not found: looked for the run config at "),
     ("spec repeats an arm", lambda t: ["ablate", str(spec(t, "arms:\n  named:\n    a: digits\n    a: digits"))],
      "key 'a' appears twice"),
     ("policy path missing, shipped name alike", lambda t: tiny(t, f"policy={t / 'mine' / 'digits.yaml'}"),
@@ -293,6 +343,12 @@ CASES = [
     ("evaluate a malicious pickle", "finished:malicious:evaluate", "best.ckpt: cannot be read as a simclr checkpoint"),
     # ablations
     ("ablation rerun with another spec", prior_ablation, "holds results of a different spec"),
+    ("ablation launched while a launch of it runs", ablation_running,
+     f"(process {os.getpid()} on {socket.gethostname()}, since "),
+    ("ablation launched while a launch of it runs: what to do", ablation_running,
+     "is running this study now; nothing was changed. Wait for it to end (follow it with `simclr ablate status "),
+    ("search launched while a search of it runs", search_running,
+     "is running this study now; nothing was changed. Wait for it to end, or add workers with `simclr search "),
     ("status of a truncated plan.json", study("status", {"plan.json": '{"runs": [{"key": "a-'}),
      "plan.json: not readable JSON (Unterminated string starting at, line 1)"),
     ("status of a plan.json without runs", study("status", {"plan.json": '{"reference": "base"}'}),

@@ -89,11 +89,50 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_shipped_ablation_specs_load_and_generate_their_arms(path, monkeypatch):
     from simclr.ablate.spec import generate_arms, load_spec
 
-    monkeypatch.chdir(ROOT)  # base_config paths are relative to the project root, where the docs run them
+    monkeypatch.chdir(ROOT)  # arm policy files are relative to the project root, where the docs run the specs
     arms = generate_arms(load_spec(path))
     assert len({a.name for a in arms}) == len(arms) > 0
     if path.stem == "imagenet100_fig5":  # the full ordered Fig. 5 grid: 7 x 7, every cell named once
         assert len(arms) == 49 and {a.name for a in arms} >= {"pair-crop+color", "pair-color+crop", "pair-rotate"}
+
+
+SHIPPED_SPECS = sorted([*(ROOT / "configs" / "ablations").glob("*.yaml"), *(ROOT / "configs" / "searches").glob("*.yaml")])
+
+
+@pytest.mark.parametrize("path", SHIPPED_SPECS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_shipped_specs_give_base_config_relative_to_their_own_folder(path, tmp_path, monkeypatch):
+    import yaml
+
+    from simclr.config.files import beside_spec
+
+    monkeypatch.chdir(tmp_path)  # anywhere but the project root
+    given = yaml.safe_load(path.read_text())["base_config"]
+    assert not Path(given).is_absolute() and (path.parent / given).is_file()
+    assert Path(beside_spec(path.parent, given, "base_config")) == (path.parent / given).resolve()
+
+
+def test_a_spec_finds_its_base_config_from_any_working_directory(tmp_path, monkeypatch):
+    """base_config is relative to the spec's folder: the same spec loads from its folder, the project root or
+    elsewhere; the record keeps the path relative to the working directory where it lies under it (as studies
+    recorded it before), else absolute."""
+    from simclr.ablate.search_spec import load_search_spec
+    from simclr.ablate.spec import load_spec
+
+    project = tmp_path / "project"
+    (project / "specs").mkdir(parents=True)
+    (project / "base.yaml").write_text((ROOT / "configs" / "digits_cpu.yaml").read_text())
+    ablation = project / "specs" / "a.yaml"
+    ablation.write_text("name: a\nbase_config: ../base.yaml\narms: {named: {plain: digits}}\n")
+    search = project / "specs" / "s.yaml"
+    search.write_text("name: s\nbase_config: ../base.yaml\nspace: {rotation: {toggle: true}}\n")
+    for cwd, expected in ((project, "base.yaml"), (project / "specs", str(project / "base.yaml")),
+                          (tmp_path, "project/base.yaml")):
+        monkeypatch.chdir(cwd)
+        assert load_spec(ablation).base_config == expected
+        assert load_search_spec(search).base_config == expected
+    monkeypatch.chdir(tmp_path)
+    shipped = load_search_spec(ROOT / "configs" / "searches" / "digits_rotation.yaml")
+    assert Path(shipped.base_config) == ROOT / "configs" / "digits_cpu.yaml"
 
 
 def test_a_run_recorded_with_num_workers_resumes_again_after_its_first_resume(tmp_path, tiny_overrides):

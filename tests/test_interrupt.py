@@ -116,7 +116,7 @@ def test_killed_ablation_arm_resumes_to_the_uninterrupted_result(tmp_path, capsy
         path = folder / "spec.yaml"
         path.write_text(f"""
 name: t
-base_config: configs/digits_cpu.yaml
+base_config: {REPO / 'configs/digits_cpu.yaml'}
 output_dir: {folder}
 overrides: [trainer.max_epochs=3, trainer.progress_bar=false, data.val_per_class=5, data.train_per_class=80,
             data.batch_size=50, trainer.knn_monitor_every=1]

@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -156,6 +157,75 @@ def test_local_launcher_runs_two_arms_at_once(tmp_path, monkeypatch):
         assert cpu["torch_threads"] == threads
         assert cpu["env"] == {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
                               "OMP_WAIT_POLICY": "PASSIVE"}
+
+
+def test_a_second_launch_of_a_running_study_refuses_and_a_killed_launchs_lock_does_not_block(tmp_path, monkeypatch,
+                                                                                             capsys):
+    """Two `simclr ablate SPEC --launcher local` of one spec at once: the second refuses in one line naming the
+    first (which was racing it to start the same arm). The first is then killed with kill -9 (no chance to clean
+    up): the lock file it leaves does not block, and the relaunch leaves its still-running arm alone."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    spec = spec_file(tmp_path, ["trainer.max_epochs=2", "data.train_per_class=20", "data.batch_size=50"],
+                     arms=("plain",))
+    root, lock = tmp_path / "t", tmp_path / "t" / ".launch.lock"
+
+    def holder() -> int | None:
+        try:
+            return json.loads(lock.read_text()).get("pid")
+        except (OSError, ValueError):
+            return None
+
+    log = open(tmp_path / "first.log", "w")  # not a pipe: the arm's processes outlive `first` and keep theirs open
+    first = subprocess.Popen([sys.executable, "-m", "simclr.cli", "ablate", str(spec), "--launcher", "local"],
+                             env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: holder() == first.pid or first.poll() is not None, "the first launch to hold the study")
+        capsys.readouterr()
+        assert main(["ablate", str(spec), "--launcher", "local"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+        assert f"{root}: `simclr ablate {spec}` (process {first.pid} on " in err and \
+            f"is running this study now; nothing was changed. Wait for it to end (follow it with `simclr ablate " \
+            f"status {root}`), or stop it and relaunch." in err, err
+        wait_for(lambda: (root / "jobs" / "plain-seed0.json").exists(), "the first launch to start its arm")
+        first.kill()
+    finally:
+        if first.poll() is None:
+            first.kill()
+        first.wait(timeout=60)
+        log.close()
+        print((tmp_path / "first.log").read_text())
+    assert holder() == first.pid  # what kill -9 left behind
+    assert main(["ablate", str(spec), "--launcher", "local"]) == 0
+    out = capsys.readouterr().out  # the killed launch's arm is left alone (or has just finished), not started again
+    assert "plain-seed0: running (local process" in out or "plain-seed0: finished earlier, skipped" in out, out
+    attempts = json.loads((root / "jobs" / "plain-seed0.json").read_text())["attempts"]
+    assert len(attempts) == 1 and sorted(records(root)) == ["plain-seed0"]  # started once, finished once
+    assert holder() == os.getpid()
+
+
+def test_a_child_forked_while_the_lock_is_held_does_not_keep_it(tmp_path):
+    """A data-loader worker forked by a launch shares its lock's file; its copy is closed, so the lock ends with the
+    launch (a killed launch's worker may outlive it by seconds)."""
+    from simclr.ablate.lock import study_lock
+
+    started, ready = os.pipe()  # the child says it runs (its fork hooks have run)
+    go, done = os.pipe()        # the parent says it may end
+    with study_lock(tmp_path, "simclr ablate x", ""):
+        child = os.fork()
+        if child == 0:
+            os.write(ready, b"x")
+            os.read(go, 1)
+            os._exit(0)
+        os.read(started, 1)
+    try:
+        with study_lock(tmp_path, "simclr ablate x", ""):
+            assert os.waitpid(child, os.WNOHANG) == (0, 0)  # the child is still alive, the lock free
+    finally:
+        os.write(done, b"x")
+        os.waitpid(child, 0)
+        for fd in (started, ready, go, done):
+            os.close(fd)
 
 
 def test_a_failed_arm_is_reported_and_does_not_hide_the_others(tmp_path, monkeypatch, capsys):

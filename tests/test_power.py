@@ -132,7 +132,7 @@ def test_plan_runs_its_own_pilot_and_resumes(tmp_path, capsys, monkeypatch):
     spec = tmp_path / "spec.yaml"
     spec.write_text(textwrap.dedent(f"""
         name: t
-        base_config: configs/digits_cpu.yaml
+        base_config: {REPO / 'configs/digits_cpu.yaml'}
         output_dir: {tmp_path}
         overrides: [trainer.max_epochs=1, trainer.progress_bar=false, data.train_per_class=20, data.val_per_class=5,
                     data.test_per_class=10, model.width=8]

@@ -2,9 +2,11 @@
 statistics against scipy, and small end-to-end studies (pruning, resume after Ctrl-C, 2 concurrent workers)."""
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,7 @@ from optuna.trial import TrialState
 from scipy.stats import spearmanr, ttest_rel
 
 import simclr.ablate.search as search
+import simclr.ablate.search_trial as search_trial
 from simclr.ablate.search_report import paired_stats, spearman_ci
 from simclr.ablate.search_spec import build_policy, base_policy, load_search_spec
 from simclr.augment import eval_preprocess, load_policy
@@ -213,9 +216,9 @@ def test_search_end_to_end_with_pruning_outputs_and_final_comparison(tmp_path, m
 
 def test_interrupted_trial_is_retried_and_resumes_its_run(tmp_path, monkeypatch):
     path = spec_file(tmp_path, SPACE, trials=2, epochs=2, extra="final: {enabled: false}\n")
-    real_run = search.train.run
+    real_run = search_trial.train.run
 
-    class StopAfterFirstEpoch(search.pl.Callback):
+    class StopAfterFirstEpoch(search_trial.pl.Callback):
         def on_train_epoch_end(self, trainer, module):
             trainer.should_stop = True
 
@@ -226,12 +229,12 @@ def test_interrupted_trial_is_retried_and_resumes_its_run(tmp_path, monkeypatch)
             raise KeyboardInterrupt
         return real_run(cfg, resume=resume, callbacks=callbacks)
 
-    monkeypatch.setattr(search.train, "run", interrupting)
+    monkeypatch.setattr(search_trial.train, "run", interrupting)
     assert main(["search", str(path)]) == 130
     _, study = _study(path)
     assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.WAITING]
     assert study.trials[2].user_attrs["retry_of"] == 1
-    monkeypatch.setattr(search.train, "run", real_run)
+    monkeypatch.setattr(search_trial.train, "run", real_run)
     assert main(["search", str(path)]) == 0
     _, study = _study(path)
     assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
@@ -241,6 +244,38 @@ def test_interrupted_trial_is_retried_and_resumes_its_run(tmp_path, monkeypatch)
     assert retry.user_attrs["run_dir"] == str(root / "runs/trial-0001")  # resumed, not restarted
     assert sorted(p.name for p in (root / "runs").iterdir()) == ["trial-0000", "trial-0001"]
     assert sorted((root / "runs/trial-0001/csv").iterdir())[-1].name == "part-2"  # a second training segment
+
+
+def test_ctrl_c_is_one_line_with_the_resume_command_and_the_rerun_resumes_the_trial(tmp_path):
+    """A real `simclr search` process gets SIGINT while its trial trains (after the trial's first checkpoint): it
+    exits 130 with one line saying how to resume, no traceback; the command it names retries the trial, resuming
+    its run."""
+    slow = [o for o in TINY_OVERRIDES if not o.startswith(("trainer.max_epochs", "data.train_per_class"))]
+    path = spec_file(tmp_path, SPACE, trials=1, extra=f"final: {{enabled: false}}\noverrides: "
+                     f"{json.dumps([*slow, 'trainer.max_epochs=3', 'data.train_per_class=80'])}\n")
+    run_dir = tmp_path / "out" / "s" / "runs" / "trial-0000"
+    proc = subprocess.Popen([sys.executable, "-m", "simclr.cli", "search", str(path)], cwd=tmp_path, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    t0 = time.time()
+    while not (run_dir / "checkpoints" / "last.ckpt").exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() - t0 < 300, "the trial never wrote its first checkpoint"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "failed" not in err, err  # nor Optuna's "Trial 0 failed ..." with one
+    assert err.strip().splitlines()[-1] == (  # the rest is Lightning's own notes, as in any run
+        f"interrupted: SIGINT during trial 0 of search 's'; resume with: simclr search {path}"), err
+    _, study = _study(path)
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.WAITING]
+    assert main(["search", str(path)]) == 0
+    _, study = _study(path)
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert study.trials[1].user_attrs["run_dir"] == str(run_dir)  # resumed, not restarted
+    assert sorted((run_dir / "csv").iterdir())[-1].name == "part-2"  # a second training segment
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "finished"
 
 
 def test_two_concurrent_workers_share_one_sqlite_study(tmp_path):
@@ -283,7 +318,7 @@ def test_an_asymmetric_base_keeps_a_searched_op_on_its_own_view_only(tmp_path):
 def test_later_trials_train_at_the_precision_of_the_first(tmp_path):
     """A search begun before `auto` (its trials' config.yaml say '32' / false) keeps its later trials in fp32;
     a value the spec sets explicitly is its own."""
-    from simclr.ablate.search import trial_precision
+    from simclr.ablate.search_trial import trial_precision
     auto = {"precision": "auto", "channels_last": "auto"}
     assert trial_precision(tmp_path, auto) == ()  # the first trial resolves for itself
     first = tmp_path / "runs" / "trial-0000"

@@ -12,7 +12,8 @@ Relaunching the same command submits only what is missing: finished arms are ski
 queued or running are left alone, failed, cancelled and interrupted ones are resubmitted and resume from their last
 checkpoint. SLURM jobs ask for `--requeue` and carry submitit's checkpoint hook: a preempted or timed-out
 job is requeued and its arm continues from `checkpoints/last.ckpt` (written at every epoch end).
-A failed arm is reported with its log; it never stops or hides the others.
+A failed arm is reported with its log; it never stops or hides the others. While one launch of a study is
+choosing, running or submitting its arms, a second one refuses, naming it (simclr.ablate.lock).
 """
 from __future__ import annotations
 
@@ -28,7 +29,8 @@ from simclr.ablate import status
 from simclr.ablate.jobs import SlurmOptions, check_slurm, run_local, submit_slurm
 from simclr.ablate.runner import ArmTask, ablation_dir, make_tasks, run_arm
 from simclr.ablate.spec import check_data, generate_arms, load_spec, reference_arm
-from simclr.ablate.store import claim, pinned_precision, resolved_record
+from simclr.ablate.lock import study_lock
+from simclr.ablate.store import claim, pinned_precision, resolved_record, study_folder
 from simclr.config.files import inside, writable_dir
 from simclr.config.run import load_config
 from simclr.config.schema import ConfigError, to_dict
@@ -146,9 +148,20 @@ def launch_tasks(spec, arms, root: Path, tasks: list[ArmTask], spec_path: Path, 
         check_slurm(slurm, spec)
     gpus = _gpus_for_local(spec, jobs) if launcher == "local" else 0
     writable_dir(root, "output_dir")
-    claimed = claim(root, resolved_record(spec, arms), spec_path, new_dir)
-    if claimed != root:
-        root, tasks = claimed, make_tasks(spec, arms, claimed)
+    record = resolved_record(spec, arms)
+    chosen = study_folder(root, record, spec_path, new_dir)
+    if chosen != root:
+        root, tasks = chosen, make_tasks(spec, arms, chosen)
+    # held until the arms are submitted (slurm) or have ended (inline, local): a second launch of this study
+    # would otherwise start arms this one is starting
+    with study_lock(root, resume, f"Wait for it to end (follow it with `simclr ablate status {root}`), or stop it "
+                                  "and relaunch."):
+        claim(root, record, spec_path, new_dir=False)
+        return _launch(spec, arms, root, tasks, resume, launcher, jobs, slurm, wait, gpus)
+
+
+def _launch(spec, arms, root: Path, tasks: list[ArmTask], resume: str, launcher: str, jobs: int,
+            slurm: SlurmOptions, wait: bool, gpus: int) -> bool:
     pinned = pinned_precision(root, to_dict(load_config(spec.base_config, spec.overrides).trainer))
     if pinned:  # a study recorded before `auto`: its remaining arms run at the precision its first ones did
         tasks = [replace(t, overrides=(*t.overrides, *pinned)) for t in tasks]

@@ -13,6 +13,9 @@ carved from train and label-free proxies; never test). All objectives are stored
 pruner can stop weak trials early. Resumable: storage is the record; a worker interrupted (Ctrl-C)
 or killed (heartbeat older than 2x `heartbeat_seconds`) leaves a FAIL trial whose parameters are
 re-enqueued once and whose run directory is resumed from its last checkpoint. Nothing is overwritten.
+Ctrl-C says in one line how to resume. One `simclr search SPEC` per study (it holds the study's launch lock,
+simclr.ablate.lock: two would both run the final comparison); any number of `--worker`s join it.
+One trial: simclr.ablate.search_trial.
 """
 from __future__ import annotations
 
@@ -24,22 +27,18 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import optuna
-import pytorch_lightning as pl
 from optuna.trial import TrialState
 from sqlalchemy.exc import SQLAlchemyError
 
-from simclr import train
+from simclr.ablate import lock as launch_lock
 from simclr.ablate.search_cost import Eta, announce_cost
 from simclr.ablate.search_report import write_outputs
-from simclr.ablate.search_spec import SearchSpec, base_policy, build_policy, load_search_spec
-from simclr.ablate.store import precision_pins
-from simclr.config.files import read_yaml
-from simclr.config.run import load_config
+from simclr.ablate.search_spec import SearchSpec, base_policy, load_search_spec
+from simclr.ablate.search_trial import retry, run_trial
+from simclr.config.files import same_file
 from simclr.config.schema import ConfigError, to_dict
-from simclr.evaluate.proxies import OBJECTIVES, selection_metrics
 from simclr.utils import write_json_atomic
 
-MAX_RETRIES = 2
 LOCK = ".trial.lock"
 ACTIVE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
 # fields that define a study: changing any of them mid-way would mix two searches in one storage
@@ -67,18 +66,11 @@ def _storage(spec: SearchSpec) -> optuna.storages.RDBStorage:
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         try:
             _STORAGES[url] = optuna.storages.RDBStorage(
-                url, engine_kwargs=engine, heartbeat_stale_trial_callback=_retry,
+                url, engine_kwargs=engine, heartbeat_stale_trial_callback=retry,
                 heartbeat_interval=spec.heartbeat_seconds)
         except (SQLAlchemyError, ImportError) as e:  # unreachable server, missing file, missing DB driver
             raise ConfigError(f"storage {url}: cannot open it: {str(e).splitlines()[0]}") from None
     return _STORAGES[url]
-
-
-def _retry(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-    """A trial whose worker died: run its parameters again (once), resuming its run directory."""
-    retries = trial.user_attrs.get("retries", 0) + 1
-    if retries <= MAX_RETRIES:
-        study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number, "retries": retries})
 
 
 def open_study(spec: SearchSpec, sampler_seed: int | None = None, create: bool = False) -> optuna.Study:
@@ -110,12 +102,13 @@ def prepare(spec: SearchSpec, spec_path: Path) -> Path:
         if record.exists():
             before = json.loads(record.read_text())["identity"]
             now = json.loads(json.dumps(_identity(spec)))
-            changed = [k for k in IDENTITY if before.get(k) != now.get(k)]
+            changed = [k for k in IDENTITY if before.get(k) != now.get(k)
+                       and not (k == "base_config" and same_file(str(before.get(k)), now[k]))]  # one file, two ways
             if changed:
                 raise ConfigError(f"{root}: holds a search with different {', '.join(changed)} than {spec_path}; "
                                   "a study cannot change its space mid-way. Use a new name or output_dir.")
             return root
-        if any(p.name != LOCK for p in root.iterdir()):
+        if any(p.name not in (LOCK, launch_lock.LOCK) for p in root.iterdir()):
             raise ConfigError(f"{root}: exists and is not a search directory (no search.json); refusing to mix. "
                               "Use a new name or output_dir.")
         (root / "policies").mkdir()
@@ -136,102 +129,20 @@ def _locked(root: Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-class ReportToTrial(pl.Callback):
-    """Hands the kNN monitor's value (logged the same epoch) to the Optuna trial; stops training if pruned."""
-
-    def __init__(self, trial: optuna.Trial, every: int, prune: bool):
-        self.trial, self.every, self.prune, self.pruned_at = trial, every, prune, None
-
-    def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        epoch = trainer.current_epoch + 1
-        value = trainer.callback_metrics.get("monitor/knn_top1")
-        if not self.every or epoch % self.every or value is None:
-            return
-        self.trial.report(float(value), step=epoch)
-        if self.prune and self.trial.should_prune():
-            self.pruned_at = epoch
-            trainer.should_stop = True
-
-
-def suggest(trial: optuna.Trial, spec: SearchSpec) -> dict:
-    values = {}
-    for op, space in spec.space.items():
-        if space.toggle:
-            values[f"{op}.on"] = trial.suggest_categorical(f"{op}.on", [True, False])
-        for key, dim in space.params.items():
-            name = f"{op}.{key}"
-            if dim.choices is not None:
-                values[name] = trial.suggest_categorical(name, list(dim.choices))
-            else:
-                values[name] = trial.suggest_float(name, dim.low, dim.high, log=dim.log, step=dim.step)
-    return values
-
-
-def trial_precision(root: Path, trainer: dict) -> tuple[str, ...]:
-    """Trials of one search train at one precision: where the spec says auto, the values its first trial ran
-    with (its config.yaml holds them resolved; '32' / false for a search begun before auto existed)."""
-    first = min((root / "runs").glob("trial-*/config.yaml"), default=None)
-    recorded = read_yaml(first, "config file") if first is not None else None
-    return precision_pins(recorded.get("trainer") if isinstance(recorded, dict) else None, trainer)
-
-
-def _train_trial(spec: SearchSpec, trial: optuna.Trial, root: Path, policy_path: Path, reporter) -> Path:
-    """Train the trial's run, or resume the run of the trial it retries."""
-    retry_of = trial.user_attrs.get("retry_of")
-    if retry_of is not None:
-        old = trial.study.trials[retry_of].user_attrs.get("run_dir")
-        if old and (Path(old) / "checkpoints" / "last.ckpt").exists():
-            trial.set_user_attr("run_dir", old)
-            status = json.loads((Path(old) / "run.json").read_text()).get("status")
-            print(f"    trial {trial.number} retries trial {retry_of}: resuming {old}", flush=True)
-            return Path(old) if status == "finished" else train.run(resume=old, callbacks=[reporter]).run_dir
-    name = f"trial-{trial.number:04d}"
-    run_dir = root / "runs" / name
-    if run_dir.exists():
-        raise ConfigError(f"{run_dir}: exists but storage has no such trial yet; the storage and the study "
-                          "directory disagree. Use a new name or output_dir.")
-    trial.set_user_attr("run_dir", str(run_dir))
-    pins = trial_precision(root, to_dict(load_config(spec.base_config, spec.overrides).trainer))
-    cfg = load_config(spec.base_config, [*spec.overrides, *pins, f"seed={spec.seed}", f"name={name}",
-                                         f"output_dir={root / 'runs'}", f"policy={policy_path}"])
-    return train.run(cfg, callbacks=[reporter]).run_dir
-
-
-def run_trial(trial: optuna.Trial, spec: SearchSpec, root: Path) -> float:
-    started = time.time()
-    values = suggest(trial, spec)
-    name = f"trial-{trial.number:04d}"
-    policy = build_policy(spec, base_policy(spec), values, name)
-    policy_path = root / "policies" / f"{name}.yaml"
-    with open(policy_path, "x") as fh:  # "x": never overwrite another trial's policy
-        fh.write(policy.to_yaml())
-    trial.set_user_attr("policy_file", str(policy_path))
-    cfg = load_config(spec.base_config, spec.overrides)
-    reporter = ReportToTrial(trial, cfg.trainer.knn_monitor_every, spec.prunes)
-    try:
-        run_dir = _train_trial(spec, trial, root, policy_path, reporter)
-        trial.set_user_attr("train_seconds", time.time() - started)
-        if reporter.pruned_at is not None:
-            trial.set_user_attr("pruned_at_epoch", reporter.pruned_at)
-            raise optuna.TrialPruned(f"pruned at epoch {reporter.pruned_at}")
-        metrics = selection_metrics(run_dir)
-    except (KeyboardInterrupt, SystemExit) as e:  # Lightning turns Ctrl-C during fit into SystemExit(1)
-        _retry(trial.study, trial)  # the next `simclr search` runs these parameters first, resuming the run
-        raise KeyboardInterrupt from e  # Optuna records FAIL for this, and the CLI exits 130
-    (run_dir / "search_metrics.json").write_text(json.dumps(metrics, indent=2))
-    for key in OBJECTIVES:
-        trial.set_user_attr(key, metrics[key])
-    trial.set_user_attr("seconds", time.time() - started)
-    value = metrics[spec.objective]
-    if value is None:
-        raise ConfigError(f"objective {spec.objective}: no labelled validation split in this data; use a "
-                          "label-free objective.")
-    return float(value)
-
-
 def _counts(study: optuna.Study) -> dict[TrialState, int]:
     trials = study.get_trials(deepcopy=False)
     return {s: sum(t.state == s for t in trials) for s in TrialState} | {"all": len(trials)}
+
+
+class SearchInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM) during `simclr search`: one line saying how to resume, which the CLI prints (exit 130,
+    143 for SIGTERM). The storage is the record: an interrupted trial is failed and, once its run has started,
+    enqueued again, so the next `simclr search` resumes that run first."""
+
+    def __init__(self, spec: SearchSpec, resume: str, cause: BaseException, trial: int | None = None):
+        self.signal_name = getattr(cause, "signal_name", None) or getattr(cause.__cause__, "signal_name", "SIGINT")
+        where = f"trial {trial} of search '{spec.name}'" if trial is not None else f"search '{spec.name}'"
+        super().__init__(f"{self.signal_name} during {where}; resume with: {resume}")
 
 
 def run_search(spec_path: str | Path, worker: bool = False, dry_run: bool = False, report_only: bool = False) -> Path:
@@ -240,11 +151,27 @@ def run_search(spec_path: str | Path, worker: bool = False, dry_run: bool = Fals
     spec = load_search_spec(spec_path)
     if dry_run:
         return _dry_run(spec)
-    if report_only:
-        if not (study_dir(spec) / "search.json").exists():
-            raise ConfigError(f"{study_dir(spec)}: no search here yet; run `simclr search {spec_path}` first.")
-        return write_outputs(spec, open_study(spec), study_dir(spec), run_final=False)
-    root = prepare(spec, spec_path)
+    resume = f"simclr search {spec_path}" + (" --worker" if worker else " --report" if report_only else "")
+    try:
+        if report_only:
+            if not (study_dir(spec) / "search.json").exists():
+                raise ConfigError(f"{study_dir(spec)}: no search here yet; run `simclr search {spec_path}` first.")
+            return write_outputs(spec, open_study(spec), study_dir(spec), run_final=False)
+        root = prepare(spec, spec_path)
+        if worker:  # workers share a study by design: no launch lock
+            return _search(spec, root, resume, worker=True)
+        # one main process per study: two would both run the final comparison, training its arms twice at once
+        with launch_lock.study_lock(root, resume, f"Wait for it to end, or add workers with `{resume} --worker`."):
+            return _search(spec, root, resume, worker=False)
+    except SearchInterrupted:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # silenced while the interrupted trial was recorded
+        raise
+    except KeyboardInterrupt as e:  # between trials, waiting for other workers, or in the final comparison
+        raise SearchInterrupted(spec, resume, e) from None
+
+
+def _search(spec: SearchSpec, root: Path, resume: str, worker: bool) -> Path:
+    """Trials until the study has `trials` of them (taken by any worker), then (not a worker) the outputs."""
     with _locked(root):  # two workers creating a fresh storage's tables at once collide ("table ... already exists")
         study = open_study(spec, create=True)
     eta = Eta(spec, study)
@@ -264,7 +191,13 @@ def run_search(spec_path: str | Path, worker: bool = False, dry_run: bool = Fals
                 def objective(trial, _lock=lock):
                     fcntl.flock(_lock, fcntl.LOCK_UN)  # the trial exists now: other workers may go on
                     ran.append(trial.number)
-                    return run_trial(trial, spec, root)
+                    try:
+                        return run_trial(trial, spec, root)
+                    except KeyboardInterrupt as e:
+                        # Optuna records the trial as failed and logs that with the interrupt's traceback: the
+                        # CLI says it in one line instead
+                        optuna.logging.set_verbosity(optuna.logging.ERROR)
+                        raise SearchInterrupted(spec, resume, e, trial.number) from None
 
                 study.optimize(objective, n_trials=1)  # creates the trial under the lock, then releases it
         if todo:

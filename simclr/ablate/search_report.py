@@ -7,6 +7,7 @@ import csv
 import hashlib
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -120,14 +121,20 @@ def final_comparison(spec: SearchSpec, root: Path, best_number: int, run: bool) 
     """best vs base on the test split: an ordinary ablation with two named arms, one directory per best trial."""
     name = f"final-trial-{best_number:04d}"
     spec_path = root / f"{name}.yaml"
-    if run and not spec_path.exists():
-        spec_path.write_text(yaml.safe_dump({
-            "name": name, "base_config": spec.base_config, "overrides": list(spec.overrides),
-            "seeds": list(spec.final.seeds), "protocols": list(spec.final.protocols), "output_dir": str(root),
+    if run:  # the spec lies in `root`: its base_config is written relative to that folder, as every spec's is
+        text = yaml.safe_dump({
+            "name": name, "base_config": os.path.relpath(Path(spec.base_config).absolute(), root.resolve()),
+            "overrides": list(spec.overrides), "seeds": list(spec.final.seeds),
+            "protocols": list(spec.final.protocols), "output_dir": str(root),
             "arms": {"named": {"base": str(root / "base_policy.yaml"),
                                "best": str(root / "policies" / f"final-best-{best_number:04d}.yaml")}}},
-            sort_keys=False))
-        (root / "policies" / f"final-best-{best_number:04d}.yaml").write_text((root / "best_policy.yaml").read_text())
+            sort_keys=False)
+        fresh = not spec_path.exists()
+        if fresh or spec_path.read_text() != text:  # simclr's own file: one written when base_config was
+            spec_path.write_text(text)             # relative to the working directory is brought up to date
+        if fresh:
+            best_file = root / "policies" / f"final-best-{best_number:04d}.yaml"
+            best_file.write_text((root / "best_policy.yaml").read_text())
     if run:
         run_ablation(spec_path)
     manifest = root / name / "manifest.json"

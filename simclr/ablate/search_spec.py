@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 from simclr.augment import REGISTRY, load_policy, policy_from_dict
 from simclr.augment.policy import Policy
-from simclr.config.files import read_yaml
+from simclr.config.files import beside_spec, read_yaml
 from simclr.config.run import load_config
 from simclr.config.schema import ConfigError, FieldError, build, suggest, to_dict
 from simclr.evaluate.proxies import LABEL_FREE
@@ -92,7 +92,8 @@ class FinalSpec:
 @dataclass(frozen=True)
 class SearchSpec:
     name: str
-    base_config: str
+    base_config: str = field(metadata={"help": "the run config every trial starts from; a relative path is relative "
+                                           "to the spec's folder"})
     space: dict[str, OpSpace]
     base_policy: str | None = None
     overrides: tuple[str, ...] = ()
@@ -116,13 +117,17 @@ class SearchSpec:
         return self.pruner.kind == "median" or (self.pruner.kind == "auto" and self.uses_labels)
 
 
-def load_search_spec(path: str | Path) -> SearchSpec:
+def load_search_spec(path: str | Path, relative_to: Path | None = None) -> SearchSpec:
+    """`relative_to`: the folder a relative base_config lies in, where that is not the spec's own (a copy of the
+    spec kept with a study's outputs)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: search spec not found.")
     raw = read_yaml(path, "search spec")  # a key given twice (under space:, say) is refused, not the last one kept
     try:
         spec = build(SearchSpec, raw)
+        folder = path.parent if relative_to is None else Path(relative_to)
+        spec = dataclasses.replace(spec, base_config=beside_spec(folder, spec.base_config, "base_config"))
         _validate(spec)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None

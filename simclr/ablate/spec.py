@@ -13,7 +13,7 @@ from typing import Any
 
 from simclr.augment import REGISTRY, load_policy, policy_from_dict
 from simclr.augment.policy import Policy
-from simclr.config.files import check_name, read_yaml
+from simclr.config.files import beside_spec, check_name, read_yaml
 from simclr.config.run import EVAL_PROTOCOLS, LABELLED_PROTOCOLS, load_config
 from simclr.config.schema import ConfigError, build, suggest, to_dict
 
@@ -62,7 +62,8 @@ class ArmsSpec:
 @dataclass(frozen=True)
 class AblationSpec:
     name: str
-    base_config: str
+    base_config: str = field(metadata={"help": "the run config every arm starts from; a relative path is relative "
+                                           "to the spec's folder"})
     arms: ArmsSpec
     overrides: tuple[str, ...] = ()
     base_policy: str | None = None
@@ -88,6 +89,7 @@ def load_spec(path: str | Path) -> AblationSpec:
     raw = read_yaml(path, "ablation spec")
     try:
         spec = build(AblationSpec, raw)
+        spec = dataclasses.replace(spec, base_config=beside_spec(path.parent, spec.base_config, "base_config"))
         _validate(spec)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None

@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from simclr.ablate.spec import AblationSpec, Arm
-from simclr.config.files import parse_yaml, read_yaml
+from simclr.config.files import parse_yaml, read_yaml, same_file
 from simclr.config.run import RunConfig, as_stored, load_config
 from simclr.config.schema import ConfigError, build, to_dict
 
@@ -99,15 +99,21 @@ def _same(recorded: str, record: str) -> bool:
     if recorded == record:
         return True
     old, new = yaml.safe_load(recorded), yaml.safe_load(record)
+    old_spec, new_spec = old.get("spec"), new.get("spec")
+    if isinstance(old_spec, dict) and isinstance(new_spec, dict) and "base_config" in old_spec and (
+            "base_config" in old or same_file(str(old_spec["base_config"]), str(new_spec.get("base_config")))):
+        # one base config written two ways (relative to the working directory then, to the spec now, or run from
+        # elsewhere): the same study. With the config's contents on record, those are compared instead.
+        old = {**old, "spec": {**old_spec, "base_config": new_spec.get("base_config")}}
     if set(old) == {"spec"}:
         return old["spec"] == new["spec"]
     old, new = _comparable(old, new)
     return old == new
 
 
-def claim(root: Path, record: str, spec_path: Path, new_dir: bool) -> Path:
+def study_folder(root: Path, record: str, spec_path: Path, new_dir: bool) -> Path:
     """The directory this spec runs in: `root` if it is new or ran this very spec before; otherwise an error
-    with the diff, or (new_dir) the first `root-N` that is new or ran this spec."""
+    with the diff, or (new_dir) the first `root-N` that is new or ran this spec. Reads only."""
     def fits(folder: Path) -> bool:
         recorded = _recorded(folder) if folder.exists() else None
         return recorded is None or _same(recorded, record)
@@ -126,6 +132,14 @@ def claim(root: Path, record: str, spec_path: Path, new_dir: bool) -> Path:
             n += 1
         root = root.with_name(f"{root.name}-{n}")
         print(f"{spec_path}: {root.with_name(root.name.rsplit('-', 1)[0])} ran a different spec; continuing in {root}")
+    return root
+
+
+def claim(root: Path, record: str, spec_path: Path, new_dir: bool) -> Path:
+    """study_folder(), then that directory made and its record (spec.resolved.yaml, spec.yaml) written where
+    missing. `simclr ablate` claims under the study's launch lock (simclr.ablate.lock), with new_dir=False on the
+    folder it chose, so a different spec claimed there in between is refused, not run into it."""
+    root = study_folder(root, record, spec_path, new_dir)
     root.mkdir(parents=True, exist_ok=True)
     if not (root / RECORD).is_file():
         (root / RECORD).write_text(record)

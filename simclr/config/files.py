@@ -5,6 +5,7 @@ error everywhere: PyYAML's safe_load keeps the last of two equal keys, which sil
 """
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -83,3 +84,30 @@ def writable_dir(path: Path, key: str) -> None:
                 raise ConfigError(f"{key}: {path} cannot be a folder because {parent} is a file; choose another "
                                   "folder.")
             return
+
+
+def beside_spec(folder: Path, value: str, key: str, what: str = "run config") -> str:
+    """The file a spec's `key` names: a relative `value` lies in `folder`, the spec's own (so a spec runs the same
+    from any working directory; nothing falls back to the working directory, which would make one spec mean two
+    files). Returned relative to the working directory where it lies under it (as studies recorded it when paths
+    were relative to the working directory), else absolute; jobs start in that directory (ArmTask.cwd)."""
+    folder = Path(folder).absolute().resolve()  # the folder as it really is: `..` steps out of that one
+    path = Path(value) if Path(value).is_absolute() else folder / value
+    if not path.is_file():
+        found = "is a folder" if path.is_dir() else "not found"
+        hint = f"write {os.path.relpath(Path(value).absolute(), folder)} for the one under the working directory" \
+            if Path(value).is_file() else "give its path from there, or an absolute one"  # a spec from before the rule
+        raise ConfigError(f"{key}: '{value}' {found}: looked for the {what} at {path} (a relative {key} is "
+                          f"relative to the spec's folder, {folder}): {hint}.")
+    path = path.parent.resolve() / path.name  # `..` resolved; the file keeps its own name even if it is a link
+    cwd = Path.cwd()
+    return str(path.relative_to(cwd)) if path.is_relative_to(cwd) else str(path)
+
+
+def same_file(a: str, b: str) -> bool:
+    """Whether two paths (relative to the working directory) name one file: a study recorded `configs/x.yaml`
+    is not another study for being given /repo/configs/x.yaml now."""
+    try:
+        return a == b or Path(a).samefile(b)
+    except OSError:  # either one is gone
+        return False
