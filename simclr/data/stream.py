@@ -23,10 +23,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from simclr.utils import usable_cores
-from simclr.data.datamodule import SeededBatchSampler, check_compatible_splits, per_class_indices, split_indices
+from simclr.data.datamodule import SeededBatchSampler
 from simclr.data.decode import EncodedBatch, LazyNames, decode_images
 from simclr.data.formats import IMAGE_EXTENSIONS, DataError, ImageData
 from simclr.data.imagefolder import class_folders, split_folder, split_root
+from simclr.data.splits import check_compatible_splits, per_class_indices, split_indices
 
 
 class StreamIndex:
