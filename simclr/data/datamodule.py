@@ -12,9 +12,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from simclr.config.run import DataConfig
-from simclr.data.formats import DataError, ImageData, read_cifar_pickle, read_digits, read_idx, read_stl10
+from simclr.data.formats import (DataError, ImageData, is_cifar_pickle, read_cifar_pickle, read_digits, read_idx,
+                                 read_stl10)
 from simclr.data.imagefolder import cache_dir, read_imagefolder, split_folder
-from simclr.data.splits import check_compatible_splits, per_class_indices, split_indices
+from simclr.data.splits import (check_compatible_splits, holdout_indices, per_class_indices, refuse_unused_holdout,
+                                split_indices)
 
 
 def _resize(data: ImageData, size: int | None) -> ImageData:
@@ -34,27 +36,35 @@ def load_split(cfg: DataConfig, split: str) -> ImageData:
     path = Path(cfg.path).expanduser()
     if not path.exists():
         raise DataError(f"data.path: {path} does not exist (dataset '{cfg.name}').")
-    folder = cfg.test_split if split == "test" else split  # an ImageFolder tree names its own test folder
-    if cfg.name in ("cifar10", "cifar100"):
-        pickled = any((path / d).is_dir() for d in ("cifar-10-batches-py", "cifar-100-python")) or \
-            (path / "data_batch_1").exists() or (path / "train").is_file()
-        if pickled:
-            data = read_cifar_pickle(path, split, cifar100=cfg.name == "cifar100")
-        else:
-            data = read_imagefolder(path, folder, cfg.image_size, cache_dir(cfg.cache_dir))
+    if cfg.name in ("cifar10", "cifar100") and is_cifar_pickle(path):
+        refuse_unused_holdout(cfg, path)
+        data = read_cifar_pickle(path, split, cifar100=cfg.name == "cifar100")
     elif cfg.name == "fashion_mnist":
         data = read_idx(path, split)
     elif cfg.name == "stl10":
         data = read_stl10(path, split)
-    else:
-        data = read_imagefolder(path, split_folder(path, folder, required=folder != split),
-                                cfg.image_size, cache_dir(cfg.cache_dir))
+    else:  # an ImageFolder tree or archive (imagefolder, or cifar10/cifar100 as image files)
+        data = _read_tree(cfg, path, split)
     return _resize(data, cfg.image_size)
 
 
+def _read_tree(cfg: DataConfig, path: Path, split: str) -> ImageData:
+    """A split of an ImageFolder tree: its split folder, or of a flat tree (<class>/<image>) the held-out test
+    images for 'test' and the rest for any other split, never the same images for both."""
+    folder = cfg.test_split if split == "test" else split  # a tree names its own test folder
+    tree_split = split_folder(path, folder, required=folder != split)
+    if tree_split is not None:
+        refuse_unused_holdout(cfg, path)
+        return read_imagefolder(path, tree_split, cfg.image_size, cache_dir(cfg.cache_dir))
+    data = read_imagefolder(path, None, cfg.image_size, cache_dir(cfg.cache_dir))
+    kept, held = holdout_indices(data.labels, data.classes, cfg.holdout_fraction, str(path))
+    return data.subset(held if split == "test" else kept)
+
+
 def make_splits(cfg: DataConfig, seed: int) -> dict[str, ImageData]:
-    """train (for SSL), val (held out from train: kNN monitor, probe weight decay), test.
-    With data.loader=stream, "train" is the in-memory evaluation subset (see simclr.data.stream)."""
+    """train (for SSL), val (held out from train: kNN monitor, probe weight decay), test (of a flat tree: held
+    out of it, see splits.holdout_indices). With data.loader=stream, "train" is the in-memory evaluation subset
+    (see simclr.data.stream)."""
     if cfg.loader == "stream":
         from simclr.data.stream import stream_splits
         return stream_splits(cfg, seed)[0]

@@ -1,12 +1,82 @@
-"""How one dataset becomes the train, val and test splits: seeded per-class subsets and the checks that the
-splits fit together. The in-memory (datamodule) and streamed (stream) loaders both split through here, so a
-run's splits do not depend on which loader read the images."""
+"""How one dataset becomes the train, val and test splits: seeded per-class subsets, the test split held out
+of a flat ImageFolder tree, and the checks that the splits fit together. The in-memory (datamodule) and
+streamed (stream) loaders both split through here, so a run's splits do not depend on which loader read the
+images."""
 from __future__ import annotations
+
+import math
+import zlib
+from pathlib import Path
 
 import torch
 
-from simclr.config.run import DataConfig
-from simclr.data.formats import DataError, ImageData
+from simclr.config.run import HOLDOUT_FRACTION, DataConfig
+from simclr.data.formats import DataError, ImageData, is_cifar_pickle
+from simclr.data.imagefolder import split_folder
+
+# Fixed, not the run's seed: every seed and every arm of a study tests on the same images (the paired
+# test-sampling error of ablate.stats assumes it), and `simclr evaluate RUN seed=N` cannot move images that
+# pretraining saw into the test split.
+HOLDOUT_SEED = 0
+HELD_OUT = "held out of a flat tree"
+
+
+def flat_tree(cfg: DataConfig) -> bool:
+    """Whether the data is an ImageFolder tree without split folders (<class>/<image>): its test split is then
+    held out of it (holdout_indices). Archives and .tar shards always carry split folders."""
+    if cfg.name not in ("imagefolder", "cifar10", "cifar100") or not cfg.path:
+        return False
+    path = Path(cfg.path).expanduser()
+    if not path.is_dir() or (cfg.name != "imagefolder" and is_cifar_pickle(path)):
+        return False
+    return split_folder(path, cfg.train_split) is None
+
+
+def holdout_indices(labels: torch.Tensor, classes: tuple[str, ...], fraction: float, source: str,
+                    seed: int = HOLDOUT_SEED) -> tuple[torch.Tensor, torch.Tensor]:
+    """(kept, held) indices of a flat tree: floor(fraction x n) of each class's n images held out as the test
+    split, the rest kept for training (pretraining, the probes' train and val). Drawn from the class's images in
+    (class, name) order, the order both readers sort into, so the draw does not follow the order in which the
+    file system lists them; each class from its own generator, seeded by `seed` and the class name, so adding a
+    class moves no other class's test images. An empty class folder holds nothing out (class_warnings names it)."""
+    if fraction <= 0:
+        raise DataError(f"{source}: a flat tree (<class>/<image>, no train/ and test/ folders) is tested on images "
+                        "held out of it, and data.holdout_fraction=0 holds none out, so the training images would be "
+                        f"the test set; set data.holdout_fraction in (0, 0.9] (default {HOLDOUT_FRACTION}) or give "
+                        "the tree train/ and test/ folders.")
+    held = []
+    for c, name in enumerate(classes):
+        idx = torch.nonzero(labels == c).squeeze(1)
+        k = int(fraction * len(idx) + 1e-9)  # floor; the epsilon keeps 0.3 x 10 at 3, not 2.9999...
+        if k == 0 and len(idx):
+            need, lowest = math.ceil(1 / fraction - 1e-9), math.ceil(100 / len(idx)) / 100
+            raise DataError(f"{source}: class '{name}' has {len(idx)} image(s), too few to hold any out as its test "
+                            f"split at data.holdout_fraction={fraction} (floor of {fraction} x {len(idx)} is 0); give "
+                            f"it at least {need} images" + (f" or set data.holdout_fraction to {lowest} or more."
+                                                            if lowest <= 0.9 else "."))
+        # torch's CPU generator keeps 32 bits of its seed: the seed and the name are mixed into those
+        g = torch.Generator().manual_seed(zlib.crc32(f"{seed}|{name}".encode()))
+        held.append(idx[torch.randperm(len(idx), generator=g)[:k]])
+    held_idx = torch.sort(torch.cat(held)).values if held else torch.empty(0, dtype=torch.int64)
+    keep = torch.ones(len(labels), dtype=torch.bool)
+    keep[held_idx] = False
+    return torch.nonzero(keep).squeeze(1), held_idx
+
+
+def refuse_unused_holdout(cfg: DataConfig, path: Path) -> None:
+    """A data.holdout_fraction set for data that has its own test split would be ignored: refused, not ignored."""
+    if cfg.holdout_fraction != HOLDOUT_FRACTION:
+        raise DataError(f"data.holdout_fraction: {cfg.holdout_fraction} would be ignored: {path} has its own test "
+                        f"split ('{cfg.test_split}'); the key holds out the test split of a flat <class>/<image> "
+                        "tree. Drop it.")
+
+
+def test_split_record(cfg: DataConfig, test: ImageData) -> dict:
+    """What the test split is (run.json's and results.json's `test_split`)."""
+    if flat_tree(cfg):
+        return {"source": HELD_OUT, "fraction": cfg.holdout_fraction, "seed": HOLDOUT_SEED,
+                "per_class": "floor(fraction x the class's images); the rest is the training side", "n": len(test)}
+    return {"source": "the dataset's test split", "split": cfg.test_split, "n": len(test)}
 
 
 def per_class_indices(labels: torch.Tensor, n: int, seed: int, exclude: torch.Tensor | None = None) -> torch.Tensor:
