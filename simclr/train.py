@@ -29,7 +29,7 @@ from simclr.augment import load_policy
 from simclr.config.files import inside, writable_dir
 from simclr.config.run import RunConfig, save_config
 from simclr.config.schema import ConfigError, to_dict
-from simclr.data import SimCLRDataModule, class_warnings
+from simclr.data import SimCLRDataModule, class_warnings, flat_tree, test_split_record
 from simclr.evaluate.monitor import KNNMonitor
 from simclr.module import EpochRate, SimCLRModule, Throughput, cpu_state, load_avg
 from simclr.module.checkpoints import AtomicCheckpoint, LastEveryEpoch, resumable
@@ -118,6 +118,20 @@ def _finished(run_dir: Path, cfg: RunConfig) -> RunResult | None:
     best = run_dir / "checkpoints" / "best.ckpt"
     return RunResult(run_dir, run_dir / "checkpoints" / "last.ckpt", best if best.exists() else None,
                      {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))})
+
+
+def _check_test_split_recorded(run_dir: Path, cfg: RunConfig) -> None:
+    """A run on a flat tree that began before such trees had a held-out test split (its run.json records no
+    test_split) trained on every image: resumed now, it would train on fewer images from here on, and its test
+    images would still be images it trained on. Refused; a new run holds them out from its first step."""
+    if not flat_tree(cfg.data):
+        return
+    record = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").is_file() else {}
+    if "test_split" not in record:
+        raise ConfigError(f"--resume {run_dir}: the run trained on every image of the flat tree {cfg.data.path} "
+                          "(it began before flat trees had a held-out test split: run.json records no test_split), "
+                          "so no image of it can be a clean test image; start a new run, which holds "
+                          f"data.holdout_fraction={cfg.data.holdout_fraction} of each class out from its first step.")
 
 
 def _write_status(run_dir: Path, **fields) -> None:
@@ -220,6 +234,8 @@ def run(cfg: RunConfig | None = None, resume: str | Path | None = None, callback
     dm = SimCLRDataModule(cfg.data, seed=cfg.seed, splits=splits)
     dm.setup()  # bad data fails here, before a run directory exists
     check_policy_fits(resolved, dm.channels)
+    if resume is not None:
+        _check_test_split_recorded(run_dir, cfg)
     if resume is None:
         run_dir, ckpt = new_run_dir(cfg), None
     try:
@@ -227,7 +243,8 @@ def run(cfg: RunConfig | None = None, resume: str | Path | None = None, callback
             save_config(cfg, run_dir / "config.yaml")
             (run_dir / "policy.yaml").write_text(resolved.to_yaml())
             _write_status(run_dir, package_version=simclr.__version__, git_commit=git_commit(),
-                          torch=torch.__version__, warnings=class_warnings(dm.splits), precision=precision)
+                          torch=torch.__version__, warnings=class_warnings(dm.splits), precision=precision,
+                          test_split=test_split_record(cfg.data, dm.splits["test"]))
         elif not (run_dir / "run.json").exists() or "precision" not in json.loads((run_dir / "run.json").read_text()):
             _write_status(run_dir, precision=precision)  # a run recorded before `auto`: what it resumes with
         policy = yaml.safe_load((run_dir / "policy.yaml").read_text())

@@ -1,16 +1,21 @@
 """A flat ImageFolder tree (<class>/<image>, no train/ and test/ folders) is tested on a seeded, class-stratified
 held-out split that pretraining and the probes never see: on random-noise images every score is at chance."""
+import json
 import os
 import pathlib
+import shutil
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from scipy.stats import binom
 
+from simclr.cli import main
 from simclr.config.run import load_config
 from simclr.data import make_splits
 from simclr.data.splits import holdout_indices
+from tests.conftest import TINY
 
 
 def noise_tree(root: pathlib.Path, per_class: dict[str, int], order=None, side=16) -> pathlib.Path:
@@ -88,3 +93,58 @@ def test_the_held_out_images_do_not_depend_on_listing_order_and_never_train(tmp_
     # the run's seed draws train/val, never the test split (evaluate seed=N cannot move trained images into it)
     c = make_splits(_data(first, f"data.cache_dir={tmp_path / 'c'}", f"data.loader={loader}"), seed=7)
     assert torch.equal(a["test"].images, c["test"].images) and not torch.equal(a["val"].images, c["val"].images)
+
+
+NOISE = ["policy=simclr_cifar", "data.name=imagefolder", "data.train_per_class=null", "data.test_per_class=null",
+         "data.holdout_fraction=0.5", "trainer.max_epochs=1"]
+
+
+@pytest.fixture(scope="module")
+def noise_run(tmp_path_factory):
+    """2 classes x 150 noise images, flat, half of each class held out; 1 epoch of pretraining through the CLI,
+    then `simclr evaluate` with its floors."""
+    tmp = tmp_path_factory.mktemp("noise")
+    tree = noise_tree(tmp / "noise", {"a": 150, "b": 150})
+    assert main(["pretrain", *TINY, f"output_dir={tmp / 'runs'}", *NOISE, f"data.path={tree}",
+                 f"data.cache_dir={tmp / 'cache'}"]) == 0
+    run = tmp / "runs" / "tiny"
+    assert main(["evaluate", str(run)]) == 0
+    return run
+
+
+def test_noise_images_score_at_chance_on_the_held_out_split(noise_run):
+    status = json.loads((noise_run / "run.json").read_text())
+    results = json.loads((noise_run / "eval" / "eval-1" / "results.json").read_text())
+    record = status["test_split"]
+    assert record["source"] == "held out of a flat tree" and record["fraction"] == 0.5 and record["n"] == 150
+    assert results["settings"]["test_split"] == record and results["settings"]["data"]["holdout_fraction"] == 0.5
+    sizes = results["settings"]["data"]["split_sizes"]
+    assert sizes == {"train": 140, "val": 10, "test": 150} and results["per_image"]["images"] == 150
+    # Every score (4 encoders x 3 protocols) within its binomial interval at chance (0.5) for 150 test images,
+    # each at 1 - 0.001/12 so that all 12 together hold with 99.9 %: 0.33 to 0.67. Tested on its own training
+    # images, as a flat tree was before, the raw-pixel floor scores ~1.0 (each image finds itself).
+    scores = {(enc, p): v["top1"] for enc, protos in results["metrics"].items() for p, v in protos.items()}
+    assert len(scores) == 12
+    lo, hi = binom.interval(1 - 0.001 / len(scores), 150, 0.5)
+    assert lo >= 50 and hi <= 100
+    for (encoder, protocol), top1 in scores.items():
+        assert lo <= round(top1 * 150) <= hi, (encoder, protocol, top1)
+
+
+def test_evaluation_cannot_draw_another_held_out_split(noise_run, capsys):
+    assert main(["evaluate", str(noise_run), "--no-baselines", "data.holdout_fraction=0.2"]) == 2
+    err = capsys.readouterr().err
+    assert "data.holdout_fraction: the run held out 0.5" in err and err.strip().count("\n") == 0
+
+
+def test_a_run_from_before_held_out_splits_is_not_resumed_and_its_scores_say_so(noise_run, tmp_path, capsys):
+    """Its run.json records no test_split: it pretrained on every image of the tree."""
+    run = shutil.copytree(noise_run, tmp_path / "run", ignore=shutil.ignore_patterns("eval", "results.csv"))
+    status = json.loads((run / "run.json").read_text())
+    del status["test_split"]
+    (run / "run.json").write_text(json.dumps({**status, "status": "interrupted", "epoch": 0}))
+    assert main(["pretrain", "--resume", str(run)]) == 2
+    assert "no image of it can be a clean test image" in capsys.readouterr().err
+    assert main(["evaluate", str(run), "--no-baselines", "--protocol", "knn"]) == 0
+    warnings = json.loads((run / "eval" / "eval-1" / "results.json").read_text())["settings"]["warnings"]
+    assert any("the encoder has seen these test images" in w for w in warnings)
