@@ -27,7 +27,7 @@ import simclr
 from simclr.augment import load_policy
 from simclr.config.run import RunConfig, load_config, save_config
 from simclr.config.schema import ConfigError, to_dict
-from simclr.data import SimCLRDataModule, class_warnings
+from simclr.data import SimCLRDataModule, class_warnings, flat_tree, test_split_record
 from simclr.evaluate.monitor import KNNMonitor
 from simclr.module import EpochRate, SimCLRModule, Throughput, cpu_state, load_avg
 from simclr.module.checkpoints import AtomicCheckpoint, LastEveryEpoch, flatten, resumable
@@ -69,6 +69,19 @@ def check_policy_fits(policy, channels: int) -> None:
                         raise ConfigError(f"{policy.source}: views[{i}] normalize.{key} has {n} values but the "
                                           f"images have {channels} channel(s); give 1 or {channels} values "
                                           "(or choose a policy made for this data).")
+
+
+def _check_test_split_recorded(run_dir: Path, cfg: RunConfig) -> None:
+    """A run on a flat tree that began before such trees had a held-out test split (its run.json records no
+    test_split) trained on every image: resumed now, it would train on fewer images from here on, and its test
+    images would still be images it trained on. Refused; a new run holds them out from its first step."""
+    if not flat_tree(cfg.data):
+        return
+    if "test_split" not in (read_record(run_dir) or {}):
+        raise ConfigError(f"--resume {run_dir}: the run trained on every image of the flat tree {cfg.data.path} "
+                          "(it began before flat trees had a held-out test split: run.json records no test_split), "
+                          "so no image of it can be a clean test image; start a new run, which holds "
+                          f"data.holdout_fraction={cfg.data.holdout_fraction} of each class out from its first step.")
 
 
 def _accelerator(cfg: RunConfig) -> str:
@@ -208,6 +221,8 @@ def run(cfg: RunConfig | None = None, resume: str | Path | None = None, callback
     dm = SimCLRDataModule(cfg.data, seed=cfg.seed, splits=splits)
     dm.setup()  # bad data fails here, before a run directory exists
     check_policy_fits(resolved, dm.channels)
+    if resume is not None:
+        _check_test_split_recorded(run_dir, cfg)
     fresh = resume is None
     if fresh:
         run_dir, ckpt = into or new_run_dir(cfg.output_dir, cfg.name), None
@@ -218,7 +233,7 @@ def run(cfg: RunConfig | None = None, resume: str | Path | None = None, callback
             (run_dir / "policy.yaml").write_text(resolved.to_yaml())
             write_status(run_dir, package_version=simclr.__version__, git_commit=git_commit(),
                          torch=torch.__version__, warnings=class_warnings(dm.splits), precision=precision,
-                         slurm_job=scheduler_job())
+                         slurm_job=scheduler_job(), test_split=test_split_record(cfg.data, dm.splits["test"]))
         elif writes and "precision" not in (read_record(run_dir) or {}):
             write_status(run_dir, precision=precision)  # a run recorded before `auto`: what it resumes with
         policy = yaml.safe_load((run_dir / "policy.yaml").read_text())

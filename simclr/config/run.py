@@ -23,6 +23,7 @@ LOGGERS = {"csv": "CSVLogger", "tensorboard": "TensorBoardLogger", "mlflow": "ML
            "comet": "CometLogger", "neptune": "NeptuneLogger"}
 NON_NEGATIVE = {"range": (0.0, None)}
 STREAM_EVAL_PER_CLASS = 100
+HOLDOUT_FRACTION = 0.2  # of each class of a flat ImageFolder tree, held out as its test split
 # data keys that only the streamed loader reads; the in-memory loader refuses them rather than ignore them
 STREAM_ONLY = ("num_workers", "decode_device", "stream_eval_per_class")
 
@@ -38,6 +39,10 @@ class DataConfig:
     val_per_class: int = field(default=50, metadata={"range": (0, None),
                                "help": "held out from train for the kNN monitor; never the test set"})
     test_per_class: int | None = field(default=None, metadata={"range": (1, None)})
+    holdout_fraction: float = field(default=HOLDOUT_FRACTION, metadata={
+        "range": (0.0, 0.9), "help": "a flat ImageFolder tree (<class>/<image>, no train/ and test/ folders): the "
+                                     "share of each class held out as the test split (floor per class, fixed seed; "
+                                     "pretraining and the probes never see it); 0 refuses such a tree"})
     image_size: int | None = field(default=None, metadata={"range": (4, 1024), "help": "resize images to this side"})
     batch_size: int = field(default=256, metadata={"range": (2, None), "help": "per device"})
     cache_dir: str | None = None
@@ -63,6 +68,10 @@ class DataConfig:
         if self.test_split != "test" and self.name not in ("imagefolder", "cifar10", "cifar100"):
             raise FieldError("test_split", f"names a folder of an ImageFolder tree; dataset '{self.name}' has "
                                            "a fixed test split (leave it at 'test').")
+        if self.holdout_fraction != HOLDOUT_FRACTION and self.name not in ("imagefolder", "cifar10", "cifar100"):
+            raise FieldError("holdout_fraction", f"{self.holdout_fraction} would be ignored: it holds out the test "
+                                                 f"split of a flat ImageFolder tree; dataset '{self.name}' has a fixed "
+                                                 "test split. Drop the key.")
         if self.loader == "stream" and self.name not in ("imagefolder", "cifar10", "cifar100"):
             raise FieldError("loader", f"'stream' reads ImageFolder trees and .tar shards; dataset '{self.name}' "
                                        "is read whole (use loader=memory).")

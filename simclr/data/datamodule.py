@@ -12,8 +12,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from simclr.config.run import DataConfig
-from simclr.data.formats import DataError, ImageData, read_cifar_pickle, read_digits, read_idx, read_stl10
+from simclr.data.formats import (DataError, ImageData, is_cifar_pickle, read_cifar_pickle, read_digits, read_idx,
+                                 read_stl10)
 from simclr.data.imagefolder import cache_dir, read_imagefolder, split_folder
+from simclr.data.splits import (check_compatible_splits, holdout_indices, per_class_indices, refuse_unused_holdout,
+                                split_indices)
 
 
 def _resize(data: ImageData, size: int | None) -> ImageData:
@@ -33,89 +36,35 @@ def load_split(cfg: DataConfig, split: str) -> ImageData:
     path = Path(cfg.path).expanduser()
     if not path.exists():
         raise DataError(f"data.path: {path} does not exist (dataset '{cfg.name}').")
-    folder = cfg.test_split if split == "test" else split  # an ImageFolder tree names its own test folder
-    if cfg.name in ("cifar10", "cifar100"):
-        pickled = any((path / d).is_dir() for d in ("cifar-10-batches-py", "cifar-100-python")) or \
-            (path / "data_batch_1").exists() or (path / "train").is_file()
-        if pickled:
-            data = read_cifar_pickle(path, split, cifar100=cfg.name == "cifar100")
-        else:
-            data = read_imagefolder(path, folder, cfg.image_size, cache_dir(cfg.cache_dir))
+    if cfg.name in ("cifar10", "cifar100") and is_cifar_pickle(path):
+        refuse_unused_holdout(cfg, path)
+        data = read_cifar_pickle(path, split, cifar100=cfg.name == "cifar100")
     elif cfg.name == "fashion_mnist":
         data = read_idx(path, split)
     elif cfg.name == "stl10":
         data = read_stl10(path, split)
-    else:
-        data = read_imagefolder(path, split_folder(path, folder, required=folder != split),
-                                cfg.image_size, cache_dir(cfg.cache_dir))
+    else:  # an ImageFolder tree or archive (imagefolder, or cifar10/cifar100 as image files)
+        data = _read_tree(cfg, path, split)
     return _resize(data, cfg.image_size)
 
 
-def per_class_indices(labels: torch.Tensor, n: int, seed: int, exclude: torch.Tensor | None = None) -> torch.Tensor:
-    """Seeded choice of up to n indices per class (labels >= 0), optionally avoiding `exclude`."""
-    g = torch.Generator().manual_seed(seed)
-    allowed = torch.ones(len(labels), dtype=torch.bool)
-    if exclude is not None:
-        allowed[exclude] = False
-    picked = []
-    for c in torch.unique(labels[labels >= 0]).tolist():
-        idx = torch.nonzero((labels == c) & allowed).squeeze(1)
-        picked.append(idx[torch.randperm(len(idx), generator=g)[:n]])
-    return torch.sort(torch.cat(picked)).values if picked else torch.empty(0, dtype=torch.int64)
-
-
-def check_compatible_splits(cfg: DataConfig, train: ImageData, test: ImageData, val_idx: torch.Tensor) -> None:
-    """One class list and one image shape for every split; a requested per-class count that exists."""
-    where = f"data.path ({cfg.path or cfg.name})"
-    if train.classes != test.classes:
-        only_train = sorted(set(train.classes) - set(test.classes))
-        only_test = sorted(set(test.classes) - set(train.classes))
-        detail = "; ".join(s for s in (f"only in train: {only_train}" if only_train else "",
-                                       f"only in test: {only_test}" if only_test else "") if s) or \
-            "the same names in another order"
-        raise DataError(f"{where}: train and test have different class lists ({detail}); labels would not mean "
-                        "the same class. Give both splits the same class folders (an empty folder is allowed).")
-    if train.images.shape[1:] != test.images.shape[1:]:
-        raise DataError(f"{where}: test images are {tuple(test.images.shape[1:])} (C, H, W) but train images are "
-                        f"{tuple(train.images.shape[1:])}; set data.image_size to resize both splits alike.")
-    if cfg.train_per_class:
-        held = torch.zeros(len(train), dtype=torch.bool)
-        held[val_idx] = True
-        for c, name in enumerate(train.classes):
-            n = int(((train.labels == c) & ~held).sum())
-            if 0 < n < cfg.train_per_class:
-                raise DataError(f"data.train_per_class: {cfg.train_per_class} requested but class '{name}' has only "
-                                f"{n} training images (after data.val_per_class={cfg.val_per_class} held out); "
-                                f"use at most {n}.")
-
-
-def class_warnings(splits: dict[str, ImageData]) -> list[str]:
-    """Classes that exist but have no training images (e.g. an empty class folder): scores for them mean little."""
-    train = splits["train"]
-    counts = torch.bincount(train.labels[train.labels >= 0], minlength=len(train.classes))
-    if not (train.labels >= 0).any():
-        return []
-    return [f"class '{name}' has no training images" for name, n in zip(train.classes, counts.tolist()) if n == 0]
-
-
-def split_indices(labels: torch.Tensor, cfg: DataConfig, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(train, val) indices: val held out per class (seed + 1), train a per-class subset (seed) or the rest."""
-    val_idx = per_class_indices(labels, cfg.val_per_class, seed + 1) if cfg.val_per_class else \
-        torch.empty(0, dtype=torch.int64)
-    if cfg.train_per_class:
-        train_idx = per_class_indices(labels, cfg.train_per_class, seed, exclude=val_idx)
-        unlabeled = torch.nonzero(labels < 0).squeeze(1)
-        train_idx = torch.sort(torch.cat([train_idx, unlabeled])).values
-    else:
-        keep = torch.ones(len(labels), dtype=torch.bool)
-        keep[val_idx] = False
-        train_idx = torch.nonzero(keep).squeeze(1)
-    return train_idx, val_idx
+def _read_tree(cfg: DataConfig, path: Path, split: str) -> ImageData:
+    """A split of an ImageFolder tree: its split folder, or of a flat tree (<class>/<image>) the held-out test
+    images for 'test' and the rest for any other split, never the same images for both."""
+    folder = cfg.test_split if split == "test" else split  # a tree names its own test folder
+    tree_split = split_folder(path, folder, required=folder != split)
+    if tree_split is not None:
+        refuse_unused_holdout(cfg, path)
+        return read_imagefolder(path, tree_split, cfg.image_size, cache_dir(cfg.cache_dir))
+    data = read_imagefolder(path, None, cfg.image_size, cache_dir(cfg.cache_dir))
+    kept, held = holdout_indices(data.labels, data.classes, cfg.holdout_fraction, str(path))
+    return data.subset(held if split == "test" else kept)
 
 
 def make_splits(cfg: DataConfig, seed: int) -> dict[str, ImageData]:
-    """train (for SSL), val (held out from train: kNN monitor, probe weight decay), test.
-    With data.loader=stream, "train" is the in-memory evaluation subset (see simclr.data.stream)."""
+    """train (for SSL), val (held out from train: kNN monitor, probe weight decay), test (of a flat tree: held
+    out of it, see splits.holdout_indices). With data.loader=stream, "train" is the in-memory evaluation subset
+    (see simclr.data.stream)."""
     if cfg.loader == "stream":
         from simclr.data.stream import stream_splits
         return stream_splits(cfg, seed)[0]

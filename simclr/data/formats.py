@@ -45,6 +45,12 @@ def _need(path: Path, what: str) -> Path:
     return path
 
 
+def is_cifar_pickle(root: Path) -> bool:
+    """torchvision's python release of CIFAR at `root` (else a cifar10/cifar100 path is an ImageFolder tree)."""
+    return any((root / d).is_dir() for d in ("cifar-10-batches-py", "cifar-100-python")) or \
+        (root / "data_batch_1").exists() or (root / "train").is_file()
+
+
 def read_cifar_pickle(root: Path, split: str, cifar100: bool) -> ImageData:
     """torchvision's python-pickle release: cifar-10-batches-py/ or cifar-100-python/."""
     sub = "cifar-100-python" if cifar100 else "cifar-10-batches-py"

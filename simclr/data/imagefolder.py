@@ -64,15 +64,16 @@ def _from_tar(path: Path, split: str | None) -> list[tuple[str, str, bytes]]:
 
 def split_folder(path: Path, split: str, required: bool = False) -> str | None:
     """The folder that holds `split`: archives and .tar shards always carry one; a tree is either split
-    (train/<class>/..., test/<class>/...) or flat (<class>/<image>: None, every split reads it). A split
-    tree without this split is refused: read whole, its split folders would silently become classes."""
+    (train/<class>/..., test/<class>/...) or flat (<class>/<image>: None, and the caller holds the test split
+    out of it, splits.holdout_indices). A split tree without this split is refused: read whole, its split
+    folders would silently become classes."""
     if path.is_file() or any(path.glob("*.tar")) or (path / split).is_dir():
         return split
     splits = sorted(e.name for e in os.scandir(path) if e.is_dir() and any(c.is_dir() for c in os.scandir(e.path)))
     if splits:
         raise DataError(f"{path}: no '{split}/' folder; the tree's split folders are {splits}. Set "
                         "data.test_split (ImageNet's test split is 'val') or data.train_split to the right one.")
-    if required:  # a flat tree read as the test split would test on the training images
+    if required:  # a flat tree has no folder of that name to test on
         raise DataError(f"{path}: no '{split}/' folder (the tree is <class>/<image>, without split folders); "
                         f"data.test_split={split} names a folder that does not exist.")
     return None

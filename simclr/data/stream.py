@@ -23,10 +23,12 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from simclr.utils import usable_cores
-from simclr.data.datamodule import SeededBatchSampler, check_compatible_splits, per_class_indices, split_indices
+from simclr.data.datamodule import SeededBatchSampler
 from simclr.data.decode import EncodedBatch, LazyNames, decode_images
 from simclr.data.formats import IMAGE_EXTENSIONS, DataError, ImageData
 from simclr.data.imagefolder import class_folders, split_folder, split_root
+from simclr.data.splits import (check_compatible_splits, holdout_indices, per_class_indices, refuse_unused_holdout,
+                                split_indices)
 
 
 class StreamIndex:
@@ -208,27 +210,38 @@ def decode_subset(index: StreamIndex, image_size: int, ids: torch.Tensor, chunk:
     return ImageData(images, index.labels[ids], index.classes)
 
 
-def _without_pixels(index: StreamIndex, size: int) -> ImageData:
-    """The index as ImageData for the split checks: labels and classes, one shared all-zero image (no memory)."""
-    return ImageData(torch.zeros((1, 3, size, size), dtype=torch.uint8).expand(len(index), -1, -1, -1),
-                     index.labels, index.classes)
+def _without_pixels(index: StreamIndex, ids: torch.Tensor, size: int) -> ImageData:
+    """Images `ids` of the index as ImageData for the split checks: labels and classes, one shared all-zero image
+    (no memory)."""
+    return ImageData(torch.zeros((1, 3, size, size), dtype=torch.uint8).expand(len(ids), -1, -1, -1),
+                     index.labels[ids], index.classes)
 
 
 def stream_splits(cfg, seed: int) -> tuple[dict[str, ImageData], tuple[StreamIndex, torch.Tensor]]:
     """The streamed training set (index + ids), and in memory only what evaluation needs: "train" =
-    data.stream_eval_per_class labelled images per class of it, "val" and "test" as with the in-memory path."""
+    data.stream_eval_per_class labelled images per class of it, "val" and "test" as with the in-memory path
+    (a flat tree's test split held out of it by the same draw, so both paths train and test on the same images)."""
     path = Path(cfg.path).expanduser()
-    index = index_images(path, split_folder(path, cfg.train_split))
-    test_index = index_images(path, split_folder(path, cfg.test_split, required=cfg.test_split != "test"))
-    train_ids, val_ids = split_indices(index.labels, cfg, seed)
-    check_compatible_splits(cfg, _without_pixels(index, cfg.image_size), _without_pixels(test_index, cfg.image_size),
-                            val_ids)
+    train_folder = split_folder(path, cfg.train_split)
+    test_folder = split_folder(path, cfg.test_split, required=cfg.test_split != "test")
+    index = index_images(path, train_folder)
+    if train_folder is None:  # a flat tree: one index, the test split held out of it, the rest the training side
+        pool, test_pool = holdout_indices(index.labels, index.classes, cfg.holdout_fraction, str(path))
+        test_index = index
+    else:
+        refuse_unused_holdout(cfg, path)
+        pool, test_index = torch.arange(len(index)), index_images(path, test_folder)
+        test_pool = torch.arange(len(test_index))
+    train_pos, val_pos = split_indices(index.labels[pool], cfg, seed)
+    check_compatible_splits(cfg, _without_pixels(index, pool, cfg.image_size),
+                            _without_pixels(test_index, test_pool, cfg.image_size), val_pos)
+    train_ids, val_ids = pool[train_pos], pool[val_pos]
     if len(train_ids) < cfg.batch_size:
         raise DataError(f"data.batch_size={cfg.batch_size} exceeds the {len(train_ids)} training images; "
                         "lower data.batch_size or raise data.train_per_class.")
     bank = train_ids[per_class_indices(index.labels[train_ids], cfg.stream_eval_per_class, seed + 3)]
-    test_ids = per_class_indices(test_index.labels, cfg.test_per_class, seed + 2) if cfg.test_per_class else \
-        torch.arange(len(test_index))
+    test_ids = test_pool[per_class_indices(test_index.labels[test_pool], cfg.test_per_class, seed + 2)] \
+        if cfg.test_per_class else test_pool
     splits = {"train": decode_subset(index, cfg.image_size, bank), "val": decode_subset(index, cfg.image_size, val_ids),
               "test": decode_subset(test_index, cfg.image_size, test_ids)}
     return splits, (index, train_ids)

@@ -20,7 +20,7 @@ import simclr
 from simclr.augment import eval_preprocess
 from simclr.config.run import EVAL_PROTOCOLS as PROTOCOLS, LABELLED_PROTOCOLS, RunConfig, override_config
 from simclr.config.schema import ConfigError, to_dict
-from simclr.data import DataError, class_warnings, make_splits
+from simclr.data import DataError, class_warnings, flat_tree, make_splits, test_split_record
 from simclr.evaluate.checkpoint import LoadedRun, build_encoder, load_run, recompute_bn_statistics
 from simclr.evaluate.diagnostics import (DIAGNOSTIC_SEEDS, alignment, balanced_sample, invariance_profile,
                                          positive_pair_features, rankme, uniformity)
@@ -142,13 +142,17 @@ def evaluate_run(target: str | Path, protocols: Sequence[str] = ("knn", "linear"
     root = (run.run_dir / "eval") if run.run_dir else run.checkpoint.parent / f"eval-{run.checkpoint.stem}"
     check_csv((run.run_dir or root) / "results.csv")  # before any work: results go nowhere unchecked
     cfg = _with_overrides(run.cfg, data_path, dataset, overrides)
+    _check_same_holdout(run, cfg)
     splits = make_splits(dataclasses.replace(cfg.data, batch_size=2), cfg.seed)
+    test_split = test_split_record(cfg.data, splits["test"])
     _check_compatible(run, cfg, splits, protocols)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     pre = eval_preprocess(run.policy)
     cache = (run.run_dir / "features") if run.run_dir else None
     data_key = (cfg.data.name, cfg.data.path, cfg.data.train_split, cfg.data.train_per_class, cfg.data.val_per_class,
                 cfg.data.test_per_class, cfg.data.image_size, cfg.seed)
+    if flat_tree(cfg.data):  # the held-out draw decides which images are train and test: features cached before
+        data_key += ("holdout", test_split["fraction"], test_split["seed"])  # it (train = test) are not reused
     if cfg.data.loader == "stream":  # another train split (a per-class subset): never the in-memory path's features
         data_key += ("stream", cfg.data.stream_eval_per_class)
 
@@ -198,12 +202,12 @@ def evaluate_run(target: str | Path, protocols: Sequence[str] = ("knn", "linear"
                                  "random_init_bn": "same init, BN running statistics recomputed on the train split",
                                  "raw_pixels": "preprocessed pixels, flattened"}
     settings.update({
-        "data": {**to_dict(cfg.data), "split_sizes": {s: len(d) for s, d in splits.items()}},
+        "data": {**to_dict(cfg.data), "split_sizes": {s: len(d) for s, d in splits.items()}}, "test_split": test_split,
         "seed": cfg.seed, "preprocess": "uint8/255 -> resize to policy crop size -> policy normalize",
         "checkpoint": {"path": str(run.checkpoint), "sha256": run.checkpoint_sha256},
         "model": to_dict(run.cfg.model), "policy": run.policy.to_dict(),
         "package_version": simclr.__version__, "git_commit": git_commit(), "torch": torch.__version__,
-        "warnings": class_warnings(splits) + _unfinished_run_warning(run),
+        "warnings": class_warnings(splits) + _unfinished_run_warning(run) + _unrecorded_holdout_warning(run, cfg),
     })
     for warning in settings["warnings"]:
         log.warning("warning: %s (%s)", warning, cfg.data.path or cfg.data.name)
@@ -233,6 +237,28 @@ def _unfinished_run_warning(run: LoadedRun) -> list[str]:
     return [f"the run is '{status['status']}' after {status.get('epoch', '?')} of {run.cfg.trainer.max_epochs} "
             f"epochs: these numbers are of a partially trained encoder (finish it with simclr pretrain --resume "
             f"{run.run_dir})"]
+
+
+def _check_same_holdout(run: LoadedRun, cfg: RunConfig) -> None:
+    """Evaluated on the run's own flat tree, the test split must be the one its pretraining never saw."""
+    same_data = (cfg.data.name, cfg.data.path) == (run.cfg.data.name, run.cfg.data.path)
+    if same_data and cfg.data.holdout_fraction != run.cfg.data.holdout_fraction and flat_tree(cfg.data):
+        raise ConfigError(f"data.holdout_fraction: the run held out {run.cfg.data.holdout_fraction} of each class of "
+                          f"{cfg.data.path} as its test split; evaluating with {cfg.data.holdout_fraction} would draw "
+                          "another split, with images pretraining saw among the test images. Drop the override.")
+
+
+def _unrecorded_holdout_warning(run: LoadedRun, cfg: RunConfig) -> list[str]:
+    """A run on a flat tree whose run.json records no test_split began before such trees had a held-out test
+    split: its pretraining saw the images it is now tested on (its probes did not)."""
+    record = (run.run_dir / "run.json") if run.run_dir else None
+    status = json.loads(record.read_text()) if record and record.is_file() else None
+    same_data = (cfg.data.name, cfg.data.path) == (run.cfg.data.name, run.cfg.data.path)
+    if not isinstance(status, dict) or "test_split" in status or not same_data or not flat_tree(cfg.data):
+        return []
+    return [f"the run pretrained on every image of the flat tree {cfg.data.path} (its run.json records no "
+            "test_split: it began before flat trees had a held-out test split), so the encoder has seen these test "
+            "images; the probes have not. Retrain for a clean test"]
 
 
 def _diagnostics(encoder, feats, splits, run: LoadedRun, cfg: RunConfig) -> dict:
