@@ -25,10 +25,12 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 import simclr
 from simclr.augment import load_policy
+from simclr.augment.policy import input_size
 from simclr.config.run import RunConfig, load_config, save_config
 from simclr.config.schema import ConfigError, to_dict
 from simclr.data import SimCLRDataModule, class_warnings, flat_tree, test_split_record
 from simclr.evaluate.monitor import KNNMonitor
+from simclr.models import check_fits
 from simclr.module import EpochRate, SimCLRModule, Throughput, cpu_state, load_avg
 from simclr.module.checkpoints import AtomicCheckpoint, LastEveryEpoch, flatten, resumable
 from simclr.module.loggers import build_loggers, check_loggers
@@ -221,6 +223,7 @@ def run(cfg: RunConfig | None = None, resume: str | Path | None = None, callback
     dm = SimCLRDataModule(cfg.data, seed=cfg.seed, splits=splits)
     dm.setup()  # bad data fails here, before a run directory exists
     check_policy_fits(resolved, dm.channels)
+    check_fits(cfg.model, dm.channels, input_size(resolved, int(dm.splits["train"].images.shape[-1])))
     if resume is not None:
         _check_test_split_recorded(run_dir, cfg)
     fresh = resume is None

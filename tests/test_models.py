@@ -1,19 +1,38 @@
-"""Every registered backbone (timm-style: a new entry is tested for free) and LARS against timm's."""
+"""Every registered backbone (timm-style: a new entry is tested for free), timm backbones of three kinds, and
+LARS against timm's."""
 import pytest
 import torch
 from torch import nn
 
+from simclr.config.backbone import BUILTIN_BACKBONES
 from simclr.config.run import OptimConfig
 from simclr.models import BACKBONES, Encoder, ProjectionHead
 from simclr.module.optim import LARS, build_optimizer
 
+# a ResNet, a ViT built for the input size (img_size=16: one 16 px patch) and a CNN whose features come
+# from a head after num_features (MobileNetV3: head_hidden_size 1024 > num_features 288)
+TIMM = ["timm:resnet10t", "timm:vit_tiny_patch16_224", "timm:mobilenetv3_small_050"]
+# cifar_stem applies to the registered backbones only
+CASES = [(name, stem) for name in sorted(BACKBONES) for stem in (True, False)] + [(name, True) for name in TIMM]
 
-@pytest.mark.parametrize("name", sorted(BACKBONES))
+
+def test_config_names_every_registered_backbone():
+    assert sorted(BUILTIN_BACKBONES) == sorted(BACKBONES)
+
+
+@pytest.mark.parametrize("name, cifar_stem", CASES)
 @pytest.mark.parametrize("in_channels", [1, 3])
-@pytest.mark.parametrize("cifar_stem", [True, False])
 def test_every_backbone(name, in_channels, cifar_stem):
+    if name.startswith("timm:"):
+        pytest.importorskip("timm")
     torch.manual_seed(0)
-    encoder = Encoder(name, in_channels=in_channels, cifar_stem=cifar_stem, width=8)
+    encoder = Encoder(name, in_channels=in_channels, cifar_stem=cifar_stem, width=8, image_size=16)
+    # timm zero-initialises each residual branch's last BN weight (zero_init_last): until the first step moves
+    # it, no gradient reaches the layers before it. Parameters that start at zero are moved here instead.
+    with torch.no_grad():
+        for p in encoder.parameters():
+            if not p.abs().sum() > 0:
+                p.normal_()
     x = torch.randn(2, in_channels, 16, 16)
     h = encoder(x)
     assert h.shape == (2, encoder.feature_dim) and torch.isfinite(h).all()

@@ -101,6 +101,12 @@ def crop_size(view: tuple[OpConfig, ...]) -> int | None:
     return sizes[-1] if sizes else None
 
 
+def input_size(policy: Policy, image_size: int | None) -> int | None:
+    """The side of the images the encoder sees: the policy's crop size (both views share it), else the
+    images' own side `image_size`."""
+    return crop_size(policy.shared + policy.views[0]) or image_size
+
+
 def from_dict(raw: Any, source: str = "<dict>", _seen: tuple[str, ...] = ()) -> Policy:
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: a policy is a mapping with `ops` or `views`, got {type(raw).__name__}.")

@@ -12,6 +12,7 @@ from typing import Any, Literal
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from simclr.config.backbone import check_backbone
 from simclr.config.files import check_name, read_yaml
 from simclr.config.schema import ConfigError, FieldError, build, to_dict
 
@@ -92,14 +93,19 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    backbone: Literal["small_cnn", "resnet18", "resnet34", "resnet50"] = "resnet18"
-    cifar_stem: bool = field(default=True, metadata={"help": "3x3 conv, no max-pool (for 32x32 inputs)"})
-    width: int = field(default=64, metadata={"range": (4, 1024), "help": "small_cnn base channels"})
+    backbone: str = field(default="resnet18", metadata={"help": "small_cnn, resnet18, resnet34, resnet50, or "
+                          "timm:<name> for any timm model (pip install timm), built untrained with num_classes=0"})
+    cifar_stem: bool = field(default=True, metadata={"help": "3x3 conv, no max-pool (for 32x32 inputs); "
+                             "resnet18/34/50 only"})
+    width: int = field(default=64, metadata={"range": (4, 1024), "help": "small_cnn base channels; small_cnn only"})
     # bounded: a typo such as 10**11 units would otherwise fail deep in torch's allocator
     head_hidden_dim: int = field(default=2048, metadata={"range": (1, 65536)})
     head_out_dim: int = field(default=128, metadata={"range": (1, 65536)})
     head_layers: int = field(default=2, metadata={"range": (1, 4)})
     head_batch_norm: bool = True
+
+    def __post_init__(self):
+        check_backbone(self.backbone)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from simclr.augment import policy_from_dict
-from simclr.augment.policy import Policy
+from simclr.augment.policy import Policy, input_size
 from simclr.config.run import RunConfig, config_from_dict, load_config
 from simclr.config.schema import ConfigError
 from simclr.models import Encoder
@@ -92,7 +92,8 @@ def build_encoder(run: LoadedRun, random_init: bool = False, seed: int = 0) -> E
     m = run.cfg.model
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        encoder = Encoder(m.backbone, in_channels=run.in_channels, cifar_stem=m.cifar_stem, width=m.width)
+        encoder = Encoder(m.backbone, in_channels=run.in_channels, cifar_stem=m.cifar_stem, width=m.width,
+                          image_size=input_size(run.policy, run.image_size))
     if random_init:
         return encoder
     try:

@@ -1,4 +1,5 @@
-"""Backbone registry: name -> builder returning (module, feature_dim). torchvision does the ResNets."""
+"""Backbone registry: name -> builder returning (module, feature_dim). torchvision does the ResNets;
+`timm:<name>` builds any timm model (simclr.models.timm_backbone)."""
 from __future__ import annotations
 
 from typing import Callable
@@ -6,6 +7,11 @@ from typing import Callable
 import torch
 from torch import nn
 from torchvision.models import resnet18, resnet34, resnet50
+
+from simclr.config.backbone import TIMM_PREFIX
+from simclr.config.run import ModelConfig
+from simclr.config.schema import ConfigError
+from simclr.models.timm_backbone import timm_backbone
 
 BACKBONES: dict[str, Callable[..., tuple[nn.Module, int]]] = {}
 
@@ -59,14 +65,42 @@ def _small_cnn(in_channels=3, cifar_stem=True, width=32):
 
 
 class Encoder(nn.Module):
-    """Backbone wrapper: `forward` gives (B, feature_dim) features; `feature_dim` says how many."""
+    """Backbone wrapper: `forward` gives (B, feature_dim) features; `feature_dim` says how many.
 
-    def __init__(self, name: str, in_channels: int = 3, cifar_stem: bool = True, width: int = 64):
+    `name`: a registered backbone, or timm:<model> for any timm model (cifar_stem and width apply to the
+    registered ones only). `image_size`: the side of the images it will see, for models built for one
+    input size (timm ViTs)."""
+
+    def __init__(self, name: str, in_channels: int = 3, cifar_stem: bool = True, width: int = 64,
+                 image_size: int | None = None):
         super().__init__()
-        if name not in BACKBONES:
-            raise ValueError(f"unknown backbone '{name}'; valid: {', '.join(sorted(BACKBONES))}")
         self.name = name
+        if name.startswith(TIMM_PREFIX):
+            self.net, self.feature_dim = timm_backbone(name.removeprefix(TIMM_PREFIX), in_channels, image_size)
+            return
+        if name not in BACKBONES:
+            raise ValueError(f"unknown backbone '{name}'; valid: {', '.join(sorted(BACKBONES))} or timm:<name>")
         self.net, self.feature_dim = BACKBONES[name](in_channels=in_channels, cifar_stem=cifar_stem, width=width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)  # (B, feature_dim)
+
+
+def check_fits(m: ModelConfig, in_channels: int, image_size: int) -> None:
+    """Refuse, in one line naming model.backbone, a backbone that cannot take (in_channels, image_size,
+    image_size) images — a ViT patch larger than the image, a window that does not tile it. Built and run
+    on the meta device: shapes only, no memory, no compute. The registered backbones take any size from 4 px
+    up (data.image_size's floor) and are not built here."""
+    if not m.backbone.startswith(TIMM_PREFIX):
+        return
+    try:
+        with torch.device("meta"):
+            Encoder(m.backbone, in_channels, m.cifar_stem, m.width, image_size)(
+                torch.empty(2, in_channels, image_size, image_size))
+    except ConfigError:
+        raise
+    except Exception as e:  # whatever the model raises; its first line says what does not fit
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"model.backbone: {m.backbone} cannot take {in_channels}-channel {image_size}x{image_size} "
+                          f"images ({first}); choose a model that takes them, or another size (the policy's crop "
+                          "size, else data.image_size).") from None

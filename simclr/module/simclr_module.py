@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from simclr.augment import TwoViewAugmenter, load_policy, policy_from_dict
+from simclr.augment.policy import input_size
 from simclr.config.run import RunConfig, config_from_dict
 from simclr.data.decode import EncodedBatch, decode_on_device
 from simclr.losses import NTXentLoss
@@ -31,11 +32,12 @@ class SimCLRModule(pl.LightningModule):
         self.save_hyperparameters()
         self.cfg: RunConfig = config_from_dict(config)
         m = self.cfg.model
-        self.encoder = Encoder(m.backbone, in_channels=in_channels, cifar_stem=m.cifar_stem, width=m.width)
+        pol = policy_from_dict(policy, "<checkpoint>") if policy is not None else load_policy(self.cfg.policy)
+        self.encoder = Encoder(m.backbone, in_channels=in_channels, cifar_stem=m.cifar_stem, width=m.width,
+                               image_size=input_size(pol, image_size))
         self.head = ProjectionHead(self.encoder.feature_dim, m.head_hidden_dim, m.head_out_dim, m.head_layers,
                                    m.head_batch_norm)
         self.probe = nn.Linear(self.encoder.feature_dim, num_classes)  # online probe on detached features
-        pol = policy_from_dict(policy, "<checkpoint>") if policy is not None else load_policy(self.cfg.policy)
         self.augment = TwoViewAugmenter(pol, seed=self.cfg.seed, compile=self.cfg.trainer.compile_augment)
         self.criterion = NTXentLoss(self.cfg.loss.temperature, self.cfg.loss.gather)
         object.__setattr__(self, "_compiled_encoder", None)  # not a submodule: checkpoints keep plain names
