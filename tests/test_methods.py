@@ -10,8 +10,8 @@ import torch
 
 from simclr import train
 from simclr.cli import main
-from simclr.config.run import METHODS as CONFIG_METHODS
-from simclr.config.run import MethodConfig, config_from_dict, load_config
+from simclr.config.methods import METHODS as CONFIG_METHODS, MethodConfig
+from simclr.config.run import config_from_dict, load_config
 from simclr.config.schema import ConfigError, to_dict
 from simclr.methods import METHODS, cosine_momentum
 from simclr.module import SimCLRModule, SSLModule

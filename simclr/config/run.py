@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from simclr.config.files import check_name, read_yaml
+from simclr.config.methods import MethodConfig
 from simclr.config.schema import ConfigError, FieldError, build, to_dict
 
 POSITIVE_INT = {"range": (1, None)}
@@ -99,61 +100,6 @@ class LossConfig:
                                "the other methods' losses are set under method.<name>"})
     gather: bool = field(default=True, metadata={"help": "cross-device terms over all devices (differentiable "
                          "all-gather): SimCLR's negatives, MoCo v3's keys, VICReg's variance and covariance"})
-
-
-MOMENTUM = {"range": (0.0, 1.0), "help": "EMA rate of the target network at step 0; a cosine schedule raises it "
-            "to 1 at the last step"}
-PREDICTOR = {"range": (1, 65536), "help": "hidden units of the predictor MLP; null: model.head_hidden_dim"}
-
-
-@dataclass(frozen=True)
-class BYOLConfig:
-    """Grill et al. 2020: online encoder+projector+predictor regresses an EMA target's projection."""
-    momentum_base: float = field(default=0.99, metadata=MOMENTUM)
-    predictor_hidden_dim: int | None = field(default=None, metadata=PREDICTOR)
-
-
-@dataclass(frozen=True)
-class VICRegConfig:
-    """Bardes et al. 2022: invariance (MSE) + variance (hinge on each dimension's std) + covariance terms."""
-    sim_coeff: float = field(default=25.0, metadata={"range": (0.0, 1000.0), "help": "lambda, invariance"})
-    std_coeff: float = field(default=25.0, metadata={"range": (0.0, 1000.0), "help": "mu, variance"})
-    cov_coeff: float = field(default=1.0, metadata={"range": (0.0, 1000.0), "help": "nu, covariance"})
-
-    def __post_init__(self):
-        if self.sim_coeff == self.std_coeff == self.cov_coeff == 0:
-            raise FieldError("sim_coeff", "all three coefficients are 0: the loss would be 0 and nothing would train.")
-
-
-@dataclass(frozen=True)
-class MoCoV3Config:
-    """Chen et al. 2021: InfoNCE between the query branch (with predictor) and a momentum encoder's keys."""
-    temperature: float = field(default=0.2, metadata={"range": (1e-3, 10.0)})
-    momentum_base: float = field(default=0.99, metadata=MOMENTUM)
-    predictor_hidden_dim: int | None = field(default=None, metadata=PREDICTOR)
-
-
-METHODS = ("simclr", "byol", "vicreg", "mocov3")
-
-
-@dataclass(frozen=True)
-class MethodConfig:
-    """`name` picks the method; each other method's own parameters sit in its section (SimCLR's are `loss`)."""
-    name: Literal["simclr", "byol", "vicreg", "mocov3"] = "simclr"
-    byol: BYOLConfig = field(default_factory=BYOLConfig)
-    vicreg: VICRegConfig = field(default_factory=VICRegConfig)
-    mocov3: MoCoV3Config = field(default_factory=MoCoV3Config)
-
-    def __post_init__(self):
-        # a section of a method that is not running would be ignored: refuse it (as with stream-only data keys)
-        for section in METHODS[1:]:
-            if section == self.name:
-                continue
-            params, default = getattr(self, section), type(getattr(self, section))()
-            for key in params.__dataclass_fields__:
-                if getattr(params, key) != getattr(default, key):
-                    raise FieldError(f"{section}.{key}", f"{getattr(params, key)!r} would be ignored: method.name "
-                                     f"is '{self.name}'. Drop the key, or set method.name={section}.")
 
 
 @dataclass(frozen=True)
