@@ -6,7 +6,9 @@ import math
 import typing
 
 import pytest
+import pytorch_lightning as pl
 import torch
+import yaml
 
 from simclr import train
 from simclr.cli import main
@@ -131,14 +133,34 @@ def test_targets_start_as_copies_and_ema_equals_the_formula(tiny_overrides, name
 
 
 # ---------------------------------------------------------------- end to end
+ASYMMETRIC = """name: byol_digits
+shared:
+  - random_resized_crop: {size: 16, scale: [0.5, 1.0]}
+views:
+  - ops:
+      - gaussian_blur: {p: 1.0}
+      - normalize: {mean: [0.3], std: [0.4]}
+  - ops:
+      - gaussian_blur: {p: 0.1}
+      - solarize: {p: 0.2}
+      - normalize: {mean: [0.3], std: [0.4]}
+"""
+
+
 @pytest.mark.parametrize("name", OTHER)
 def test_cli_pretrain_evaluate_export(name, tiny_overrides, tmp_path, capsys):
     """`simclr pretrain --config configs/digits_cpu.yaml method.name=NAME trainer.max_epochs=1`, then evaluate and
     export exactly as for a SimCLR run."""
     args = ["pretrain", "--config", "configs/digits_cpu.yaml", f"method.name={name}", "trainer.max_epochs=1",
             *tiny_overrides, "trainer.max_epochs=1", f"name={name}", "trainer.log_every_n_steps=1"]
+    if name == "byol":  # BYOL's asymmetric views (blur / solarize per branch) after a shared crop, sized for digits
+        (tmp_path / "asym.yaml").write_text(ASYMMETRIC)
+        args.append(f"policy={tmp_path / 'asym.yaml'}")
     assert main(args) == 0, capsys.readouterr().err
     run = tmp_path / "runs" / name
+    if name == "byol":
+        recorded = yaml.safe_load((run / "policy.yaml").read_text())
+        assert "shared" in recorded and [len(v["ops"]) for v in recorded["views"]] == [2, 3]
     status = json.loads((run / "run.json").read_text())
     assert status["status"] == "finished" and math.isfinite(status["metrics"]["train/loss_epoch"])
     rows = list(csv.DictReader(open(run / "csv" / "part-1" / "metrics.csv")))
@@ -172,7 +194,7 @@ def test_cli_pretrain_evaluate_export(name, tiny_overrides, tmp_path, capsys):
         assert torch.equal(v, state[f"encoder.{k}"])  # the online encoder, not the target
 
 
-class StopAfterFirstEpoch(__import__("pytorch_lightning").Callback):
+class StopAfterFirstEpoch(pl.Callback):
     def on_train_epoch_end(self, trainer, module):
         trainer.should_stop = True
 
