@@ -44,6 +44,22 @@ def test_keys_a_newer_simclr_added_at_their_defaults_do_not_make_a_different_spe
     assert not _same(dump(streamed(old)), dump(streamed(new)))   # with the streamed loader, workers matter
 
 
+def test_a_study_recorded_before_the_method_section_is_the_same_simclr_study():
+    """Records written before `method:` existed ran SimCLR: today's record of the same spec (method at its
+    defaults) is that study; the same spec with another method is not."""
+    import yaml
+
+    from simclr.ablate.store import _same
+    from simclr.config.run import load_config
+    from simclr.config.schema import to_dict
+
+    dump = lambda cfg: yaml.safe_dump({"spec": {"name": "s"}, "arms": {}, "base_config": cfg}, sort_keys=True)  # noqa: E731
+    today = to_dict(load_config(None, ["data.name=digits"]))
+    before = {k: v for k, v in today.items() if k != "method"}
+    assert _same(dump(before), dump(today))
+    assert not _same(dump(before), dump(to_dict(load_config(None, ["data.name=digits", "method.name=byol"]))))
+
+
 def test_auto_precision_matches_a_study_recorded_with_resolved_or_older_explicit_values():
     """Studies recorded before `auto` hold precision '32' / channels_last false (then the defaults); the same spec
     read today says auto, which train.run resolves per run. That is not an edited study; an explicit change is."""

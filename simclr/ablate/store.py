@@ -47,6 +47,8 @@ def _comparable(old: dict, new: dict) -> tuple[dict, dict]:
     new_cfg = {section: ({k: v for k, v in values.items() if k in old_cfg.get(section, {})
                           or v != defaults.get(section, {}).get(k, object())}
                          if isinstance(values, dict) else values) for section, values in new_cfg.items()}
+    # a whole section a newer simclr added (`method`), left empty above because all of it is at its defaults
+    new_cfg = {section: values for section, values in new_cfg.items() if section in old_cfg or values != {}}
     # `auto` precision keys are resolved per machine when each run starts (its config.yaml holds what it used): a
     # study recorded with the values they resolve to, or with the explicit `32` of older simclr, is the same study
     old_trainer, new_trainer = old_cfg.get("trainer"), new_cfg.get("trainer")

@@ -14,6 +14,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from simclr.config.backbone import check_backbone
 from simclr.config.files import check_name, read_yaml
+from simclr.config.methods import MethodConfig
 from simclr.config.schema import ConfigError, FieldError, build, to_dict
 
 POSITIVE_INT = {"range": (1, None)}
@@ -110,8 +111,10 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class LossConfig:
-    temperature: float = field(default=0.5, metadata={"range": (1e-3, 10.0)})
-    gather: bool = field(default=True, metadata={"help": "negatives from all devices (differentiable all-gather)"})
+    temperature: float = field(default=0.5, metadata={"range": (1e-3, 10.0), "help": "NT-Xent's (method simclr); "
+                               "the other methods' losses are set under method.<name>"})
+    gather: bool = field(default=True, metadata={"help": "cross-device terms over all devices (differentiable "
+                         "all-gather): SimCLR's negatives, MoCo v3's keys, VICReg's variance and covariance"})
 
 
 @dataclass(frozen=True)
@@ -191,6 +194,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)

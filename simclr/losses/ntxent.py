@@ -9,16 +9,10 @@ the single-process loss over the full batch (tests/test_ddp.py checks this).
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-
-def _gather(z: torch.Tensor) -> tuple[torch.Tensor, int]:
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return z, 0
-    from torch.distributed.nn.functional import all_gather  # differentiable
-    return torch.cat(all_gather(z), dim=0), dist.get_rank()
+from simclr.losses.gather import gather_all as _gather
 
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5, gather: bool = True,

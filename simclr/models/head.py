@@ -1,4 +1,5 @@
-"""SimCLR projection head: Linear -> (BN) -> ReLU, repeated, then Linear (-> BN without affine, SimCLR v2)."""
+"""Projection head (also the predictors' MLP): Linear -> (BN) -> ReLU, repeated, then Linear (-> BN without affine,
+SimCLR v2 and MoCo v3; BYOL's and VICReg's projectors and every predictor end at the Linear)."""
 from __future__ import annotations
 
 from torch import nn
@@ -6,8 +7,10 @@ from torch import nn
 
 class ProjectionHead(nn.Module):
     def __init__(self, in_dim: int, hidden_dim: int = 2048, out_dim: int = 128, layers: int = 2,
-                 batch_norm: bool = True):
+                 batch_norm: bool = True, last_batch_norm: bool | None = None):
+        """last_batch_norm: the output BN; None follows `batch_norm`."""
         super().__init__()
+        last_bn = batch_norm if last_batch_norm is None else last_batch_norm
         blocks: list[nn.Module] = []
         dim = in_dim
         for _ in range(layers - 1):
@@ -16,8 +19,8 @@ class ProjectionHead(nn.Module):
                 blocks += [nn.BatchNorm1d(hidden_dim)]
             blocks += [nn.ReLU(inplace=True)]
             dim = hidden_dim
-        blocks += [nn.Linear(dim, out_dim, bias=not batch_norm)]
-        if batch_norm:
+        blocks += [nn.Linear(dim, out_dim, bias=not last_bn)]
+        if last_bn:
             blocks += [nn.BatchNorm1d(out_dim, affine=False)]
         self.net = nn.Sequential(*blocks)
 

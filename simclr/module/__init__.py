@@ -1,5 +1,5 @@
 """The LightningModule, its optimisers and the throughput callback."""
-from simclr.module.simclr_module import SimCLRModule
+from simclr.module.simclr_module import SimCLRModule, SSLModule
 from simclr.module.throughput import EpochRate, Throughput, cpu_state, load_avg
 
-__all__ = ["EpochRate", "SimCLRModule", "Throughput", "cpu_state", "load_avg"]
+__all__ = ["EpochRate", "SSLModule", "SimCLRModule", "Throughput", "cpu_state", "load_avg"]

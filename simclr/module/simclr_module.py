@@ -1,4 +1,10 @@
-"""The SimCLR LightningModule: augment on device, encode, project, NT-Xent. Nothing else.
+"""The LightningModule every method runs in: augment on device, encode, project, the method's loss. Nothing else.
+
+The method (simclr.methods: SimCLR, BYOL, VICReg, MoCo v3; `method.name` in the config) supplies its loss, its own
+networks (predictors, momentum copies; `method.*` in checkpoints) and any per-step update (the EMA of a target
+network, right after each optimizer step). The online encoder stays `encoder.*` and the projection head `head.*`
+for every method, so evaluation and export read any run the same way. The class keeps its historical name
+(checkpoints and code refer to it); `SSLModule` is the neutral alias.
 
 Lightning owns the loop: automatic optimisation of one optimizer with parameter groups (SSL weights,
 SSL biases/norms, online probe), a per-step warm-up + cosine schedule sized by
@@ -17,7 +23,7 @@ from simclr.augment import TwoViewAugmenter, load_policy, policy_from_dict
 from simclr.augment.policy import input_size
 from simclr.config.run import RunConfig, config_from_dict
 from simclr.data.decode import EncodedBatch, decode_on_device
-from simclr.losses import NTXentLoss
+from simclr.methods import METHODS
 from simclr.models import Encoder, ProjectionHead
 from simclr.module.optim import build_optimizer, scaled_lr, warmup_cosine
 
@@ -32,14 +38,17 @@ class SimCLRModule(pl.LightningModule):
         self.save_hyperparameters()
         self.cfg: RunConfig = config_from_dict(config)
         m = self.cfg.model
+        method = METHODS[self.cfg.method.name]
         pol = policy_from_dict(policy, "<checkpoint>") if policy is not None else load_policy(self.cfg.policy)
         self.encoder = Encoder(m.backbone, in_channels=in_channels, cifar_stem=m.cifar_stem, width=m.width,
                                image_size=input_size(pol, image_size))
         self.head = ProjectionHead(self.encoder.feature_dim, m.head_hidden_dim, m.head_out_dim, m.head_layers,
-                                   m.head_batch_norm)
+                                   m.head_batch_norm, last_batch_norm=m.head_batch_norm and method.projector_last_bn)
         self.probe = nn.Linear(self.encoder.feature_dim, num_classes)  # online probe on detached features
         self.augment = TwoViewAugmenter(pol, seed=self.cfg.seed, compile=self.cfg.trainer.compile_augment)
-        self.criterion = NTXentLoss(self.cfg.loss.temperature, self.cfg.loss.gather)
+        # built last: SimCLR draws nothing here, so its initial weights are the ones it always had
+        self.method = method(self.cfg, self.encoder, self.head)
+        self._total_steps = 1  # optimizer steps in the whole run; set in configure_optimizers
         object.__setattr__(self, "_compiled_encoder", None)  # not a submodule: checkpoints keep plain names
         self._streams_before_batch: dict | None = None  # see on_save_checkpoint
 
@@ -48,6 +57,7 @@ class SimCLRModule(pl.LightningModule):
         self.augment.set_rank(self.global_rank)
         if self.cfg.trainer.channels_last is True:  # 'auto' is resolved by train.run
             self.encoder.to(memory_format=torch.channels_last)
+            self.method.to(memory_format=torch.channels_last)  # target encoders (4-d weights only)
         if self.cfg.trainer.compile:
             object.__setattr__(self, "_compiled_encoder", torch.compile(self.encoder))
 
@@ -70,6 +80,11 @@ class SimCLRModule(pl.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.encoder(x)
 
+    @property
+    def criterion(self):
+        """SimCLR's NT-Xent (as before methods existed); the other methods' losses live in their modules."""
+        return self.method.criterion
+
     def _encode(self, x: torch.Tensor) -> torch.Tensor:
         encoder = self._compiled_encoder if self._compiled_encoder is not None else self.encoder
         return encoder(x)
@@ -78,9 +93,8 @@ class SimCLRModule(pl.LightningModule):
         self._streams_before_batch = None  # the batch is being trained on: its draws are spent
         v1, v2, labels = batch
         n = v1.shape[0]
-        h = self._encode(torch.cat([v1, v2]))                           # (2n, F)
-        z1, z2 = self.head(h).chunk(2)                                  # (n, D) each
-        loss, logits, targets = self.criterion(z1, z2, return_logits=True)
+        out = self.method.step(self._encode, self.head, v1, v2)
+        loss, h = out.loss, out.features                               # h: (2n, F) online features
         probe_logits = self.probe(h.detach().float())                   # never reaches the backbone
         probe_labels = labels.repeat(2)
         labelled = (probe_labels >= 0).to(probe_logits.dtype)          # STL-10 unlabeled images are -1
@@ -89,14 +103,12 @@ class SimCLRModule(pl.LightningModule):
         probe_loss = (ce * labelled).sum() / labelled.sum().clamp_min(1)
 
         with torch.no_grad():
-            pos_cos = F.cosine_similarity(z1.float(), z2.float(), dim=1).mean()
-            top1 = (logits.argmax(dim=1) == targets).float().mean()
             probe_acc = ((probe_logits.argmax(1) == probe_labels) * labelled).sum() / labelled.sum().clamp_min(1)
         log = dict(on_step=True, on_epoch=False, batch_size=n)
         # on_step and on_epoch: logged as train/loss_step and train/loss_epoch (the epoch mean, all ranks)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=n, sync_dist=True)
-        self.log("train/pos_cosine", pos_cos, **log)
-        self.log("train/contrastive_top1", top1, **log)
+        for key, value in out.logs.items():
+            self.log(f"train/{key}", value, **log)
         self.log("train/probe_acc", probe_acc, prog_bar=True, **log)
         return loss + probe_loss  # the probe's parameters see only probe_loss (detached features)
 
@@ -126,14 +138,28 @@ class SimCLRModule(pl.LightningModule):
         dist.all_gather_object(gathered, streams["states"])
         return gathered
 
+    def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None):
+        """The step, then the method's update (a target network's EMA) in the same hook: every checkpoint, even
+        one a callback writes mid-epoch, holds targets that match the online weights it holds."""
+        step = self.trainer.global_step  # steps completed before this one: its 0-based index
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        logs = self.method.after_optimizer_step(self.encoder, self.head, step, self._total_steps)
+        for key, value in logs.items():
+            self.log(f"train/{key}", value, on_step=True, on_epoch=False, batch_size=self.cfg.data.batch_size)
+
     def configure_optimizers(self):
         cfg = self.cfg.optim
         total = max(1, int(self.trainer.estimated_stepping_batches))  # honours limit_train_batches, devices
+        self._total_steps = total  # the K of the methods' momentum schedules
         warmup = int(total * cfg.warmup_epochs / self.trainer.max_epochs)
         global_batch = self.cfg.data.batch_size * self.trainer.world_size
-        opt = build_optimizer(cfg, nn.ModuleList([self.encoder, self.head]), scaled_lr(cfg, global_batch),
-                              probe=self.probe)
+        # the method's own trainable networks (predictors) join the ssl groups; target networks never do
+        online = nn.ModuleList([self.encoder, self.head, *self.method.trainable()])
+        opt = build_optimizer(cfg, online, scaled_lr(cfg, global_batch), probe=self.probe)
         ssl = warmup_cosine(total, warmup, cfg.min_lr_ratio)
         factors = [ssl if g["name"] != "probe" else warmup_cosine(total, 0, 0.0) for g in opt.param_groups]
         sched = torch.optim.lr_scheduler.LambdaLR(opt, factors)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "name": "lr"}}
+
+
+SSLModule = SimCLRModule  # the neutral name: the module runs every registered method
