@@ -510,8 +510,7 @@ def test_a_run_whose_eval_folder_is_a_link_to_another_disk_still_reports(tmp_pat
 
 def test_two_runs_starting_with_one_name_at_once_get_their_own_directories(tmp_path, monkeypatch):
     """The other run took `tiny` between our existence check and our mkdir."""
-    import simclr.train as train
-    from simclr.config.run import load_config
+    import simclr.runs.directory as directory
     (tmp_path / "runs" / "tiny").mkdir(parents=True)
-    monkeypatch.setattr(train, "first_free", lambda path_for, start=1: path_for(start))  # a stale check
-    assert train.new_run_dir(load_config(None, [*TINY, f"output_dir={tmp_path / 'runs'}"])).name == "tiny-2"
+    monkeypatch.setattr(directory, "first_free", lambda path_for, start=1: path_for(start))  # a stale check
+    assert directory.new_run_dir(tmp_path / "runs", "tiny").name == "tiny-2"

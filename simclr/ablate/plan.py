@@ -221,13 +221,23 @@ def settings_differ(spec: AblationSpec, entries: list[dict]) -> list[str]:
         ran = read_yaml(first, "config file")
     except ConfigError:  # a damaged record says nothing about the scale; the spread is still the pilot's
         return []
-    planned = to_dict(load_config(spec.base_config, spec.overrides))
+    cfg = load_config(spec.base_config, spec.overrides)
     out = []
-    for section in ("data", "model", "loss", "optim", "trainer", "eval"):
-        old, new = (ran or {}).get(section) or {}, planned.get(section) or {}
-        out += [f"{section}.{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
-                if old.get(k) != new.get(k) and not (section == "trainer" and k in ("precision", "channels_last"))]
+    for section in ("method", "data", "model", "loss", "optim", "trainer", "eval"):
+        old, new = (ran or {}).get(section) or {}, to_dict(getattr(cfg, section))
+        for k in sorted(set(old) | set(new)):
+            if k not in old and new.get(k) == _default(type(getattr(cfg, section)), k):
+                continue  # a key newer than the pilot, at its default: the pilot ran as that default does
+            if old.get(k) != new.get(k) and not (section == "trainer" and k in ("precision", "channels_last")):
+                out.append(f"{section}.{k}: {old.get(k)!r} -> {new.get(k)!r}")
     return out
+
+
+def _default(section: type, key: str):
+    f = next((f for f in dataclasses.fields(section) if f.name == key), None)
+    if f is None or f.default is dataclasses.MISSING:
+        return to_dict(f.default_factory()) if f is not None and f.default_factory is not dataclasses.MISSING else None
+    return to_dict(f.default)
 
 
 def _compute(n_arms: int, n_seeds: int, timed: list[tuple[float, str, bool]], threads: list[int]) -> dict:
