@@ -1,6 +1,9 @@
-"""WebDataset-style shards (key.jpg + key.cls) through the streamed loader. The reference is the same images written as an ImageFolder tree and read by the in-memory reader."""
+"""WebDataset-style shards (key.jpg + key.cls) through the streamed loader, and the shard listings cached between
+starts. The reference is the same images written as an ImageFolder tree and read by the in-memory reader."""
 import io
 import json
+import os
+import re
 import shutil
 import tarfile
 from pathlib import Path
@@ -13,6 +16,7 @@ from PIL import Image
 from simclr.data import DataError, batch_loader
 from simclr.data.formats import read_digits
 from simclr.data.imagefolder import read_imagefolder
+from simclr.data.shard_cache import cache_file
 from simclr.data.stream import index_images, stream_loader, stream_splits
 
 N_TRAIN, N_TEST = 96, 30
@@ -74,7 +78,7 @@ def _cfg(path, cache, *extra):
 @pytest.mark.parametrize("source", ["flat", "folders"])
 def test_webdataset_shards_stream_the_images_and_labels_of_the_folder_tree(data, tmp_path, source):
     memory = read_imagefolder(data / "tree", "train", 16, tmp_path)  # the in-memory reader, on the folder tree
-    index = index_images(data / source, "train")
+    index = index_images(data / source, "train", tmp_path)
     assert len(index) == len(memory) == N_TRAIN and index.classes == memory.classes == tuple("0123456789")
     assert index.numbered and len(index.files) == 2
     expected = batch_loader(memory, 10, seed=4, shuffle=True, drop_last=True)
@@ -83,7 +87,7 @@ def test_webdataset_shards_stream_the_images_and_labels_of_the_folder_tree(data,
     assert len(pairs) == 9
     for (x, y), (sx, sy) in pairs:
         assert torch.equal(sx, x) and torch.equal(sy, y)
-    test = index_images(data / source, "test")
+    test = index_images(data / source, "test", tmp_path)
     assert len(test) == N_TEST and test.files == (str(data / source / ("test-000000.tar" if source == "flat" else
                                                                          "test/000000.tar")),)
 
@@ -171,6 +175,87 @@ def test_bad_shards_through_the_cli_are_one_error_line(tmp_path, capsys):
                                       "member holds one integer as text (b'3').\n"
 
 
+class CountingScans:
+    def __init__(self, monkeypatch):
+        import simclr.data.stream as stream
+        self.shards, real = [], stream.scan_shard
+        monkeypatch.setattr(stream, "scan_shard", lambda shard: self.shards.append(shard.name) or real(shard))
+
+    def take(self) -> list[str]:
+        seen, self.shards = sorted(self.shards), []
+        return seen
+
+
+def _same(a, b) -> bool:
+    return a.files == b.files and a.classes == b.classes and a.names(range(len(a))) == b.names(range(len(b))) and \
+        all(torch.equal(getattr(a, t), getattr(b, t)) for t in ("file_of", "offset", "size", "labels"))
+
+
+@pytest.mark.parametrize("layout", ["webdataset", "imagefolder"])
+def test_a_second_start_reads_the_shard_listings_from_the_cache(data, tmp_path, monkeypatch, layout):
+    root, cache = tmp_path / "d", tmp_path / "cache"
+    if layout == "webdataset":
+        shutil.copytree(data / "flat", root)
+        names = ["test-000000.tar", "train-000000.tar", "train-000001.tar"]
+    else:  # the ImageFolder member layout gets the same cache
+        for k, split in enumerate(("train", "test", "train")):
+            write_shard(root / f"shard-{k}.tar", [(f"{split}/{k}/{i}.jpg", JPG) for i in range(3)])
+        names = ["shard-0.tar", "shard-1.tar", "shard-2.tar"]
+    scans = CountingScans(monkeypatch)
+    uncached = index_images(root, "train")
+    assert scans.take() == names
+    first = index_images(root, "train", cache)
+    assert scans.take() == names and _same(first, uncached)
+    assert len(list(cache.glob("shards-*.jsonl"))) == 1 and not list(cache.glob(".*tmp"))
+    second = index_images(root, "train", cache)  # a second start: no tar is scanned
+    assert scans.take() == [] and _same(second, uncached)
+    assert index_images(root, "test", cache) and scans.take() == []  # the other split: the same listings
+
+    os.utime(root / names[1], ns=(0, 1))  # touched: that shard alone is scanned again
+    assert _same(index_images(root, "train", cache), uncached) and scans.take() == [names[1]]
+    assert scans.take() == [] and index_images(root, "train", cache) and scans.take() == []
+
+
+def test_a_replaced_shard_is_scanned_again_even_with_its_old_size_and_mtime(data, tmp_path, monkeypatch):
+    """rsync -t: a new file renamed over the old one, with the old mtime; here also the same size."""
+    root, cache = tmp_path / "d", tmp_path / "cache"
+    write_shard(root / "train-0.tar", [("a.jpg", JPG), ("a.cls", b"1"), ("b.jpg", JPG), ("b.cls", b"2")])
+    write_shard(root / "test-0.tar", [("c.jpg", JPG), ("c.cls", b"1")])
+    scans = CountingScans(monkeypatch)
+    assert index_images(root, "train", cache).labels.tolist() == [1, 2]
+    old = (root / "train-0.tar").stat()
+    write_shard(tmp_path / "new.tar", [("a.jpg", JPG), ("a.cls", b"4"), ("b.jpg", JPG), ("b.cls", b"3")])
+    os.utime(tmp_path / "new.tar", ns=(old.st_atime_ns, old.st_mtime_ns))
+    assert (tmp_path / "new.tar").stat().st_size == old.st_size
+    os.replace(tmp_path / "new.tar", root / "train-0.tar")
+    scans.take()
+    assert index_images(root, "train", cache).labels.tolist() == [3, 4] and scans.take() == ["train-0.tar"]
+    (root / "test-0.tar").unlink()  # a shard gone: no longer listed, and the cache is rewritten without it
+    assert index_images(root, "train", cache).files == (str(root / "train-0.tar"),) and scans.take() == []
+    assert list(json.loads(cache_file(cache, root).read_text().split("\n")[1])) == ["train-0.tar"]
+
+
+@pytest.mark.parametrize("damage", [
+    lambda text: text[:len(text) // 2],                                  # cut short
+    lambda text: re.sub(r'"offsets":\[(\d+)', lambda m: f'"offsets":[{int(m[1]) + 512}', text, count=1),  # edited
+    lambda text: text.replace('"simclr-shard-listing/1"', '"simclr-shard-listing/0"'),  # another version
+    lambda text: "[]",
+    lambda text: "",
+])
+def test_a_damaged_cache_file_is_rebuilt_not_trusted(data, tmp_path, monkeypatch, caplog, damage):
+    cache = tmp_path / "cache"
+    scans = CountingScans(monkeypatch)
+    reference = index_images(data / "flat", "train", cache)
+    scans.take()
+    file = cache_file(cache, data / "flat")
+    file.write_text(damage(file.read_text()))
+    with caplog.at_level("WARNING", logger="simclr"):
+        rebuilt = index_images(data / "flat", "train", cache)
+    assert _same(rebuilt, reference) and len(scans.take()) == 3
+    assert "shard index cache is damaged or from another version; rebuilding it" in caplog.text
+    assert index_images(data / "flat", "train", cache) and scans.take() == []  # rewritten whole
+
+
 def test_pretrain_on_webdataset_shards_through_the_cli(data, tmp_path, capsys):
     from simclr.cli import main
     from tests.conftest import TINY
@@ -184,6 +269,7 @@ def test_pretrain_on_webdataset_shards_through_the_cli(data, tmp_path, capsys):
     assert "run directory:" in out and "train/loss_epoch" in out
     record = json.loads((tmp_path / "runs" / "tiny" / "run.json").read_text())
     assert record["status"] == "finished"
+    assert len(list((tmp_path / "cache").glob("shards-*.jsonl"))) == 2  # folders/train and folders/test
 
 
 @pytest.mark.parametrize("source", ["flat", "folders"])

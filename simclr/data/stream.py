@@ -2,7 +2,8 @@
 
 Sources: an ImageFolder tree (`<class>/<image>`, optionally under `train/` and `test/`) or uncompressed tar
 shards (one `.tar`, or a folder of `*.tar`, or `train/*.tar` + `test/*.tar`) whose members are
-`[<split>/]<class>/<image>` or WebDataset samples `key.jpg` + `key.cls` (`shards.py`). What is held in memory is an index: (shard, byte offset, byte size, label,
+`[<split>/]<class>/<image>` or WebDataset samples `key.jpg` + `key.cls` (`shards.py`; their listings are cached
+between starts, `shard_cache.py`). What is held in memory is an index: (shard, byte offset, byte size, label,
 name) per image, 36 bytes + the name; pixels exist only for the batches in flight. The index is sorted by
 (class, name) exactly like `imagefolder.read_imagefolder`, so image i of the streamed path is image i of the
 in-memory path, decoded by the same code (`decode.decode_images`).
@@ -27,7 +28,8 @@ from simclr.utils import usable_cores
 from simclr.data.datamodule import SeededBatchSampler, check_compatible_splits, per_class_indices, split_indices
 from simclr.data.decode import EncodedBatch, LazyNames, decode_images
 from simclr.data.formats import IMAGE_EXTENSIONS, DataError, ImageData
-from simclr.data.imagefolder import class_folders, split_folder, split_root
+from simclr.data.imagefolder import cache_dir, class_folders, split_folder, split_root
+from simclr.data.shard_cache import shard_listings
 from simclr.data.shards import scan_shard, shard_entries, split_shards
 
 
@@ -74,9 +76,9 @@ class StreamIndex:
                 for f, n in zip(self.file_of[ids].tolist(), self.names(ids))]
 
 
-def index_images(path: str | Path, split: str | None = None) -> StreamIndex:
+def index_images(path: str | Path, split: str | None = None, cache: Path | None = None) -> StreamIndex:
     """Index an ImageFolder tree or tar shards (`shards.py`: ImageFolder or WebDataset members) without reading
-    any pixels."""
+    any pixels. cache: the folder keeping shard listings between starts (`shard_cache.py`); None: scan."""
     path = Path(path).expanduser()
     if not path.exists():
         raise DataError(f"data.path: {path} does not exist.")
@@ -87,7 +89,7 @@ def index_images(path: str | Path, split: str | None = None) -> StreamIndex:
     shards, split_named = split_shards(path, split)
     files, entries, numbered, folders = [], [], False, set()
     if shards:
-        listings = [scan_shard(s) for s in shards]
+        listings = shard_listings(path if path.is_file() else shards[0].parent, shards, cache, scan_shard)
         files, entries, numbered = shard_entries(path, shards, listings, None if split_named else split)
     root = path if shards else split_root(path, split)
     if not shards:
@@ -222,9 +224,9 @@ def _share_numbered_classes(path: Path, train: StreamIndex, test: StreamIndex) -
 def stream_splits(cfg, seed: int) -> tuple[dict[str, ImageData], tuple[StreamIndex, torch.Tensor]]:
     """The streamed training set (index + ids), and in memory only what evaluation needs: "train" =
     data.stream_eval_per_class labelled images per class of it, "val" and "test" as with the in-memory path."""
-    path = Path(cfg.path).expanduser()
-    index = index_images(path, split_folder(path, cfg.train_split))
-    test_index = index_images(path, split_folder(path, cfg.test_split, required=cfg.test_split != "test"))
+    path, cache = Path(cfg.path).expanduser(), cache_dir(cfg.cache_dir)
+    index = index_images(path, split_folder(path, cfg.train_split), cache)
+    test_index = index_images(path, split_folder(path, cfg.test_split, required=cfg.test_split != "test"), cache)
     if index.numbered and test_index.numbered:
         _share_numbered_classes(path, index, test_index)
     train_ids, val_ids = split_indices(index.labels, cfg, seed)
