@@ -70,7 +70,9 @@ def _webdataset_samples(shard: Path, images: list[tuple[str, int, int]], labels:
                             "key.cls with its class number (a shard that mixes them with <class>/<image> members "
                             "is refused too).")
         seen[key] = name
-        names.append(name), offsets.append(offset), sizes.append(size)
+        names.append(name)
+        offsets.append(offset)
+        sizes.append(size)
         numbers.append(_class_number(shard, *labels[key]))
     for key, (member, _) in labels.items():
         if key not in seen:
@@ -88,11 +90,12 @@ def scan_shard(shard: Path) -> dict:
             for m in tar:
                 if not m.isfile():
                     continue
-                if m.name.lower().endswith(".cls"):
+                key, ext = _sample_key(m.name)
+                if ext == "cls":  # key.<other>.cls is another field of the sample, as WebDataset reads it
                     # read while iterating: tarfile seeks back to the next header itself
                     raw = tar.extractfile(m).read(64)
                     raw = raw if m.size <= 64 else raw[:20] + b"..."  # no class number is that long
-                    labels[_sample_key(m.name)[0]] = (m.name, raw)
+                    labels[key] = (m.name, raw)
                 elif m.name.lower().endswith(IMAGE_EXTENSIONS):
                     images.append((m.name, m.offset_data, m.size))
     except (tarfile.TarError, OSError, EOFError) as e:
