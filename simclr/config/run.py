@@ -50,7 +50,8 @@ class DataConfig:
     cache_dir: str | None = None
     loader: Literal["memory", "stream"] = field(default="memory", metadata={
         "help": "memory: decode the dataset once into one uint8 tensor (small data); stream: decode+resize each "
-                "batch in DataLoader workers from an ImageFolder tree or .tar shards (data larger than memory)"})
+                "batch in DataLoader workers from an ImageFolder tree or .tar shards, WebDataset's included (data "
+                "larger than memory)"})
     num_workers: int | None = field(default=None, metadata={
         "range": (0, 256), "help": "with loader=stream: decoding processes per device; null: one per CPU core beyond "
                                    "the first of each device's share, at most 8 (1 on 2 cores); 0: in the main process"})

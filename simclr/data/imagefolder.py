@@ -64,12 +64,13 @@ def _from_tar(path: Path, split: str | None) -> list[tuple[str, str, bytes]]:
 
 def split_folder(path: Path, split: str, required: bool = False) -> str | None:
     """The folder that holds `split`: archives and .tar shards always carry one; a tree is either split
-    (train/<class>/..., test/<class>/...) or flat (<class>/<image>: None, and the caller holds the test split
-    out of it, splits.holdout_indices). A split tree without this split is refused: read whole, its split
-    folders would silently become classes."""
+    (train/<class>/..., test/<class>/..., or train/*.tar, test/*.tar) or flat (<class>/<image>: None, and the
+    caller holds the test split out of it, splits.holdout_indices). A split tree without this split is refused:
+    read whole, its split folders would silently become classes."""
     if path.is_file() or any(path.glob("*.tar")) or (path / split).is_dir():
         return split
-    splits = sorted(e.name for e in os.scandir(path) if e.is_dir() and any(c.is_dir() for c in os.scandir(e.path)))
+    splits = sorted(e.name for e in os.scandir(path) if e.is_dir() and any(
+        c.is_dir() or c.name.endswith(".tar") for c in os.scandir(e.path)))
     if splits:
         raise DataError(f"{path}: no '{split}/' folder; the tree's split folders are {splits}. Set "
                         "data.test_split (ImageNet's test split is 'val') or data.train_split to the right one.")
@@ -171,7 +172,9 @@ def read_imagefolder(path: Path, split: str | None, size: int | None, cache: Pat
     _check_fits_in_memory(path, split, size)
     entries = _from_tar(path, split) if path.is_file() else _from_dir(path, split)
     if split is not None and not entries:
-        raise DataError(f"{path}: no images under a '{split}/' folder; expected <...>/{split}/<class>/<image>.")
+        shards = path.is_dir() and (any(path.glob("*.tar")) or any(split_root(path, split).glob("*.tar")))
+        raise DataError(f"{path}: no images under a '{split}/' folder; expected <...>/{split}/<class>/<image>" +
+                        ("; a folder of .tar shards is read by data.loader=stream." if shards else "."))
     blobs, labels, classes, names = _labelled(entries, str(path), class_folders(path, split))
     data = ImageData(_decode(blobs, size, names), torch.tensor(labels, dtype=torch.int64), classes)
     cache.mkdir(parents=True, exist_ok=True)

@@ -1,22 +1,24 @@
 """Streamed images for datasets larger than memory: decoded and resized in DataLoader workers, one batch at a time.
 
 Sources: an ImageFolder tree (`<class>/<image>`, optionally under `train/` and `test/`) or uncompressed tar
-shards (one `.tar`, or a folder of `*.tar`, with members `[<split>/]<class>/<image>`). What is held in memory
-is an index: (shard, byte offset, byte size, label, name) per image, 36 bytes + the name; pixels exist only for
-the batches in flight. The index is sorted by (class, name) exactly like `imagefolder.read_imagefolder`, so
-image i of the streamed path is image i of the in-memory path, decoded by the same code (`decode.decode_images`).
+shards (one `.tar`, or a folder of `*.tar`, or `train/*.tar` + `test/*.tar`) whose members are
+`[<split>/]<class>/<image>` or WebDataset samples `key.jpg` + `key.cls` (`shards.py`; their listings are cached
+between starts, `shard_cache.py`). What is held in memory is an index: (shard, byte offset, byte size, label,
+name) per image, 36 bytes + the name; pixels exist only for the batches in flight. The index is sorted by
+(class, name) exactly like `imagefolder.read_imagefolder`, so image i of the streamed path is image i of the
+in-memory path, decoded by the same code (`decode.decode_images`).
 
-Why not WebDataset: its shards are read front to back through a shuffle buffer, so the order is not a
-permutation drawn from (seed, epoch) and a run cannot continue mid-epoch without replaying the epoch. Reading
-tar members at their byte offsets gives both: the order is the project's `SeededBatchSampler` (one
-permutation per (seed, epoch), strided across DDP ranks), and resuming skips the served batches' indices.
+Why not the webdataset library's reader (its shard format is read here): it reads shards front to back through
+a shuffle buffer, so the order is not a permutation drawn from (seed, epoch) and a run cannot continue mid-epoch
+without replaying the epoch. Reading tar members at their byte offsets gives both: the order is the project's
+`SeededBatchSampler` (one permutation per (seed, epoch), strided across DDP ranks), and resuming skips the
+served batches' indices.
 Compressed archives (.tar.gz) cannot be read at an offset; unpack them once (`tar -xzf`) or repack as .tar.
 """
 from __future__ import annotations
 
 import itertools
 import os
-import tarfile
 from pathlib import Path
 
 import torch
@@ -26,7 +28,9 @@ from simclr.utils import usable_cores
 from simclr.data.datamodule import SeededBatchSampler
 from simclr.data.decode import EncodedBatch, LazyNames, decode_images
 from simclr.data.formats import IMAGE_EXTENSIONS, DataError, ImageData
-from simclr.data.imagefolder import class_folders, split_folder, split_root
+from simclr.data.imagefolder import cache_dir, class_folders, split_folder, split_root
+from simclr.data.shard_cache import shard_listings
+from simclr.data.shards import scan_shard, shard_entries, split_shards
 from simclr.data.splits import (check_compatible_splits, holdout_indices, per_class_indices, refuse_unused_holdout,
                                 split_indices)
 
@@ -36,24 +40,28 @@ class StreamIndex:
     the whole file root/name(i). Per image, tensors only (no Python object per image, so forked workers
     reading the index do not copy it page by page): 36 bytes + the name's UTF-8 bytes."""
 
-    def __init__(self, root: str, files: list[str], entries: list[tuple[str, str, int, int, int]], source: str,
-                 folders: set[str] = frozenset()):
+    def __init__(self, root: str, files: list[str], entries: list[tuple[str | int, str, int, int, int]], source: str,
+                 folders: set[str] = frozenset(), numbered: bool = False):
         # entries: (class, name within its tree or shard, shard number or -1, offset, size); folders: a tree's
-        # class folders, empty ones included (as the in-memory reader: dropping one would shift later labels)
-        classes = tuple(sorted({e[0] for e in entries} | set(folders)))
+        # class folders, empty ones included (as the in-memory reader: dropping one would shift later labels).
+        # numbered (WebDataset .cls labels): the class is the label itself, and class i is named "i"
+        if numbered:
+            classes = tuple(str(i) for i in range(max((e[0] for e in entries), default=-1) + 1))
+        else:
+            classes = tuple(sorted({e[0] for e in entries} | set(folders)))
         if not classes:
-            raise DataError(f"{source}: no images found; expected <class>/<image>{IMAGE_EXTENSIONS[0]} files "
-                            "or .tar shards of them.")
+            raise DataError(f"{source}: no images found; expected <class>/<image>{IMAGE_EXTENSIONS[0]} files, "
+                            ".tar shards of them, or WebDataset shards (key.jpg + key.cls).")
         entries.sort(key=lambda e: (e[0], e[1]))
-        label = {c: i for i, c in enumerate(classes)}
-        self.root, self.files, self.classes = root, tuple(files), classes
+        label = (lambda c: c) if numbered else {c: i for i, c in enumerate(classes)}.__getitem__
+        self.root, self.files, self.classes, self.numbered = root, tuple(files), classes, numbered
         encoded = [e[1].encode() for e in entries]
         self._name_bytes = torch.frombuffer(bytearray(b"".join(encoded)), dtype=torch.uint8) if encoded else None
         self._name_start = torch.tensor([0, *itertools.accumulate(len(n) for n in encoded)], dtype=torch.int64)
         self.file_of = torch.tensor([e[2] for e in entries], dtype=torch.int32)
         self.offset = torch.tensor([e[3] for e in entries], dtype=torch.int64)
         self.size = torch.tensor([e[4] for e in entries], dtype=torch.int64)
-        self.labels = torch.tensor([label[e[0]] for e in entries], dtype=torch.int64)
+        self.labels = torch.tensor([label(e[0]) for e in entries], dtype=torch.int64)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -70,14 +78,9 @@ class StreamIndex:
                 for f, n in zip(self.file_of[ids].tolist(), self.names(ids))]
 
 
-def _wanted(parts: tuple[str, ...], split: str | None) -> bool:
-    if len(parts) < 2 or not parts[-1].lower().endswith(IMAGE_EXTENSIONS):
-        return False
-    return split is None or (len(parts) >= 3 and parts[-3] == split)
-
-
-def index_images(path: str | Path, split: str | None = None) -> StreamIndex:
-    """Index an ImageFolder tree or tar shards without reading any pixels."""
+def index_images(path: str | Path, split: str | None = None, cache: Path | None = None) -> StreamIndex:
+    """Index an ImageFolder tree or tar shards (`shards.py`: ImageFolder or WebDataset members) without reading
+    any pixels. cache: the folder keeping shard listings between starts (`shard_cache.py`); None: scan."""
     path = Path(path).expanduser()
     if not path.exists():
         raise DataError(f"data.path: {path} does not exist.")
@@ -85,21 +88,12 @@ def index_images(path: str | Path, split: str | None = None) -> StreamIndex:
         raise DataError(f"data.path: {path} is compressed and cannot be streamed (no reads at an offset); "
                         f"unpack it once (`tar -xzf {path.name}`) and point data.path at the folder, or repack "
                         "it as uncompressed .tar shards.")
-    shards = [path] if path.is_file() else sorted(path.glob("*.tar"))
-    files, entries = [], []
+    shards, split_named = split_shards(path, split)
+    files, entries, numbered, folders = [], [], False, set()
     if shards:
-        for shard in shards:
-            try:
-                with tarfile.open(shard, "r:") as tar:
-                    for m in tar:
-                        parts = Path(m.name).parts
-                        if m.isfile() and _wanted(parts, split):
-                            entries.append((parts[-2], m.name, len(files), m.offset_data, m.size))
-            except (tarfile.TarError, OSError) as e:
-                raise DataError(f"{shard}: cannot read as an uncompressed tar shard ({e}).") from None
-            files.append(str(shard))
+        listings = shard_listings(path if path.is_file() else shards[0].parent, shards, cache, scan_shard)
+        files, entries, numbered = shard_entries(path, shards, listings, None if split_named else split)
     root = path if shards else split_root(path, split)
-    folders = set()
     if not shards:
         folders = class_folders(path, split)
         for folder in sorted(p for p in root.iterdir() if p.is_dir()):
@@ -107,8 +101,10 @@ def index_images(path: str | Path, split: str | None = None) -> StreamIndex:
                 if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:  # as the in-memory reader
                     entries.append((folder.name, f"{folder.name}/{name}", -1, 0, -1))
     if split is not None and not entries:
-        raise DataError(f"{path}: no images under a '{split}/' folder; expected <...>/{split}/<class>/<image>.")
-    return StreamIndex(str(root), files, entries, str(path), folders)
+        where = f"in the '{split}' shards" if numbered else f"under a '{split}/' folder"
+        raise DataError(f"{path}: no images {where}; expected <...>/{split}/<class>/<image>, or WebDataset "
+                        f"shards {split}/*.tar or {split}-*.tar of key.jpg + key.cls samples.")
+    return StreamIndex(str(root), files, entries, str(path), folders, numbered)
 
 
 def _read_file(path: str) -> bytes:
@@ -217,21 +213,34 @@ def _without_pixels(index: StreamIndex, ids: torch.Tensor, size: int) -> ImageDa
                      index.labels[ids], index.classes)
 
 
+def _share_numbered_classes(path: Path, train: StreamIndex, test: StreamIndex) -> None:
+    """WebDataset splits name classes by number: both get classes 0..the largest label of either (a test split
+    without the last class still means the same classes). A shard in both splits is refused (its name holds
+    both split words), as testing on training images would overstate every score."""
+    both = sorted(set(train.files) & set(test.files))
+    if both:
+        raise DataError(f"{path}: {Path(both[0]).name} is a shard of both the train and the test split (its name "
+                        "holds both words); name each shard after one split.")
+    train.classes = test.classes = max(train.classes, test.classes, key=len)
+
+
 def stream_splits(cfg, seed: int) -> tuple[dict[str, ImageData], tuple[StreamIndex, torch.Tensor]]:
     """The streamed training set (index + ids), and in memory only what evaluation needs: "train" =
     data.stream_eval_per_class labelled images per class of it, "val" and "test" as with the in-memory path
     (a flat tree's test split held out of it by the same draw, so both paths train and test on the same images)."""
-    path = Path(cfg.path).expanduser()
+    path, cache = Path(cfg.path).expanduser(), cache_dir(cfg.cache_dir)
     train_folder = split_folder(path, cfg.train_split)
     test_folder = split_folder(path, cfg.test_split, required=cfg.test_split != "test")
-    index = index_images(path, train_folder)
+    index = index_images(path, train_folder, cache)
     if train_folder is None:  # a flat tree: one index, the test split held out of it, the rest the training side
         pool, test_pool = holdout_indices(index.labels, index.classes, cfg.holdout_fraction, str(path))
         test_index = index
     else:
         refuse_unused_holdout(cfg, path)
-        pool, test_index = torch.arange(len(index)), index_images(path, test_folder)
+        pool, test_index = torch.arange(len(index)), index_images(path, test_folder, cache)
         test_pool = torch.arange(len(test_index))
+        if index.numbered and test_index.numbered:
+            _share_numbered_classes(path, index, test_index)
     train_pos, val_pos = split_indices(index.labels[pool], cfg, seed)
     check_compatible_splits(cfg, _without_pixels(index, pool, cfg.image_size),
                             _without_pixels(test_index, test_pool, cfg.image_size), val_pos)

@@ -148,6 +148,16 @@ def write_json_atomic(path: Path, obj) -> None:
     tmp.replace(path)
 
 
+def write_text_atomic(path: Path, text: str) -> None:
+    """`path` holds the old text or the new, never a half-written file; the temporary name is this process's own
+    (unlike write_json_atomic's), so processes writing one file at once (DDP ranks indexing one dataset) do
+    not write into each other's temporary file."""
+    import os
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def torch_save_atomic(obj, path: Path) -> None:
     """`path` holds a whole file or none: written under a name of this process's own, then renamed (several
     jobs starting together on one dataset may write the same cache file at once)."""
