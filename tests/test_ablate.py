@@ -9,7 +9,8 @@ import torch
 
 import simclr.ablate.runner as runner
 from simclr.ablate import generate_arms, load_spec
-from simclr.ablate.spec import FIG5_OPS, FIG5_TRANSFORMS, PairwiseSpec, pairwise_arms
+from simclr.ablate.arms import FIG5_OPS, FIG5_TRANSFORMS, pairwise_arms
+from simclr.ablate.spec import PairwiseSpec
 from simclr.augment import load_policy
 from simclr.cli import main
 from simclr.config.schema import ConfigError

@@ -157,7 +157,8 @@ def malicious(run):
 def prior_ablation(tmp):
     """An ablation directory that ran a 1-arm spec; the user then edits the spec and reruns."""
     from simclr.ablate.runner import ablation_dir
-    from simclr.ablate.spec import generate_arms, load_spec
+    from simclr.ablate.arms import generate_arms
+    from simclr.ablate.spec import load_spec
     from simclr.ablate.store import claim, resolved_record
     first = spec(tmp, "arms:\n  named: {plain: augment_policies/digits.yaml}")
     loaded = load_spec(first)
@@ -185,7 +186,8 @@ def ablation_running(tmp):
     """The same spec, launched a moment ago and still running (here this process holds its lock, as that launch's
     would: flock locks of one file conflict between two opens in one process too)."""
     from simclr.ablate.runner import ablation_dir
-    from simclr.ablate.spec import generate_arms, load_spec
+    from simclr.ablate.arms import generate_arms
+    from simclr.ablate.spec import load_spec
     from simclr.ablate.store import claim, resolved_record
     path = spec(tmp, "arms:\n  named: {plain: augment_policies/digits.yaml}")
     loaded = load_spec(path)

@@ -87,7 +87,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.parametrize("path", sorted((ROOT / "configs" / "ablations").glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_ablation_specs_load_and_generate_their_arms(path, monkeypatch):
-    from simclr.ablate.spec import generate_arms, load_spec
+    from simclr.ablate.arms import generate_arms
+    from simclr.ablate.spec import load_spec
 
     monkeypatch.chdir(ROOT)  # arm policy files are relative to the project root, where the docs run the specs
     arms = generate_arms(load_spec(path))

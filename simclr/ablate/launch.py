@@ -28,7 +28,8 @@ from pathlib import Path
 from simclr.ablate import status
 from simclr.ablate.jobs import SlurmOptions, check_slurm, run_local, submit_slurm
 from simclr.ablate.runner import ArmTask, ablation_dir, make_tasks, run_arm
-from simclr.ablate.spec import check_data, generate_arms, load_spec, reference_arm
+from simclr.ablate.arms import generate_arms, reference_arm
+from simclr.ablate.spec import check_data, load_spec
 from simclr.ablate.lock import study_lock
 from simclr.ablate.store import claim, pinned_precision, resolved_record, study_folder
 from simclr.config.files import inside, writable_dir

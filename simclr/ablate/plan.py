@@ -19,12 +19,14 @@ from collections import Counter
 from datetime import datetime
 from pathlib import Path
 
+from simclr.ablate.interaction import reference_for
 from simclr.ablate.launch import launch_tasks
 from simclr.ablate.power import ALPHA, POWER, mde, pooled_sd, seeds_needed
 from simclr.ablate.records import RERUN, read_optional
 from simclr.ablate.report import collect, reference_of
 from simclr.ablate.runner import ablation_dir, make_tasks
-from simclr.ablate.spec import AblationSpec, Arm, generate_arms, load_spec, reference_arm
+from simclr.ablate.arms import Arm, generate_arms, reference_arm
+from simclr.ablate.spec import AblationSpec, load_spec
 from simclr.ablate.stats import paired, test_sampling
 from simclr.ablate.status import finished_entries
 from simclr.config.files import read_yaml
@@ -49,7 +51,9 @@ def pilot_arms(spec: AblationSpec, arms: list[Arm], other: str | None = None) ->
     """The reference arm and `other` (default: the first other arm in the spec's order; its first arm
     evaluates the floors)."""
     ref = reference_arm(spec, arms)
-    others = [arm.name for arm in arms if arm.name != ref]
+    method = next(arm.meta.get("method") for arm in arms if arm.name == ref)
+    # with a method axis: the reference method's arms (a policy effect, not a method difference)
+    others = [arm.name for arm in arms if arm.name != ref and arm.meta.get("method") == method]
     if not others:
         raise ConfigError(f"arms: the spec has one arm ('{ref}'); paired comparisons, and so a plan, need two.")
     if other is not None and other not in others:
@@ -97,7 +101,7 @@ def run_seconds(entry: dict) -> tuple[float, str] | None:
 
 
 def comparisons(values: dict, reference: str, n_planned: int, mde_points: float | None,
-                correct: dict | None = None) -> list[dict]:
+                correct: dict | None = None, info: dict | None = None) -> list[dict]:
     """Per arm vs reference and accuracy metric: the pilot's paired sd (points), the MDE at n_planned seeds
     (also at the sd's 80 % upper confidence bound: a few pilot seeds estimate it loosely), the seeds --mde needs
     and the test floor (the smallest effect detectable against the shared test set's sampling error, which no
@@ -108,12 +112,14 @@ def comparisons(values: dict, reference: str, n_planned: int, mde_points: float 
     for metric in metrics:
         pooled = []
         for arm in values:
-            p = None if arm == reference else paired(values[arm].get(metric, {}), values[reference].get(metric, {}))
+            ref = reference_for(arm, reference, info or {})  # with a method axis: arm's own method's reference
+            p = None if arm == ref or ref not in values else paired(values[arm].get(metric, {}),
+                                                                    values[ref].get(metric, {}))
             if p is None or p["seeds"] < 2:
                 continue
             pooled.append((100 * p["std"], p["seeds"]))
-            test = test_sampling(correct.get(arm, {}).get(metric, {}), correct.get(reference, {}).get(metric, {}), p)
-            rows.append({**_row(f"{arm} vs {reference}", metric, 100 * p["std"], p["seeds"], n_planned, mde_points,
+            test = test_sampling(correct.get(arm, {}).get(metric, {}), correct.get(ref, {}).get(metric, {}), p)
+            rows.append({**_row(f"{arm} vs {ref}", metric, 100 * p["std"], p["seeds"], n_planned, mde_points,
                                 p["seeds"] - 1),
                          "test_floor_points": None if test is None else 100 * test["floor"]})
         if len(pooled) > 1:
@@ -176,7 +182,7 @@ def plan(spec_path: str | Path, pilot: str | Path | None = None, mde_points: flo
         raise ConfigError(f"--pilot: {root} holds no kNN or linear accuracies (its protocols were diagnostics or "
                           "selection only); the plan needs accuracies per seed.")
     reference = reference_of(root, values, info)
-    rows = comparisons(values, reference, n_planned, mde_points, correct)
+    rows = comparisons(values, reference, n_planned, mde_points, correct, info)
     if not rows:
         raise ConfigError(f"--pilot: {root} has no arm sharing two or more seeds with its reference '{reference}'; "
                           "the spread of paired differences needs at least two.")

@@ -6,7 +6,8 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-from simclr.ablate.report_plots import plot_bars, plot_paired, plot_pairwise, plot_sweep
+from simclr.ablate.interaction import interaction_lines, interaction_rows, methods_in, reference_for
+from simclr.ablate.report_plots import plot_bars, plot_methods, plot_paired, plot_pairwise, plot_sweep
 from simclr.ablate.selection import selection_rows, write_selection_table
 from simclr.ablate.power import MDE_NOTE, verdict
 from simclr.ablate.stats import describe, describe_test, paired, summary, test_sampling
@@ -65,17 +66,18 @@ def table_rows(values: dict, info: dict, baselines: dict, reference: str, correc
     floors = {name: baselines.get(name, {}) for name in ("random_init", "random_init_bn")}
     rows = []
     for arm, per_metric in [*values.items(), *((f"[{b}]", m) for b, m in baselines.items())]:
+        ref = reference_for(arm, reference, info)  # with a method axis, the reference arm of arm's own method
         for metric in metrics:
             if metric not in per_metric:
                 continue
             row = {"arm": arm, "kind": info.get(arm, {}).get("kind", "baseline"), "metric": metric,
-                   **summary(per_metric[metric]), "reference": reference,
-                   "vs_reference": None if arm == reference else paired(per_metric[metric],
-                                                                          values[reference].get(metric, {})),
+                   **summary(per_metric[metric]), "reference": ref,
+                   "vs_reference": None if arm == ref or ref not in values else paired(per_metric[metric],
+                                                                                     values[ref].get(metric, {})),
                    **{f"vs_{name}": None if arm == f"[{name}]" or metric not in floor
                       else paired(per_metric[metric], floor[metric]) for name, floor in floors.items()}}
             row["vs_reference_test"] = test_sampling(correct.get(arm, {}).get(metric, {}),
-                                                     correct.get(reference, {}).get(metric, {}), row["vs_reference"])
+                                                     correct.get(ref, {}).get(metric, {}), row["vs_reference"])
             if row["vs_reference"] is not None:  # the seeds share one test set: its sampling error bounds the verdict
                 row["vs_reference"]["verdict"] = verdict(row["vs_reference"], row["vs_reference_test"])
             rows.append(row)
@@ -100,7 +102,7 @@ def _test_lines(rows: list[dict], reference: str) -> list[str]:
              "var_test / var_seed |", "|---|---|---|---|---|---|"]
     lines += [f"| {r['arm']} | {r['metric']} | {describe(r['vs_reference'])} | "
               + " | ".join(describe_test(r["vs_reference_test"])) + " |"
-              for r in rows if r["arm"] != reference and r["kind"] != "baseline" and r["metric"].endswith("/top1")]
+              for r in rows if r["arm"] != r["reference"] and r["kind"] != "baseline" and r["metric"].endswith("/top1")]
     return lines
 
 
@@ -109,6 +111,8 @@ def write_tables(root: Path, values: dict, info: dict, baselines: dict, referenc
     reference = reference or reference_of(root, values, info)
     metrics = sorted({k for arm in values.values() for k in arm})
     rows = table_rows(values, info, baselines, reference, correct)
+    methods = methods_in(values, info)
+    interaction = interaction_rows(values, info, reference, correct) if len(methods) > 1 else []
     done, planned = len(finished_records(root)), planned_runs(root)
     flat = [{"arm": r["arm"], "kind": r["kind"], "metric": r["metric"], "mean": r["mean"], "std": r["std"],
              "seeds": r["seeds"], "values": json.dumps(r["values"]), **_flat(r["vs_reference"], "d_ref"),
@@ -129,16 +133,18 @@ def write_tables(root: Path, values: dict, info: dict, baselines: dict, referenc
                          "sd_i(mean_s d_s,i)/sqrt(n_images) with d_s,i = c_arm,s,i - c_ref,s,i over the same test "
                          "images; share = mean_s SE_s^2 / var of the per-seed differences; null without per-image "
                          "records",
-        "rows": rows}, indent=2))
+        "rows": rows, **({"methods": methods, "interaction": interaction} if methods else {})}, indent=2))
     arms = list(dict.fromkeys(r["arm"] for r in rows))
     by = {(r["arm"], r["metric"]): r for r in rows}
     cell = {k: f"{100 * r['mean']:.1f} ± {100 * r['std']:.1f}" for k, r in by.items()}
     lines = ["| arm | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
-    lines += [f"| {a}{' (ref)' if a == reference else ''} | " + " | ".join(cell.get((a, m), "–") for m in metrics)
+    refs = {r["reference"] for r in rows}
+    lines += [f"| {a}{' (ref)' if a in refs else ''} | " + " | ".join(cell.get((a, m), "–") for m in metrics)
               + " |" for a in arms]
     seeds = max((r["seeds"] for r in rows), default=0)
     main = main_metric(values)
-    paired_lines = ["| arm | " + " | ".join(f"Δ {m} vs {reference}" for m in metrics)
+    ref_name = f"{reference.split('@')[0]}@<its method>" if methods else reference
+    paired_lines = ["| arm | " + " | ".join(f"Δ {m} vs {ref_name}" for m in metrics)
                     + f" | Δ {main} vs random init | Δ {main} vs random init (BN recomputed) | verdict ({main}) |",
                     "|---" * (len(metrics) + 4) + "|"]
     paired_lines += [f"| {a} | " + " | ".join(describe(by[(a, m)]["vs_reference"]) if (a, m) in by else "–"
@@ -146,18 +152,19 @@ def write_tables(root: Path, values: dict, info: dict, baselines: dict, referenc
                      + "".join(f" | {describe(by[(a, main)][key]) if (a, main) in by else '–'}"
                                for key in ("vs_random_init", "vs_random_init_bn"))
                      + f" | {by[(a, main)]['vs_reference']['verdict'] if (a, main) in by and by[(a, main)]['vs_reference'] else '–'} |"
-                     for a in arms if a != reference]
+                     for a in arms if a not in refs]
     partial = [f"**Partial: {done} of {planned} runs have finished**; `simclr ablate status {root}` lists the "
                "others. Means and intervals below cover the finished runs only.", ""] if done < planned else []
     md = [f"# Ablation results: {root.name}", "", *partial,
           f"Accuracy in %, mean ± sample std over {seeds} seed(s); `[random_init]` (untouched BN statistics), "
           "`[random_init_bn]` (BN statistics recomputed on training images) and `[raw_pixels]` are the floors.", "",
-          *lines, "", f"## Paired differences vs `{reference}` (points)", "",
+          *lines, "", f"## Paired differences vs `{ref_name}` (points)", "",
           "Per seed, arm − reference on the same splits and random streams; mean [95 % t-interval], and how "
           "many seeds agree in sign with the mean. " + MDE_NOTE, "", *paired_lines, "", *_test_lines(rows, reference),
-          ""]
+          "", *interaction_lines(interaction, reference)]
     (root / f"results{suffix}.md").write_text("\n".join(md))
-    return partial + lines + [""] + paired_lines
+    return partial + lines + [""] + paired_lines + ([""] + interaction_lines(interaction, reference)[4:]
+                                                    if interaction else [])
 
 
 def report(root: Path, metric: str | None = None, reference: str | None = None) -> list[Path]:
@@ -193,7 +200,9 @@ def report(root: Path, metric: str | None = None, reference: str | None = None) 
     made = [p for p in (plot_pairwise(root, values, info, metric, suffix, reference),
                         plot_bars(root, values, info, metric, baselines=baselines, suffix=suffix, reference=reference),
                         plot_sweep(root, values, info, metric, baselines=baselines, suffix=suffix),
-                        plot_paired(root, values, baselines, metric, reference, suffix)) if p is not None]
+                        plot_paired(root, values, baselines, metric, reference, suffix, info),
+                        plot_methods(root, interaction_rows(values, info, reference, correct), metric, suffix))
+            if p is not None]
     selection = write_selection_table(root, selection_table)
     print("\n".join(lines) + (f"\nwrote {selection} (search objectives per run)" if selection else ""))
     print(f"wrote {root / f'results{ref_suffix}.csv'}, .md, .json" + "".join(f", {p.name}" for p in made))

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from simclr.ablate.spec import FIG5_TRANSFORMS
+from simclr.ablate.interaction import methods_in, reference_for
+from simclr.ablate.arms import FIG5_TRANSFORMS
 from simclr.ablate.stats import paired, summary
 from simclr.utils import pyplot
 
@@ -79,7 +80,8 @@ def _floors(ax, baselines: dict, metric: str) -> None:
     for (name, per_metric), style in zip(baselines.items(), ("--", ":", "-.")):
         if metric in per_metric:
             ax.axhline(100 * _stats(per_metric[metric])[0], color="tab:red", ls=style, lw=1, label=name)
-    ax.legend(fontsize=7, loc="lower right")
+    if ax.get_legend_handles_labels()[0]:  # results without floors have nothing to name
+        ax.legend(fontsize=7, loc="lower right")
 
 
 def plot_bars(root: Path, values: dict, info: dict, metric: str, kinds=("base", "drop", "named"),
@@ -149,11 +151,13 @@ def plot_sweep(root: Path, values: dict, info: dict, metric: str, baselines: dic
 
 
 def plot_paired(root: Path, values: dict, baselines: dict, metric: str, reference: str,
-                suffix: str = "") -> Path | None:
-    """Every arm's (and floor's) paired difference to the reference: mean and 95 % t-interval, zero line."""
-    others = [(a, values[a][metric]) for a in values if a != reference and metric in values[a]]
-    others += [(f"[{b}]", m[metric]) for b, m in baselines.items() if metric in m]
-    diffs = [(a, paired(v, values[reference][metric])) for a, v in others]
+                suffix: str = "", info: dict | None = None) -> Path | None:
+    """Every arm's (and floor's) paired difference to the reference (with a method axis, its own method's
+    reference arm): mean and 95 % t-interval, zero line."""
+    ref_of = {a: reference_for(a, reference, info or {}) for a in values}
+    others = [(a, values[a][metric], ref_of[a]) for a in values if a != ref_of[a] and metric in values[a]]
+    others += [(f"[{b}]", m[metric], reference) for b, m in baselines.items() if metric in m]
+    diffs = [(a, paired(v, values[ref][metric])) for a, v, ref in others if ref in values]
     diffs = [(a, d) for a, d in diffs if d is not None]
     if not diffs:
         return None
@@ -168,9 +172,44 @@ def plot_paired(root: Path, values: dict, baselines: dict, metric: str, referenc
     ax.axvline(0, color="black", lw=0.8)
     ax.set_yticks(range(len(diffs)), [a for a, _ in diffs], fontsize=7)
     ax.invert_yaxis()
-    ax.set_xlabel(f"Δ {metric} vs {reference} (points), mean and 95 % t-interval over seeds")
+    shown = f"{reference.split('@')[0]}@<its method>" if methods_in(values, info or {}) else reference
+    ax.set_xlabel(f"Δ {metric} vs {shown} (points), mean and 95 % t-interval over seeds")
     fig.tight_layout()
     out = root / f"paired{suffix}.png"
+    fig.savefig(out, dpi=130)
+    plt.close(fig)
+    return out
+
+
+def plot_methods(root: Path, interaction: list[dict], metric: str, suffix: str = "") -> Path | None:
+    """With a method axis: each policy arm's change vs its method's reference, one bar per method (mean and 95 %
+    t-interval over seeds), so a drop one method suffers and another does not stands side by side."""
+    rows = [r for r in interaction if r["metric"] == metric]
+    if not rows:
+        return None
+    drops: dict = {}
+    for r in rows:
+        for m in r["methods"]:
+            drops.setdefault(r["arm"], {})[m] = r["drop"][m]
+    arms = list(drops)
+    methods = list(dict.fromkeys(m for d in drops.values() for m in d))
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(arms)), 3.6))
+    width = 0.8 / len(methods)
+    for k, m in enumerate(methods):
+        xs = [i + (k - (len(methods) - 1) / 2) * width for i in range(len(arms))]
+        ds = [drops[a].get(m) for a in arms]
+        means = [100 * d["mean"] if d else np.nan for d in ds]
+        err = [[100 * (d["mean"] - d["ci_low"]) if d and d["ci_low"] is not None else 0 for d in ds],
+               [100 * (d["ci_high"] - d["mean"]) if d and d["ci_high"] is not None else 0 for d in ds]]
+        ax.bar(xs, means, width, yerr=err, capsize=3, label=m)
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_xticks(range(len(arms)), arms, rotation=20, ha="right")
+    ax.set_ylabel(f"Δ {metric} vs the method's reference (points)")
+    ax.set_title("change per method, mean and 95 % t-interval over seeds", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    out = root / f"methods{suffix}.png"
     fig.savefig(out, dpi=130)
     plt.close(fig)
     return out

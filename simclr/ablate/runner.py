@@ -17,7 +17,8 @@ from pathlib import Path
 
 from simclr import train
 from simclr.ablate.selection import SELECTION, SELECTION_FILE, score_run
-from simclr.ablate.spec import AblationSpec, Arm
+from simclr.ablate.arms import Arm
+from simclr.ablate.spec import AblationSpec, method_overrides
 from simclr.ablate.status import RECORD
 from simclr.config.run import load_config
 from simclr.evaluate import evaluate_run
@@ -53,7 +54,8 @@ def ablation_dir(spec: AblationSpec) -> Path:
 
 def make_tasks(spec: AblationSpec, arms: list[Arm], root: Path) -> list[ArmTask]:
     return [ArmTask(str(root.resolve()), os.getcwd(), arm.name, arm.kind, dict(arm.meta), seed, spec.base_config,
-                    tuple(spec.overrides), tuple(spec.protocols), baselines=arm.name == arms[0].name)
+                    method_overrides(spec, arm.meta.get("method")), tuple(spec.protocols),
+                    baselines=arm.name == arms[0].name)
             for seed in spec.seeds for arm in arms]
 
 

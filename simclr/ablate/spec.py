@@ -1,36 +1,17 @@
-"""Ablation specs (YAML, schema-validated like configs) and the arm generators.
-
-Arms share randomness: every arm of a seed uses the same per-op seeded streams (see
-simclr.augment.pipeline), so differences between arms come from the policy, not the dice. No two arms
-of a spec may be the same policy (a repeated arm would pose as a separate result).
+"""Ablation specs: YAML, schema-validated like configs; everything a spec needs is checked at load, before any
+arm runs. The arms themselves are generated in `arms.py`.
 """
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from simclr.augment import REGISTRY, load_policy, policy_from_dict
-from simclr.augment.policy import Policy
+from simclr.ablate.arms import FIG5_OPS, FIG5_TRANSFORMS, generate_arms
+from simclr.augment import REGISTRY
 from simclr.config.files import beside_spec, check_name, read_yaml
 from simclr.config.run import EVAL_PROTOCOLS, LABELLED_PROTOCOLS, load_config
-from simclr.config.schema import ConfigError, build, suggest, to_dict
-
-
-# SimCLR Fig. 4's transformations, as the registry expresses them (Fig. 5 protocol: pairwise_arms).
-# Each is a list of ops with p=1 unless noted; `None` params = the base policy's, else registry defaults.
-FIG5_TRANSFORMS: dict[str, list[tuple[str, dict]]] = {
-    "crop": [("random_resized_crop", {"p": 1.0})],        # a further random crop of the shared crop
-    "cutout": [("random_erasing", {"p": 1.0})],
-    "color": [("color_jitter", {}), ("grayscale", {})],    # colour distortion = jitter + drop, the base's p
-    "sobel": [("sobel", {"p": 1.0})],
-    "noise": [("gaussian_noise", {"p": 1.0})],
-    "blur": [("gaussian_blur", {"p": 1.0})],
-    "rotate": [("rotation", {"angles": (90.0, 180.0, 270.0), "p": 1.0})],
-    "flip": [("horizontal_flip", {"p": 1.0})],           # not in Fig. 5 (the paper folds flip into crop)
-}
-FIG5_OPS = ("crop", "cutout", "color", "sobel", "noise", "blur", "rotate")
+from simclr.config.schema import ConfigError, build, suggest
 
 
 @dataclass(frozen=True)
@@ -72,14 +53,19 @@ class AblationSpec:
     output_dir: str = "ablations"
     reference: str | None = field(default=None, metadata={"help": "arm that paired differences are taken "
                                   "against; default: base, else pair-crop, else the first arm"})
+    methods: tuple[str, ...] = field(default=(), metadata={"help": "a method axis: every arm runs with each of "
+                                     "these methods (arm@method), compared within each method and for the "
+                                     "interaction; empty: the base config's method only"})
+    method_overrides: dict[str, tuple[str, ...]] = field(default_factory=dict, metadata={
+        "help": "method -> overrides of that method's arms only (its own method.<name>.* keys, or e.g. its "
+                "optim.lr), after the spec's overrides"})
 
 
-@dataclass(frozen=True)
-class Arm:
-    name: str
-    policy: Policy
-    kind: str                   # base | drop | pair | sweep | named
-    meta: dict = field(default_factory=dict)
+def method_overrides(spec: AblationSpec, method: str | None) -> tuple[str, ...]:
+    """The overrides of one method's arms: the spec's, then method.name and that method's method_overrides."""
+    if method is None:
+        return tuple(spec.overrides)
+    return (*spec.overrides, f"method.name={method}", *spec.method_overrides.get(method, ()))
 
 
 def load_spec(path: str | Path) -> AblationSpec:
@@ -109,6 +95,7 @@ def _validate(spec: AblationSpec) -> None:
         if key in RUNNER_KEYS:
             raise ConfigError(f"overrides[{i}]: '{item}' would be replaced in every run by {RUNNER_KEYS[key]}; "
                               f"drop it and set that instead.")
+    _validate_methods(spec)
     try:
         cfg = load_config(spec.base_config, spec.overrides)  # the base run config must be valid as is
     except ConfigError as e:  # load_config blames "command-line" overrides; these are the spec's own
@@ -146,9 +133,38 @@ def _validate(spec: AblationSpec) -> None:
             raise ConfigError(f"arms.sweep.param: '{a.sweep.param}' is not a parameter of {a.sweep.op}."
                               f"{suggest(a.sweep.param, fields)}")
     arms = generate_arms(spec)  # builds every policy: out-of-range sweep values fail here, with the arm named
-    if spec.reference is not None and spec.reference not in [arm.name for arm in arms]:
-        names = [arm.name for arm in arms]
+    names = list(dict.fromkeys(arm.meta.get("policy_arm", arm.name) for arm in arms))
+    if spec.reference is not None and spec.reference not in names:
         raise ConfigError(f"reference: '{spec.reference}' is not an arm.{suggest(spec.reference, names)}")
+
+
+def _validate_methods(spec: AblationSpec) -> None:
+    from simclr.config.methods import METHODS
+    for i, m in enumerate(spec.methods):
+        if m not in METHODS:
+            raise ConfigError(f"methods[{i}]: unknown method '{m}'.{suggest(m, METHODS)}")
+        if m in spec.methods[:i]:
+            raise ConfigError(f"methods[{i}]: '{m}' is listed twice.")
+    for m, items in spec.method_overrides.items():
+        if m not in spec.methods:
+            raise ConfigError(f"method_overrides.{m}: '{m}' is not in methods {list(spec.methods)}; these overrides "
+                              "would be ignored.")
+        for i, item in enumerate(items):
+            key = item.split("=", 1)[0].strip()
+            if key in RUNNER_KEYS or key == "method.name":
+                raise ConfigError(f"method_overrides.{m}[{i}]: '{item}' would be replaced in every run by "
+                                  f"{RUNNER_KEYS.get(key, 'the methods axis')}.")
+    if not spec.methods:
+        return
+    for i, item in enumerate(spec.overrides):  # every arm's method is the axis's: a method key here would be replaced
+        if item.split("=", 1)[0].strip().startswith("method."):
+            raise ConfigError(f"overrides[{i}]: '{item}' would be replaced by the spec's `methods` axis; set a "
+                              "method's own parameters under method_overrides.<method>.")
+    for m in spec.methods:
+        try:
+            load_config(spec.base_config, method_overrides(spec, m))
+        except ConfigError as e:
+            raise ConfigError(f"method_overrides.{m}: " + str(e).split("override ", 1)[-1]) from None
 
 
 def check_data(spec: AblationSpec, where: str) -> None:
@@ -161,122 +177,3 @@ def check_data(spec: AblationSpec, where: str) -> None:
                           "would fail reading it.")
 
 
-def reference_arm(spec: AblationSpec, arms: list[Arm]) -> str:
-    """The arm paired differences are taken against: `reference`, else base, else pair-crop, else the first."""
-    names = [arm.name for arm in arms]
-    for candidate in (spec.reference, "base", "pair-crop"):
-        if candidate in names:
-            return candidate
-    return names[0]
-
-
-def base_policy(spec: AblationSpec) -> Policy:
-    return load_policy(spec.base_policy or load_config(spec.base_config, spec.overrides).policy)
-
-
-def _ops_dicts(view) -> list[dict]:
-    return [o.to_dict() for o in view]
-
-
-def _arm(name: str, views: list[list[dict]], kind: str, **meta) -> Arm:
-    """views: [view 0 ops, view 1 ops, shared ops] as op dicts."""
-    raw = {"name": name, "views": [{"ops": v} for v in views[:2]]}
-    if views[2]:
-        raw["shared"] = views[2]
-    try:
-        pol = policy_from_dict(raw, f"arm '{name}'")
-    except ConfigError as e:
-        raise ConfigError(f"arms: {e}") from None
-    return Arm(name, pol, kind, meta)
-
-
-def generate_arms(spec: AblationSpec) -> list[Arm]:
-    base = base_policy(spec)
-    views = [_ops_dicts(v) for v in (*base.views, base.shared)]
-    arms: list[Arm] = []
-    a = spec.arms
-    if a.drop_one or (a.sweep and not _base_value_swept(base, a.sweep)):
-        arms.append(_arm("base", views, "base"))
-    if a.drop_one:
-        for op in base.op_names():
-            if op == "normalize":
-                continue
-            arms.append(_arm(f"drop-{op}", [[d for d in v if op not in d] for v in views], "drop", op=op))
-    if a.pairwise:
-        arms += pairwise_arms(base, a.pairwise)
-    if a.sweep:
-        s = a.sweep
-        for value in s.values:
-            changed = [[{k: {**p, s.param: value}} if k == s.op else {k: p} for d in v for k, p in d.items()]
-                       for v in views]
-            if not any(s.op in d for v in changed for d in v):
-                raise ConfigError(f"arms.sweep.op: '{s.op}' is not in the base policy '{base.name}'.")
-            arm = _arm(f"{s.op}.{s.param}={value:g}", changed, "sweep", value=value, param=f"{s.op}.{s.param}")
-            if arms and arms[0].kind == "base" and arm.policy.views == arms[0].policy.views:
-                arms[0].meta.update(value=value, param=f"{s.op}.{s.param}")  # the base is this sweep point
-                continue
-            arms.append(arm)
-    for name, path in a.named.items():
-        arms.append(Arm(name, load_policy(path), "named"))
-    names = [arm.name for arm in arms]
-    for arm in arms:  # an arm name becomes policies/<name>.yaml and runs/<name>-seedN
-        check_name(arm.name, f"arms.named.{arm.name}" if arm.kind == "named" else f"arms ({arm.kind} arm)")
-    dupes = {n for n in names if names.count(n) > 1}
-    if dupes:
-        raise ConfigError(f"arms: duplicate arm names {sorted(dupes)}.")
-    seen: dict = {}
-    for arm in arms:
-        key = (arm.policy.shared, arm.policy.views)
-        if key in seen:
-            raise ConfigError(f"arms: '{arm.name}' is the same policy as '{seen[key]}'; an arm repeated under "
-                              "another name would pose as a separate result. Remove one of them.")
-        seen[key] = arm.name
-    return arms
-
-
-def _base_value_swept(base: Policy, sweep: SweepSpec) -> bool:
-    """True if the base policy's own value of the swept parameter is one of the sweep's values
-    (then a separate `base` arm would only repeat that sweep arm)."""
-    values = {getattr(o.params, sweep.param) for v in (*base.views, base.shared) for o in v if o.name == sweep.op}
-    return len(values) == 1 and values.pop() in sweep.values
-
-
-def pairwise_arms(base: Policy, spec: PairwiseSpec) -> list[Arm]:
-    """SimCLR Fig. 5 (§3.1): every image is randomly cropped and resized once (the base policy's crop,
-    a `shared` op, so both branches start from the same crop); then transformation A (diagonal) or A
-    followed by B (off-diagonal) is applied to branch 1 only, and branch 2 is the identity of that
-    crop. "crop" under test is a further random crop on branch 1. Transformations are
-    FIG5_TRANSFORMS, with the base policy's parameters where the base has the op, else the registry
-    defaults (p=1 except colour distortion, which keeps the base's jitter/drop probabilities)."""
-    base_ops = {o.name: to_dict(o.params) for v in (base.shared, base.views[0]) for o in v}
-    if "random_resized_crop" not in base_ops:
-        raise ConfigError(f"arms.pairwise: the base policy '{base.name}' has no random_resized_crop to share "
-                          "between the branches (Fig. 5 crops every image first).")
-    crop = {"random_resized_crop": base_ops["random_resized_crop"]}
-    if "normalize" not in base_ops:
-        raise ConfigError(f"arms.pairwise: the base policy '{base.name}' has no normalize; Fig. 5's identity "
-                          "branch is the shared crop followed by the base's normalize.")
-    tail = [{"normalize": base_ops["normalize"]}]
-
-    def ops(name: str) -> list[dict[str, Any]]:
-        steps = FIG5_TRANSFORMS.get(name, [(name, {"p": 1.0})])
-        return [{op: {**base_ops.get(op, {}), **params}} for op, params in steps]
-
-    arms = []
-    rows = [(first, spec.ops.index(first) if first in spec.ops else None)
-            for first in dict.fromkeys([*spec.ops, *spec.extra_rows])]
-    for first, i in rows:
-        for j, second in enumerate([first] + [s for s in spec.ops if s != first]):
-            if i is not None and not spec.ordered and spec.ops.index(second) < i:
-                continue
-            if spec.only_with and first not in spec.only_with and second not in spec.only_with:
-                continue
-            extra = ops(first) if first == second else ops(first) + ops(second)
-            name = f"pair-{first}" if first == second else f"pair-{first}+{second}"
-            try:
-                pol = policy_from_dict({"name": name, "shared": [crop], "views": [{"ops": [*extra, *tail]},
-                                       {"ops": tail}]}, f"arm '{name}'")
-            except ConfigError as e:
-                raise ConfigError(f"arms.pairwise: {e}") from None
-            arms.append(Arm(name, pol, "pair", {"first": first, "second": second}))
-    return arms

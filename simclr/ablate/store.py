@@ -10,7 +10,8 @@ from pathlib import Path
 
 import yaml
 
-from simclr.ablate.spec import AblationSpec, Arm
+from simclr.ablate.arms import Arm
+from simclr.ablate.spec import AblationSpec
 from simclr.config.files import parse_yaml, read_yaml, same_file
 from simclr.config.run import RunConfig, as_stored, load_config
 from simclr.config.schema import ConfigError, build, to_dict
