@@ -131,6 +131,9 @@ def run_ablation(spec_path: str | Path, dry_run: bool = False, launcher: str = "
     if dry_run:
         for arm in arms:
             print(f"\n## {arm.name} ({arm.kind})")
+            if "method" in arm.meta:  # the method axis: this arm's method and its own overrides
+                extra = spec.method_overrides.get(arm.meta["method"], ())
+                print(f"method: {arm.meta['method']}" + (f" ({', '.join(extra)})" if extra else ""))
             print(arm.policy.to_yaml(), end="")
         return False
     return launch_tasks(spec, arms, root, tasks, Path(spec_path), f"simclr ablate {spec_path}", launcher=launcher,
