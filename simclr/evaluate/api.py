@@ -223,7 +223,7 @@ def evaluate_run(target: str | Path, protocols: Sequence[str] = ("knn", "linear"
     elif plot:
         log.warning("--plot needs the diagnostics protocol; add it to --protocol")
     if not quiet:
-        print(format_table(metrics))
+        print(format_table(metrics, trained=run.cfg.method.name))
         print(f"wrote {out}")
     return {"metrics": metrics, "settings": settings, "eval_dir": eval_dir}
 

@@ -119,8 +119,9 @@ def write_records(eval_dir: Path, csv_path: Path, metrics: dict, settings: dict,
     return out
 
 
-def format_table(metrics: dict) -> str:
-    """A plain-text table: rows = encoders, columns = protocol/metric."""
+def format_table(metrics: dict, trained: str = "simclr") -> str:
+    """A plain-text table: rows = encoders, columns = protocol/metric. `trained`: the row label of the trained
+    encoder (its method's name; results.json keeps the key "simclr" for it whatever the method)."""
     cols = sorted({(p, m) for protos in metrics.values() for p, vals in protos.items() for m in vals
                    if isinstance(vals[m], (int, float)) and not isinstance(vals[m], bool) and m != "k"})
     names = [f"{p}/{m}" for p, m in cols]
@@ -132,5 +133,5 @@ def format_table(metrics: dict) -> str:
         for (p, m), w in zip(cols, widths):
             v = protos.get(p, {}).get(m)
             cells.append(f"{v:>{w}.4f}" if isinstance(v, (int, float)) else f"{'-':>{w}s}")
-        lines.append(f"{enc:14s}" + "".join(cells))
+        lines.append(f"{trained if enc == 'simclr' else enc:14s}" + "".join(cells))
     return "\n".join(lines)
