@@ -205,7 +205,7 @@ def evaluate_run(target: str | Path, protocols: Sequence[str] = ("knn", "linear"
         "data": {**to_dict(cfg.data), "split_sizes": {s: len(d) for s, d in splits.items()}}, "test_split": test_split,
         "seed": cfg.seed, "preprocess": "uint8/255 -> resize to policy crop size -> policy normalize",
         "checkpoint": {"path": str(run.checkpoint), "sha256": run.checkpoint_sha256},
-        "model": to_dict(run.cfg.model), "policy": run.policy.to_dict(),
+        "model": to_dict(run.cfg.model), "method": to_dict(run.cfg.method), "policy": run.policy.to_dict(),
         "package_version": simclr.__version__, "git_commit": git_commit(), "torch": torch.__version__,
         "warnings": class_warnings(splits) + _unfinished_run_warning(run) + _unrecorded_holdout_warning(run, cfg),
     })
