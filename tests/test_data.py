@@ -12,7 +12,7 @@ from PIL import Image
 
 from simclr.config.run import DataConfig
 from simclr.data import DataError, load_split, make_splits, per_class_indices
-from simclr.data.datamodule import SeededBatchSampler
+from simclr.data.sampler import SeededBatchSampler
 from simclr.data.imagefolder import read_imagefolder
 
 RNG = np.random.default_rng(0)

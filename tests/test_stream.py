@@ -218,7 +218,7 @@ def test_ranks_split_each_epoch_into_disjoint_shares(tree):
 @pytest.mark.parametrize("n,world,batch", [(122_873, 8, 256), (101, 4, 5), (96, 3, 4)])
 def test_every_training_rank_gets_the_same_number_of_batches(n, world, batch):
     # one more batch on some rank would leave it waiting in NT-Xent's all_gather for ranks that have finished
-    from simclr.data.datamodule import SeededBatchSampler
+    from simclr.data.sampler import SeededBatchSampler
 
     for epoch in (0, 1):
         shares = []

@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from simclr.utils import usable_cores
-from simclr.data.datamodule import SeededBatchSampler
+from simclr.data.sampler import SeededBatchSampler
 from simclr.data.decode import EncodedBatch, LazyNames, decode_images
 from simclr.data.formats import IMAGE_EXTENSIONS, DataError, ImageData
 from simclr.data.imagefolder import cache_dir, class_folders, split_folder, split_root
