@@ -258,6 +258,12 @@ CASES = [
      "overrides[0]: 'seed=3' would be replaced in every run by the spec's `seeds`"),
     ("spec overrides output_dir", lambda t: ["ablate", str(spec(t, "overrides: [output_dir=x]\narms: {drop_one: true}"))],
      "overrides[0]: 'output_dir=x' would be replaced in every run by the spec's `output_dir`"),
+    ("spec overrides the policy of named arms", lambda t: ["ablate", str(spec(
+        t, "overrides: [policy=digits_rotation]\narms:\n  named: {plain: augment_policies/digits.yaml}"))],
+     "overrides[0]: 'policy=digits_rotation' would be ignored: each named arm runs its own policy file"),
+    ("spec overrides the policy beside base_policy", lambda t: ["ablate", str(spec(
+        t, "base_policy: digits\noverrides: [policy=digits_rotation]\narms: {drop_one: true}"))],
+     "overrides[0]: 'policy=digits_rotation' would be ignored: `base_policy:` is what generated arms start from"),
     ("protocol misspelt before training", lambda t: [*tiny(t), "--evaluate", "knn,svm"],
      "--evaluate: unknown protocol 'svm'; valid: knn, linear, diagnostics"),
     ("spec whose data is missing", lambda t: ["ablate", str(spec(t, "overrides: [data.name=cifar10, data.path=/nowhere/cifar]"

@@ -109,6 +109,11 @@ def _validate(spec: AblationSpec) -> None:
         if key in RUNNER_KEYS:
             raise ConfigError(f"overrides[{i}]: '{item}' would be replaced in every run by {RUNNER_KEYS[key]}; "
                               f"drop it and set that instead.")
+        generated = spec.arms.drop_one or spec.arms.pairwise is not None or spec.arms.sweep is not None
+        if key == "policy" and (spec.base_policy is not None or not generated):  # it would reach no run
+            raise ConfigError(f"overrides[{i}]: '{item}' would be ignored: " + (
+                "`base_policy:` is what generated arms start from" if spec.base_policy is not None else
+                "each named arm runs its own policy file") + "; drop it (set `base_policy:` for generated arms).")
     try:
         cfg = load_config(spec.base_config, spec.overrides)  # the base run config must be valid as is
     except ConfigError as e:  # load_config blames "command-line" overrides; these are the spec's own
