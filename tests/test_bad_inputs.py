@@ -4,6 +4,8 @@ Each case is one row: an id, a setup that writes what the user would have on dis
 arguments, and a fragment the error must contain. The next bad input found is one row to add.
 """
 import gzip
+import json
+import logging
 import os
 import pickle
 import shutil
@@ -258,6 +260,12 @@ CASES = [
      "overrides[0]: 'seed=3' would be replaced in every run by the spec's `seeds`"),
     ("spec overrides output_dir", lambda t: ["ablate", str(spec(t, "overrides: [output_dir=x]\narms: {drop_one: true}"))],
      "overrides[0]: 'output_dir=x' would be replaced in every run by the spec's `output_dir`"),
+    ("spec overrides the policy of named arms", lambda t: ["ablate", str(spec(
+        t, "overrides: [policy=digits_rotation]\narms:\n  named: {plain: augment_policies/digits.yaml}"))],
+     "overrides[0]: 'policy=digits_rotation' would be ignored: each named arm runs its own policy file"),
+    ("spec overrides the policy beside base_policy", lambda t: ["ablate", str(spec(
+        t, "base_policy: digits\noverrides: [policy=digits_rotation]\narms: {drop_one: true}"))],
+     "overrides[0]: 'policy=digits_rotation' would be ignored: `base_policy:` is what generated arms start from"),
     ("protocol misspelt before training", lambda t: [*tiny(t), "--evaluate", "knn,svm"],
      "--evaluate: unknown protocol 'svm'; valid: knn, linear, diagnostics"),
     ("spec whose data is missing", lambda t: ["ablate", str(spec(t, "overrides: [data.name=cifar10, data.path=/nowhere/cifar]"
@@ -350,6 +358,10 @@ CASES = [
                                                  f"data.path={image_tree(t / 'img', {'train': {'a': 3}})}"),
      "data.decode_device: 'cuda'"),  # no CUDA visible, or (on a GPU machine) trainer.accelerator=cpu
     # resume
+    ("resume auto without a config", lambda t: ["pretrain", "--resume", "auto"],
+     "--resume auto: give the run's --config (and overrides) as when it started"),
+    ("resume auto finds a folder that is no run", lambda t: [*tiny(t), "--resume", "auto"] if (t / "runs" / "tiny").mkdir(
+        parents=True) is None else None, "runs/tiny exists but is not a run directory (no config.yaml)"),
     ("resume after config.yaml was edited", "finished:edit_config", "config.yaml: edited after the run started (optim.lr"),
     ("resume after a stream-only key was edited", "finished:edit_workers",
      "config.yaml: edited after the run started (data.num_workers: None -> 7)"),
@@ -516,3 +528,35 @@ def test_two_runs_starting_with_one_name_at_once_get_their_own_directories(tmp_p
     (tmp_path / "runs" / "tiny").mkdir(parents=True)
     monkeypatch.setattr(directory, "first_free", lambda path_for, start=1: path_for(start))  # a stale check
     assert directory.new_run_dir(tmp_path / "runs", "tiny").name == "tiny-2"
+
+
+def test_resume_auto_starts_once_then_refuses_other_settings_and_leaves_a_finished_run_alone(tmp_path, capsys,
+                                                                                               monkeypatch, caplog):
+    """`--resume auto` outside SLURM: nothing at output_dir/name -> a fresh run; that run again (auto, or its
+    directory) -> one line saying it finished, exit 0, nothing on disk touched (run.json byte for byte); the
+    same name with other settings -> one line naming the differing key, exit 2, nothing touched."""
+    for var in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID"):
+        monkeypatch.delenv(var, raising=False)
+    argv = [*tiny(tmp_path, "trainer.max_epochs=1"), "--resume", "auto"]
+    assert main(argv) == 0
+    run = tmp_path / "runs" / "tiny"
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["tiny"]
+    record = (run / "run.json").read_bytes()
+    assert json.loads(record)["status"] == "finished" and json.loads(record)["metrics"]
+    for again in (argv, ["pretrain", "--resume", str(run)]):
+        before = _snapshot(tmp_path)
+        capsys.readouterr()
+        caplog.clear()
+        assert main(again) == 0, again
+        said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]  # the CLI's stderr lines
+        assert len(said) == 1 and "\n" not in said[0], said
+        assert f"{run}: finished all 1 epochs already" in said[0] and "nothing changed" in said[0], said
+        assert "Traceback" not in capsys.readouterr().err
+        assert (run / "run.json").read_bytes() == record  # metrics, start and finish times kept
+        assert _snapshot(tmp_path) == before
+    before = _snapshot(tmp_path)
+    assert main([*argv, "optim.lr=0.3"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().count("\n") == 0 and "Traceback" not in err, err
+    assert f"--resume auto: {run} holds a run started with other settings (optim.lr: 0.5 -> 0.3)" in err, err
+    assert _snapshot(tmp_path) == before

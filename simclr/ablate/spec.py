@@ -95,6 +95,11 @@ def _validate(spec: AblationSpec) -> None:
         if key in RUNNER_KEYS:
             raise ConfigError(f"overrides[{i}]: '{item}' would be replaced in every run by {RUNNER_KEYS[key]}; "
                               f"drop it and set that instead.")
+        generated = spec.arms.drop_one or spec.arms.pairwise is not None or spec.arms.sweep is not None
+        if key == "policy" and (spec.base_policy is not None or not generated):  # it would reach no run
+            raise ConfigError(f"overrides[{i}]: '{item}' would be ignored: " + (
+                "`base_policy:` is what generated arms start from" if spec.base_policy is not None else
+                "each named arm runs its own policy file") + "; drop it (set `base_policy:` for generated arms).")
     _validate_methods(spec)
     try:
         cfg = load_config(spec.base_config, spec.overrides)  # the base run config must be valid as is
@@ -151,9 +156,10 @@ def _validate_methods(spec: AblationSpec) -> None:
                               "would be ignored.")
         for i, item in enumerate(items):
             key = item.split("=", 1)[0].strip()
-            if key in RUNNER_KEYS or key == "method.name":
+            if key in RUNNER_KEYS or key in ("method.name", "policy"):
+                by = {"method.name": "the methods axis", "policy": "each arm's policy"}
                 raise ConfigError(f"method_overrides.{m}[{i}]: '{item}' would be replaced in every run by "
-                                  f"{RUNNER_KEYS.get(key, 'the methods axis')}.")
+                                  f"{RUNNER_KEYS.get(key) or by[key]}.")
     if not spec.methods:
         return
     for i, item in enumerate(spec.overrides):  # every arm's method is the axis's: a method key here would be replaced
