@@ -205,8 +205,8 @@ def plot_methods(root: Path, interaction: list[dict], metric: str, suffix: str =
         ax.bar(xs, means, width, yerr=err, capsize=3, label=m)
     ax.axhline(0, color="black", lw=0.8)
     ax.set_xticks(range(len(arms)), arms, rotation=20, ha="right")
-    ax.set_ylabel(f"Δ {metric} vs the method's reference (points)")
-    ax.set_title("change per method, mean and 95 % t-interval over seeds", fontsize=9)
+    ax.set_ylabel(f"Δ {metric} (points)")
+    ax.set_title("change vs the same method's reference arm, mean and 95 % t-interval over seeds", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
     out = root / f"methods{suffix}.png"
