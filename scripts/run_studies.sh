@@ -6,6 +6,6 @@
 # simclr ablate plan configs/ablations/cifar_crop_colour.yaml --pilot-arm crop_only --mde 2 (docs/studies.md). Commit only what .gitignore lets through (reports, per-arm results.json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-for spec in cifar_crop_colour cifar_fig5 digits_rotation cifar_fig5_grid; do
+for spec in cifar_crop_colour cifar_fig5 digits_rotation cifar_fig5_grid cifar_methods; do
   /usr/bin/time -f "$spec: %e s" simclr ablate "configs/ablations/$spec.yaml" --launcher local --jobs 2
 done
