@@ -139,7 +139,7 @@ def cmd_export(args) -> int:
 
 # ---------------------------------------------------------------- search
 def cmd_search(args) -> int:
-    from simclr.ablate.search import run_search
+    from simclr.search.study import run_search
 
     run_search(args.spec, worker=args.worker, dry_run=args.dry_run, report_only=args.report)
     return 0

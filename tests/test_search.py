@@ -16,10 +16,10 @@ import torch
 from optuna.trial import TrialState
 from scipy.stats import spearmanr, ttest_rel
 
-import simclr.ablate.search as search
-import simclr.ablate.search_trial as search_trial
-from simclr.ablate.search_report import paired_stats, spearman_ci
-from simclr.ablate.search_spec import build_policy, base_policy, load_search_spec
+import simclr.search.study as search
+import simclr.search.trial as search_trial
+from simclr.search.report import paired_stats, spearman_ci
+from simclr.search.spec import build_policy, base_policy, load_search_spec
 from simclr.augment import eval_preprocess, load_policy
 from simclr.cli import main
 from simclr.config.schema import ConfigError
@@ -318,7 +318,7 @@ def test_an_asymmetric_base_keeps_a_searched_op_on_its_own_view_only(tmp_path):
 def test_later_trials_train_at_the_precision_of_the_first(tmp_path):
     """A search begun before `auto` (its trials' config.yaml say '32' / false) keeps its later trials in fp32;
     a value the spec sets explicitly is its own."""
-    from simclr.ablate.search_trial import trial_precision
+    from simclr.search.trial import trial_precision
     auto = {"precision": "auto", "channels_last": "auto"}
     assert trial_precision(tmp_path, auto) == ()  # the first trial resolves for itself
     first = tmp_path / "runs" / "trial-0000"

@@ -16,7 +16,7 @@ import yaml
 from optuna.trial import TrialState
 
 from simclr.ablate.launch import run_ablation
-from simclr.ablate.search_spec import SearchSpec
+from simclr.search.spec import SearchSpec
 from simclr.ablate.stats import paired
 from simclr.augment import load_policy
 from simclr.config.schema import ConfigError

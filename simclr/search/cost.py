@@ -10,7 +10,7 @@ import pytorch_lightning as pl
 from optuna.trial import TrialState
 
 from simclr import train
-from simclr.ablate.search_spec import SearchSpec, base_policy
+from simclr.search.spec import SearchSpec, base_policy
 from simclr.config.run import load_config
 from simclr.utils import format_duration
 

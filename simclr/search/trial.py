@@ -10,7 +10,7 @@ import optuna
 import pytorch_lightning as pl
 
 from simclr import train
-from simclr.ablate.search_spec import SearchSpec, base_policy, build_policy
+from simclr.search.spec import SearchSpec, base_policy, build_policy
 from simclr.ablate.store import precision_pins
 from simclr.config.files import read_yaml
 from simclr.config.run import load_config
