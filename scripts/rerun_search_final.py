@@ -17,7 +17,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from simclr.search.report import final_comparison, summary_markdown
+from simclr.search.final import final_comparison
+from simclr.search.report import summary_markdown
 from simclr.search.spec import load_search_spec
 
 

@@ -18,7 +18,8 @@ from scipy.stats import spearmanr, ttest_rel
 
 import simclr.search.study as search
 import simclr.search.trial as search_trial
-from simclr.search.report import paired_stats, spearman_ci
+from simclr.search.final import paired_stats
+from simclr.search.report import spearman_ci
 from simclr.search.spec import build_policy, base_policy, load_search_spec
 from simclr.augment import eval_preprocess, load_policy
 from simclr.cli import main
