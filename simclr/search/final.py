@@ -10,8 +10,10 @@ import numpy as np
 import yaml
 
 from simclr.ablate.launch import launch_spec
+from simclr.ablate.records import read_results
 from simclr.ablate.spec import spec_from_dict
 from simclr.ablate.stats import paired
+from simclr.ablate.status import finished_entries
 from simclr.config.schema import ConfigError
 from simclr.search.spec import SearchSpec
 
@@ -61,12 +63,11 @@ def final_comparison(spec: SearchSpec, root: Path, best_number: int, run: bool) 
     name = f"final-trial-{best_number:04d}"
     if run:
         run_final(spec, root, best_number)
-    manifest = root / name / "manifest.json"
-    if not manifest.exists():
+    if not (root / name / "manifest.json").exists():  # written once the comparison's launch has concluded
         return None
     per_arm: dict = {"base": {}, "best": {}}
-    for entry in json.loads(manifest.read_text())["finished"].values():
-        record = json.loads(Path(entry["results"]).read_text())["metrics"]["simclr"]
+    for entry in finished_entries(root / name):  # each arm's record and results read once, checked
+        record = read_results(Path(entry["results"]))["metrics"]["simclr"]
         for protocol, metrics in record.items():
             if isinstance(metrics, dict) and "top1" in metrics:
                 per_arm[entry["arm"]].setdefault(f"{protocol}/top1", {})[entry["seed"]] = metrics["top1"]
