@@ -17,8 +17,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from simclr.ablate.search_report import final_comparison, summary_markdown
-from simclr.ablate.search_spec import load_search_spec
+from simclr.search.final import final_comparison
+from simclr.search.report import summary_markdown
+from simclr.search.spec import load_search_spec
 
 
 def main(argv=None) -> int:

@@ -139,17 +139,13 @@ def cmd_export(args) -> int:
 
 # ---------------------------------------------------------------- search
 def cmd_search(args) -> int:
-    from simclr.ablate.search import run_search
+    from simclr.search.study import run_search
 
     run_search(args.spec, worker=args.worker, dry_run=args.dry_run, report_only=args.report)
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="simclr", description="SimCLR pretraining, augmentation ablations, evaluation.")
-    ap.add_argument("-v", "--verbose", action="store_true")
-    sub = ap.add_subparsers(dest="command", required=True)
-
+def _add_policy(sub) -> None:
     p = sub.add_parser("policy", help="list, validate, or look at augmentation policies")
     p.add_argument("action", choices=["list", "ops", "check", "show"])
     p.add_argument("policy", nargs="?", help="policy YAML path or shipped name")
@@ -162,6 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace an existing --out file")
     p.set_defaults(func=cmd_policy)
 
+
+def _add_pretrain(sub) -> None:
     p = sub.add_parser("pretrain", help="pretrain a SimCLR encoder")
     p.add_argument("--config", help="run config YAML (see configs/)")
     p.add_argument("--resume", help="run directory to continue from its last checkpoint, or 'auto' (with --config): "
@@ -170,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. trainer.max_epochs=5 policy=x.yaml")
     p.set_defaults(func=cmd_pretrain)
 
+
+def _add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="frozen-feature evaluation of a run or checkpoint")
     p.add_argument("target", help="run directory or .ckpt file")
     p.add_argument("--protocol", default="knn,linear", help=f"comma list of {', '.join(EVAL_PROTOCOLS)}")
@@ -180,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="data.* / eval.* overrides, e.g. data.test_per_class=100")
     p.set_defaults(func=cmd_evaluate)
 
+
+def _add_export(sub) -> None:
     p = sub.add_parser("export", help="write a run's backbone weights for torchvision, timm or simclr")
     p.add_argument("run", help="run directory or .ckpt file")
     p.add_argument("--format", default="torchvision", choices=["torchvision", "timm", "state_dict"])
@@ -187,14 +189,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace existing files")
     p.set_defaults(func=cmd_export)
 
-    add_ablate_parser(sub)
 
+def _add_search(sub) -> None:
     p = sub.add_parser("search", help="search an augmentation policy with Optuna (see docs/search.md)")
     p.add_argument("spec", help="search spec YAML")
     p.add_argument("--worker", action="store_true", help="only run trials (extra workers on the same storage)")
     p.add_argument("--dry-run", action="store_true", help="print the space and base policy; run nothing")
     p.add_argument("--report", action="store_true", help="rebuild the outputs from the storage; run nothing")
     p.set_defaults(func=cmd_search)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="simclr", description="SimCLR pretraining, augmentation ablations, evaluation.")
+    ap.add_argument("-v", "--verbose", action="store_true")
+    sub = ap.add_subparsers(dest="command", required=True)
+    # one function per command, in the order `simclr --help` lists them
+    _add_policy(sub)
+    _add_pretrain(sub)
+    _add_evaluate(sub)
+    _add_export(sub)
+    add_ablate_parser(sub)
+    _add_search(sub)
     return ap
 
 

@@ -200,8 +200,8 @@ def ablation_running(tmp):
 
 def search_running(tmp):
     """A search of the same spec, running (its study prepared, its lock held)."""
-    from simclr.ablate.search import prepare
-    from simclr.ablate.search_spec import load_search_spec
+    from simclr.search.study import prepare
+    from simclr.search.spec import load_search_spec
     path = write(tmp / "search.yaml", f"name: s\nbase_config: {REPO / 'configs/digits_cpu.yaml'}\n"
                                       f"output_dir: {tmp / 'out'}\nspace: {{rotation: {{toggle: true}}}}\n")
     hold(prepare(load_search_spec(path), path), f"simclr search {path}")

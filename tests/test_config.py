@@ -116,7 +116,7 @@ def test_a_spec_finds_its_base_config_from_any_working_directory(tmp_path, monke
     """base_config is relative to the spec's folder: the same spec loads from its folder, the project root or
     elsewhere; the record keeps the path relative to the working directory where it lies under it (as studies
     recorded it before), else absolute."""
-    from simclr.ablate.search_spec import load_search_spec
+    from simclr.search.spec import load_search_spec
     from simclr.ablate.spec import load_spec
 
     project = tmp_path / "project"

@@ -16,10 +16,11 @@ import torch
 from optuna.trial import TrialState
 from scipy.stats import spearmanr, ttest_rel
 
-import simclr.ablate.search as search
-import simclr.ablate.search_trial as search_trial
-from simclr.ablate.search_report import paired_stats, spearman_ci
-from simclr.ablate.search_spec import build_policy, base_policy, load_search_spec
+import simclr.search.study as search
+import simclr.search.trial as search_trial
+from simclr.search.final import paired_stats
+from simclr.search.report import spearman_ci
+from simclr.search.spec import build_policy, base_policy, load_search_spec
 from simclr.augment import eval_preprocess, load_policy
 from simclr.cli import main
 from simclr.config.schema import ConfigError
@@ -318,7 +319,7 @@ def test_an_asymmetric_base_keeps_a_searched_op_on_its_own_view_only(tmp_path):
 def test_later_trials_train_at_the_precision_of_the_first(tmp_path):
     """A search begun before `auto` (its trials' config.yaml say '32' / false) keeps its later trials in fp32;
     a value the spec sets explicitly is its own."""
-    from simclr.ablate.search_trial import trial_precision
+    from simclr.search.trial import trial_precision
     auto = {"precision": "auto", "channels_last": "auto"}
     assert trial_precision(tmp_path, auto) == ()  # the first trial resolves for itself
     first = tmp_path / "runs" / "trial-0000"
@@ -330,3 +331,24 @@ def test_later_trials_train_at_the_precision_of_the_first(tmp_path):
     assert trial_precision(tmp_path, auto) == ("trainer.precision=32", "trainer.channels_last=false")
     assert trial_precision(tmp_path, {"precision": "bf16-mixed", "channels_last": "auto"}) == (
         "trainer.channels_last=false",)
+
+
+def test_final_comparison_hands_the_launcher_the_spec_its_file_records(tmp_path, monkeypatch):
+    """The best-vs-base ablation reaches the launcher as data; the spec file written beside it (for the record and
+    for `simclr ablate`) loads as the very same spec."""
+    import simclr.search.final as final
+    from simclr.ablate.spec import load_spec
+    spec = load_search_spec(spec_file(tmp_path, SPACE))
+    root = tmp_path / "out" / "s"
+    (root / "policies").mkdir(parents=True)
+    (root / "base_policy.yaml").write_text(base_policy(spec).to_yaml())
+    best = build_policy(spec, base_policy(spec), {"rotation.on": True, "rotation.degrees": 40.0,
+                                                  "random_resized_crop.scale": 0.3}, "best")
+    (root / "best_policy.yaml").write_text(best.to_yaml())
+    launched = []
+    monkeypatch.setattr(final, "launch_spec", lambda ablation, path, resume: launched.append((ablation, path)))
+    final.run_final(spec, root, 3)
+    [(ablation, path)] = launched
+    assert path == root / "final-trial-0003.yaml" and ablation == load_spec(path)
+    assert ablation.seeds == spec.final.seeds and ablation.output_dir == str(root)
+    assert load_policy(root / "policies" / "final-best-0003.yaml").views == best.views

@@ -29,7 +29,7 @@ from simclr.ablate import status
 from simclr.ablate.jobs import SlurmOptions, check_slurm, run_local, submit_slurm
 from simclr.ablate.runner import ArmTask, ablation_dir, make_tasks, run_arm
 from simclr.ablate.arms import generate_arms, reference_arm
-from simclr.ablate.spec import check_data, load_spec
+from simclr.ablate.spec import AblationSpec, check_data, load_spec
 from simclr.ablate.lock import study_lock
 from simclr.ablate.store import claim, pinned_precision, resolved_record, study_folder
 from simclr.config.files import inside, writable_dir
@@ -39,13 +39,6 @@ from simclr.train import RunInterrupted
 from simclr.utils import error_summary, format_duration, write_json_atomic
 
 LAUNCHERS = ("inline", "local", "slurm")
-
-
-def _prepare(spec_path: str | Path):
-    spec = load_spec(spec_path)
-    arms = generate_arms(spec)
-    root = ablation_dir(spec)
-    return spec, arms, root, make_tasks(spec, arms, root)
 
 
 def _write_plan(spec, arms, root: Path, tasks: list[ArmTask]) -> None:
@@ -126,7 +119,17 @@ def run_ablation(spec_path: str | Path, dry_run: bool = False, launcher: str = "
     if jobs > 1 and launcher != "local":
         raise ConfigError(f"--jobs {jobs}: runs arms at once only with --launcher local "
                           "(slurm: --array-parallelism).")
-    spec, arms, root, tasks = _prepare(spec_path)
+    return launch_spec(load_spec(spec_path), Path(spec_path), f"simclr ablate {spec_path}", dry_run=dry_run,
+                       launcher=launcher, jobs=jobs, slurm=slurm, wait=wait, new_dir=new_dir)
+
+
+def launch_spec(spec: AblationSpec, spec_path: Path, resume: str, dry_run: bool = False, **options) -> bool:
+    """run_ablation for a spec already loaded (`simclr search` builds its final comparison's in memory); `spec_path`
+    is the file it is recorded as (copied to the study's spec.yaml), `resume` the command that continues it;
+    `options`: launch_tasks' launcher, jobs, slurm, wait, new_dir."""
+    arms = generate_arms(spec)
+    root = ablation_dir(spec)
+    tasks = make_tasks(spec, arms, root)
     print(f"ablation '{spec.name}': {len(arms)} arms x {len(spec.seeds)} seeds = {len(tasks)} runs -> {root}")
     if dry_run:
         for arm in arms:
@@ -136,8 +139,7 @@ def run_ablation(spec_path: str | Path, dry_run: bool = False, launcher: str = "
                 print(f"method: {arm.meta['method']}" + (f" ({', '.join(extra)})" if extra else ""))
             print(arm.policy.to_yaml(), end="")
         return False
-    return launch_tasks(spec, arms, root, tasks, Path(spec_path), f"simclr ablate {spec_path}", launcher=launcher,
-                        jobs=jobs, slurm=slurm, wait=wait, new_dir=new_dir)
+    return launch_tasks(spec, arms, root, tasks, spec_path, resume, **options)
 
 
 def launch_tasks(spec, arms, root: Path, tasks: list[ArmTask], spec_path: Path, resume: str, launcher: str = "inline",

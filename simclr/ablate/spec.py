@@ -74,11 +74,17 @@ def load_spec(path: str | Path) -> AblationSpec:
         raise ConfigError(f"{path}: ablation spec not found.")
     raw = read_yaml(path, "ablation spec")
     try:
-        spec = build(AblationSpec, raw)
-        spec = dataclasses.replace(spec, base_config=beside_spec(path.parent, spec.base_config, "base_config"))
-        _validate(spec)
+        return spec_from_dict(raw, path.parent)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
+
+
+def spec_from_dict(raw: dict, folder: Path) -> AblationSpec:
+    """A spec given as data (`simclr search` builds its final comparison's), checked as a spec file is; a relative
+    base_config lies in `folder`."""
+    spec = build(AblationSpec, raw)
+    spec = dataclasses.replace(spec, base_config=beside_spec(folder, spec.base_config, "base_config"))
+    _validate(spec)
     return spec
 
 

@@ -81,35 +81,11 @@ def coerce(value: Any, tp: Any, path: str, rng: tuple[Any, Any] | None = None) -
     if tp is Any:
         return value
     if origin in (Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in (a for a in args if a is not type(None)):
-            try:
-                return coerce(value, arg, path, rng)
-            except ConfigError as e:
-                errors.append(str(e))
-        if len(errors) == 1:
-            raise ConfigError(errors[0])
-        raise ConfigError(f"{path}: {value!r} is not a valid {_type_name(tp)}.")
+        return _coerce_union(value, tp, path, rng)
     if origin is Literal:
-        allowed = typing.get_args(tp)
-        if isinstance(value, int) and not isinstance(value, bool) and str(value) in allowed:
-            value = str(value)  # e.g. precision: 32 written without quotes
-        if value in allowed and type(value) is type(allowed[allowed.index(value)]):
-            return value
-        close = suggest(str(value), [str(a) for a in allowed])
-        raise ConfigError(f"{path}: {value!r} is not allowed.{close}")
+        return _coerce_literal(value, tp, path)
     if origin is tuple:
-        args = typing.get_args(tp)
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}.")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(coerce(v, args[0], join(path, i), rng) for i, v in enumerate(value))
-        if len(value) != len(args):
-            raise ConfigError(f"{path}: expected {_type_name(tp)}, got {len(value)} values {list(value)!r}.")
-        return tuple(coerce(v, a, join(path, i), rng) for i, (v, a) in enumerate(zip(value, args, strict=True)))
+        return _coerce_tuple(value, tp, path, rng)
     if origin is dict:
         key_tp, val_tp = typing.get_args(tp)
         if not isinstance(value, dict):
@@ -117,33 +93,84 @@ def coerce(value: Any, tp: Any, path: str, rng: tuple[Any, Any] | None = None) -
         return {coerce(k, key_tp, path): coerce(v, val_tp, join(path, str(k)), rng) for k, v in value.items()}
     if dataclasses.is_dataclass(tp):
         return build(tp, value, path)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{path}: expected true or false, got {value!r}.")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{path}: expected an integer, got {value!r}.")
-        _check_range(value, rng, path)
-        return value
-    if tp is float:
-        if isinstance(value, str):  # PyYAML reads `1e-3` (no dot) as a string
-            try:
-                value = float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{path}: expected a number, got {value!r}.")
-        value = float(value)
-        if value != value or value in (float("inf"), float("-inf")):
-            raise ConfigError(f"{path}: {value} is not allowed; give a finite number.")
-        _check_range(value, rng, path)
-        return value
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{path}: expected a string, got {value!r}.")
-        return value
+    if tp in _SCALARS:
+        return _SCALARS[tp](value, path, rng)
     raise TypeError(f"schema type {tp!r} at {path} is not supported")  # a bug in our schema, not user input
+
+
+def _coerce_union(value: Any, tp: Any, path: str, rng) -> Any:
+    """The first member type that takes `value`; a lone member's own error, else one naming the union."""
+    args = typing.get_args(tp)
+    if value is None and type(None) in args:
+        return None
+    errors = []
+    for arg in (a for a in args if a is not type(None)):
+        try:
+            return coerce(value, arg, path, rng)
+        except ConfigError as e:
+            errors.append(str(e))
+    if len(errors) == 1:
+        raise ConfigError(errors[0])
+    raise ConfigError(f"{path}: {value!r} is not a valid {_type_name(tp)}.")
+
+
+def _coerce_literal(value: Any, tp: Any, path: str) -> Any:
+    allowed = typing.get_args(tp)
+    if isinstance(value, int) and not isinstance(value, bool) and str(value) in allowed:
+        value = str(value)  # e.g. precision: 32 written without quotes
+    if value in allowed and type(value) is type(allowed[allowed.index(value)]):
+        return value
+    close = suggest(str(value), [str(a) for a in allowed])
+    raise ConfigError(f"{path}: {value!r} is not allowed.{close}")
+
+
+def _coerce_tuple(value: Any, tp: Any, path: str, rng) -> tuple:
+    """`tuple[X, ...]` (any length) or a fixed-length `tuple[X, Y]`; each item checked at its own index."""
+    args = typing.get_args(tp)
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}.")
+    if len(args) == 2 and args[1] is Ellipsis:
+        return tuple(coerce(v, args[0], join(path, i), rng) for i, v in enumerate(value))
+    if len(value) != len(args):
+        raise ConfigError(f"{path}: expected {_type_name(tp)}, got {len(value)} values {list(value)!r}.")
+    return tuple(coerce(v, a, join(path, i), rng) for i, (v, a) in enumerate(zip(value, args, strict=True)))
+
+
+def _coerce_bool(value: Any, path: str, rng) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{path}: expected true or false, got {value!r}.")
+    return value
+
+
+def _coerce_int(value: Any, path: str, rng) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):  # bool is an int to Python, not to a config
+        raise ConfigError(f"{path}: expected an integer, got {value!r}.")
+    _check_range(value, rng, path)
+    return value
+
+
+def _coerce_float(value: Any, path: str, rng) -> float:
+    if isinstance(value, str):  # PyYAML reads `1e-3` (no dot) as a string
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{path}: expected a number, got {value!r}.")
+    value = float(value)
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ConfigError(f"{path}: {value} is not allowed; give a finite number.")
+    _check_range(value, rng, path)
+    return value
+
+
+def _coerce_str(value: Any, path: str, rng) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"{path}: expected a string, got {value!r}.")
+    return value
+
+
+_SCALARS = {bool: _coerce_bool, int: _coerce_int, float: _coerce_float, str: _coerce_str}
 
 
 def build(cls: type, data: Any, path: str = "") -> Any:

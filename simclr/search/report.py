@@ -1,13 +1,12 @@
 """A search's outputs, rebuilt from the storage: trials.csv, best_policy.yaml, fANOVA importances,
 history/importance PNGs, label-free vs kNN rank correlations, and the best-vs-base comparison on test
-(an ordinary 2-arm ablation, >= 2 seeds, with per-seed paired differences)."""
+(simclr.search.final: an ordinary 2-arm ablation, >= 2 seeds, with per-seed paired differences)."""
 from __future__ import annotations
 
 import csv
 import hashlib
 import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -15,23 +14,12 @@ import optuna
 import yaml
 from optuna.trial import TrialState
 
-from simclr.ablate.launch import run_ablation
-from simclr.ablate.search_spec import SearchSpec
-from simclr.ablate.stats import paired
 from simclr.augment import load_policy
 from simclr.config.schema import ConfigError
 from simclr.evaluate.proxies import LABEL_FREE, OBJECTIVES
+from simclr.search.final import final_comparison
+from simclr.search.spec import SearchSpec
 from simclr.utils import pyplot
-
-
-def paired_stats(base: list[float], other: list[float]) -> dict:
-    """Per-seed differences other - base with the ablation report's statistics (`simclr.ablate.stats.paired`:
-    mean, 95 % t-interval), plus how many seeds go each way."""
-    p = paired(dict(enumerate(other)), dict(enumerate(base)))
-    d = np.array(list(p["diffs"].values()))
-    return {"n": p["seeds"], "differences": d.tolist(), "mean": p["mean"], "ci95": [p["ci_low"], p["ci_high"]],
-            "positive": int((d > 0).sum()), "negative": int((d < 0).sum()),
-            "sign_agreement": float(max((d > 0).sum(), (d < 0).sum()) / p["seeds"])}
 
 
 def spearman_ci(x, y) -> dict:
@@ -114,46 +102,6 @@ def write_best_policy(spec: SearchSpec, best: optuna.trial.FrozenTrial, root: Pa
     out.write_text(text)
     stamp.write_text(hashlib.sha256(text.encode()).hexdigest() + "\n")
     load_policy(out)  # the same check as `simclr policy check`
-    return out
-
-
-def final_comparison(spec: SearchSpec, root: Path, best_number: int, run: bool) -> dict | None:
-    """best vs base on the test split: an ordinary ablation with two named arms, one directory per best trial."""
-    name = f"final-trial-{best_number:04d}"
-    spec_path = root / f"{name}.yaml"
-    if run:  # the spec lies in `root`: its base_config is written relative to that folder, as every spec's is
-        text = yaml.safe_dump({
-            "name": name, "base_config": os.path.relpath(Path(spec.base_config).absolute(), root.resolve()),
-            "overrides": list(spec.overrides), "seeds": list(spec.final.seeds),
-            "protocols": list(spec.final.protocols), "output_dir": str(root),
-            "arms": {"named": {"base": str(root / "base_policy.yaml"),
-                               "best": str(root / "policies" / f"final-best-{best_number:04d}.yaml")}}},
-            sort_keys=False)
-        fresh = not spec_path.exists()
-        if fresh or spec_path.read_text() != text:  # simclr's own file: one written when base_config was
-            spec_path.write_text(text)             # relative to the working directory is brought up to date
-        if fresh:
-            best_file = root / "policies" / f"final-best-{best_number:04d}.yaml"
-            best_file.write_text((root / "best_policy.yaml").read_text())
-    if run:
-        run_ablation(spec_path)
-    manifest = root / name / "manifest.json"
-    if not manifest.exists():
-        return None
-    per_arm: dict = {"base": {}, "best": {}}
-    for entry in json.loads(manifest.read_text())["finished"].values():
-        record = json.loads(Path(entry["results"]).read_text())["metrics"]["simclr"]
-        for protocol, metrics in record.items():
-            if isinstance(metrics, dict) and "top1" in metrics:
-                per_arm[entry["arm"]].setdefault(f"{protocol}/top1", {})[entry["seed"]] = metrics["top1"]
-    out = {"directory": str(root / name), "metrics": {}}
-    for metric, base in per_arm["base"].items():
-        best = per_arm["best"].get(metric, {})
-        seeds = sorted(set(base) & set(best))
-        if seeds:
-            out["metrics"][metric] = {"seeds": seeds, "base": [base[s] for s in seeds], "best": [best[s] for s in seeds],
-                                      **paired_stats([base[s] for s in seeds], [best[s] for s in seeds])}
-    (root / "comparison.json").write_text(json.dumps(out, indent=2))
     return out
 
 

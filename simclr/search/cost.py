@@ -10,8 +10,8 @@ import pytorch_lightning as pl
 from optuna.trial import TrialState
 
 from simclr import train
-from simclr.ablate.search_spec import SearchSpec, base_policy
-from simclr.config.run import load_config
+from simclr.search.spec import SearchSpec, base_policy
+from simclr.config.run import override_config
 from simclr.utils import format_duration
 
 CALIBRATION_STEPS = 6
@@ -44,13 +44,13 @@ def measure_step_seconds(spec: SearchSpec) -> tuple[float, int]:
     with tempfile.TemporaryDirectory(prefix="simclr-search-cost-") as tmp:
         policy = Path(tmp) / "base.yaml"
         policy.write_text(base_policy(spec).to_yaml())
-        cfg = load_config(spec.base_config, [*spec.overrides, f"seed={spec.seed}", "name=calibration",
-                                             f"output_dir={tmp}", f"policy={policy}", "trainer.max_epochs=1",
-                                             f"trainer.limit_train_batches={CALIBRATION_STEPS}",
-                                             "trainer.knn_monitor_every=0", "trainer.progress_bar=false"])
+        cfg = override_config(spec.base_run, [f"seed={spec.seed}", "name=calibration", f"output_dir={tmp}",
+                                              f"policy={policy}", "trainer.max_epochs=1",
+                                              f"trainer.limit_train_batches={CALIBRATION_STEPS}",
+                                              "trainer.knn_monitor_every=0", "trainer.progress_bar=false"])
         timer = StepTimer()
         train.run(cfg, callbacks=[timer])
-    full = load_config(spec.base_config, spec.overrides)
+    full = spec.base_run
     steps = timer.train_images // (full.data.batch_size * full.trainer.devices * full.trainer.num_nodes)
     if full.trainer.limit_train_batches:
         steps = min(steps, full.trainer.limit_train_batches)
@@ -62,7 +62,7 @@ def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
 
 
 def announce_cost(spec: SearchSpec, study: optuna.Study, root: Path, storage: str) -> None:
-    cfg = load_config(spec.base_config, spec.overrides)
+    cfg = spec.base_run
     done = _finished(study)
     left = max(0, spec.trials - len(done))
     print(f"search '{spec.name}' -> {root} (storage {storage})")

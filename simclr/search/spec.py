@@ -25,6 +25,7 @@ import dataclasses
 import re
 import typing
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,7 +33,7 @@ from typing import Any, Literal
 from simclr.augment import REGISTRY, load_policy, policy_from_dict
 from simclr.augment.policy import Policy
 from simclr.config.files import beside_spec, read_yaml
-from simclr.config.run import load_config
+from simclr.config.run import RunConfig, load_config
 from simclr.config.schema import ConfigError, FieldError, build, suggest, to_dict
 from simclr.evaluate.proxies import LABEL_FREE
 
@@ -108,6 +109,17 @@ class SearchSpec:
     output_dir: str = "searches"
     final: FinalSpec = field(default_factory=FinalSpec)
 
+    @cached_property
+    def base_run(self) -> RunConfig:
+        """The base config with the spec's overrides, read once per spec: every trial, the cost estimate and the
+        checks start from this one reading."""
+        return load_config(self.base_config, self.overrides)
+
+    @cached_property
+    def start_policy(self) -> Policy:
+        """The policy trials change and the final comparison's base arm (read once per spec, like base_run)."""
+        return load_policy(self.base_policy or self.base_run.policy)
+
     @property
     def uses_labels(self) -> bool:
         return self.objective not in LABEL_FREE
@@ -138,7 +150,7 @@ def _validate(spec: SearchSpec) -> None:
     if not NAME.match(spec.name):
         raise ConfigError(f"name: '{spec.name}' becomes a directory and a study name; use ASCII letters (A-Z, a-z), "
                           "digits and . _ -.")
-    cfg = load_config(spec.base_config, spec.overrides)
+    cfg = spec.base_run
     for i, p in enumerate(spec.final.protocols):
         if p not in PROTOCOLS:
             raise ConfigError(f"final.protocols[{i}]: unknown '{p}'.{suggest(p, PROTOCOLS)}")
@@ -216,7 +228,7 @@ def _validate_op(op: str, space: OpSpace, path: str) -> None:
 
 
 def base_policy(spec: SearchSpec) -> Policy:
-    return load_policy(spec.base_policy or load_config(spec.base_config, spec.overrides).policy)
+    return spec.start_policy
 
 
 def corner_values(spec: SearchSpec, end: str) -> dict[str, Any]:

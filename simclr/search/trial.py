@@ -10,10 +10,10 @@ import optuna
 import pytorch_lightning as pl
 
 from simclr import train
-from simclr.ablate.search_spec import SearchSpec, base_policy, build_policy
+from simclr.search.spec import SearchSpec, base_policy, build_policy
 from simclr.ablate.store import precision_pins
 from simclr.config.files import read_yaml
-from simclr.config.run import load_config
+from simclr.config.run import override_config
 from simclr.config.schema import ConfigError, to_dict
 from simclr.evaluate.proxies import OBJECTIVES, selection_metrics
 
@@ -83,9 +83,9 @@ def _train_trial(spec: SearchSpec, trial: optuna.Trial, root: Path, policy_path:
         raise ConfigError(f"{run_dir}: exists but storage has no such trial yet; the storage and the study "
                           "directory disagree. Use a new name or output_dir.")
     trial.set_user_attr("run_dir", str(run_dir))
-    pins = trial_precision(root, to_dict(load_config(spec.base_config, spec.overrides).trainer))
-    cfg = load_config(spec.base_config, [*spec.overrides, *pins, f"seed={spec.seed}", f"name={name}",
-                                         f"output_dir={root / 'runs'}", f"policy={policy_path}"])
+    pins = trial_precision(root, to_dict(spec.base_run.trainer))
+    cfg = override_config(spec.base_run, [*pins, f"seed={spec.seed}", f"name={name}", f"output_dir={root / 'runs'}",
+                                          f"policy={policy_path}"])
     return train.run(cfg, callbacks=[reporter]).run_dir
 
 
@@ -98,8 +98,7 @@ def run_trial(trial: optuna.Trial, spec: SearchSpec, root: Path) -> float:
     with open(policy_path, "x") as fh:  # "x": never overwrite another trial's policy
         fh.write(policy.to_yaml())
     trial.set_user_attr("policy_file", str(policy_path))
-    cfg = load_config(spec.base_config, spec.overrides)
-    reporter = ReportToTrial(trial, cfg.trainer.knn_monitor_every, spec.prunes)
+    reporter = ReportToTrial(trial, spec.base_run.trainer.knn_monitor_every, spec.prunes)
     try:
         run_dir = _train_trial(spec, trial, root, policy_path, reporter)
         trial.set_user_attr("train_seconds", time.time() - started)

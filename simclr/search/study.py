@@ -15,7 +15,7 @@ or killed (heartbeat older than 2x `heartbeat_seconds`) leaves a FAIL trial whos
 re-enqueued once and whose run directory is resumed from its last checkpoint. Nothing is overwritten.
 Ctrl-C says in one line how to resume. One `simclr search SPEC` per study (it holds the study's launch lock,
 simclr.ablate.lock: two would both run the final comparison); any number of `--worker`s join it.
-One trial: simclr.ablate.search_trial.
+One trial: simclr.search.trial.
 """
 from __future__ import annotations
 
@@ -31,10 +31,10 @@ from optuna.trial import TrialState
 from sqlalchemy.exc import SQLAlchemyError
 
 from simclr.ablate import lock as launch_lock
-from simclr.ablate.search_cost import Eta, announce_cost
-from simclr.ablate.search_report import write_outputs
-from simclr.ablate.search_spec import SearchSpec, base_policy, load_search_spec
-from simclr.ablate.search_trial import retry, run_trial
+from simclr.search.cost import Eta, announce_cost
+from simclr.search.report import write_outputs
+from simclr.search.spec import SearchSpec, base_policy, load_search_spec
+from simclr.search.trial import retry, run_trial
 from simclr.config.files import same_file
 from simclr.config.schema import ConfigError, to_dict
 from simclr.utils import write_json_atomic
