@@ -32,11 +32,12 @@ from simclr.data import SimCLRDataModule, class_warnings, flat_tree, test_split_
 from simclr.evaluate.monitor import KNNMonitor
 from simclr.models import check_fits
 from simclr.module import EpochRate, SimCLRModule, Throughput, cpu_state, load_avg
-from simclr.module.checkpoints import AtomicCheckpoint, LastEveryEpoch, flatten, resumable
-from simclr.module.loggers import build_loggers, check_loggers
+from simclr.runs.checkpoints import AtomicCheckpoint, LastEveryEpoch
 from simclr.runs.directory import (check_not_running, finished_metrics, new_run_dir, own_run, read_record,
                                    scheduler_job, write_status)
+from simclr.runs.loggers import build_loggers, check_loggers
 from simclr.runs.ranks import RankRecord, announce, join, launcher_rank, withdraw
+from simclr.runs.resume import flatten, resumable
 from simclr.utils import cpu_has_bf16, error_summary, git_commit, this_process, tune_cpu_allocator
 
 log = logging.getLogger("simclr")

@@ -12,7 +12,7 @@ from simclr.augment.policy import Policy, input_size
 from simclr.config.run import RunConfig, config_from_dict, load_config
 from simclr.config.schema import ConfigError
 from simclr.models import Encoder
-from simclr.module.checkpoints import read_checkpoint
+from simclr.runs.checkpoints import read_checkpoint
 
 
 class CheckpointError(ConfigError):
