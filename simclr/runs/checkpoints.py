@@ -14,6 +14,7 @@ import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from simclr.config.schema import ConfigError
+from simclr.runs.layout import BEST, LAST, checkpoint_dir
 
 
 class AtomicCheckpoint(ModelCheckpoint):
@@ -34,7 +35,7 @@ class LastEveryEpoch(AtomicCheckpoint):
     updated state)."""
 
     def __init__(self, dirpath: Path, every_n_steps: int = 0):
-        super().__init__(dirpath=dirpath, filename="last", monitor=None, save_top_k=1, every_n_epochs=1,
+        super().__init__(dirpath=dirpath, filename=Path(LAST).stem, monitor=None, save_top_k=1, every_n_epochs=1,
                          save_on_train_epoch_end=True, enable_version_counter=False)
         self.saved_epochs = 0  # completed epochs in the file this run last wrote
         self.every_n_steps = every_n_steps
@@ -45,7 +46,7 @@ class LastEveryEpoch(AtomicCheckpoint):
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
         n = self.every_n_steps
         if n and trainer.global_step % n == 0 and not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
-            AtomicCheckpoint._save_checkpoint(self, trainer, str(Path(self.dirpath) / "last.ckpt"))
+            AtomicCheckpoint._save_checkpoint(self, trainer, str(Path(self.dirpath) / LAST))
 
     def _save_checkpoint(self, trainer, filepath: str) -> None:
         # saved inside on_train_epoch_end, before Lightning counts the epoch as done: a Ctrl-C landing now
@@ -68,6 +69,16 @@ class LastEveryEpoch(AtomicCheckpoint):
         """Epochs a resume of this run would start after: what last.ckpt holds, never less than the trainer's count."""
         saved = max((cb.saved_epochs for cb in trainer.callbacks if isinstance(cb, LastEveryEpoch)), default=0)
         return max(saved, trainer.current_epoch)
+
+
+def checkpoint_callbacks(run_dir: Path, monitor: str, mode: str, every_n_epochs: int,
+                         every_n_steps: int = 0) -> list[ModelCheckpoint]:
+    """[best, last] for a run directory: best.ckpt by `monitor` (checked every `every_n_epochs`), and last.ckpt
+    after every epoch (and every `every_n_steps` steps). In this order, so last.ckpt carries best's updated state."""
+    folder = checkpoint_dir(run_dir)
+    best = AtomicCheckpoint(dirpath=folder, filename=Path(BEST).stem, monitor=monitor, mode=mode, save_top_k=1,
+                            every_n_epochs=every_n_epochs, save_on_train_epoch_end=True, enable_version_counter=False)
+    return [best, LastEveryEpoch(folder, every_n_steps=every_n_steps)]
 
 
 def read_checkpoint(ckpt: Path, error: type[ConfigError] = ConfigError, action: str = "be read") -> dict:

@@ -11,6 +11,7 @@ from simclr.config.files import read_yaml
 from simclr.config.run import STREAM_ONLY, RunConfig, config_from_dict, data_section, load_config
 from simclr.config.schema import ConfigError, to_dict
 from simclr.runs.checkpoints import read_checkpoint
+from simclr.runs.layout import config_path, last_checkpoint
 
 
 def flatten(tree, prefix: str = "") -> dict:
@@ -24,7 +25,7 @@ def resumable(run_dir: Path) -> tuple[RunConfig, Path, dict]:
     """(config, last checkpoint, the config as the checkpoint records it) of a run that can be continued, or one
     ConfigError saying why not. The resumed run records that same dict in its checkpoints, so keys that today's
     schema drops (see config.run.as_stored) stay as written in config.yaml and a later resume still matches."""
-    config_file, ckpt = run_dir / "config.yaml", run_dir / "checkpoints" / "last.ckpt"
+    config_file, ckpt = config_path(run_dir), last_checkpoint(run_dir)
     if not config_file.is_file():
         raise ConfigError(f"--resume {run_dir}: no config.yaml there; is it a run directory?")
     if not ckpt.is_file():
