@@ -11,7 +11,7 @@ from simclr.config.files import read_yaml
 from simclr.config.run import STREAM_ONLY, RunConfig, config_from_dict, data_section, load_config
 from simclr.config.schema import ConfigError, to_dict
 from simclr.runs.checkpoints import read_checkpoint
-from simclr.runs.layout import config_path, last_checkpoint
+from simclr.runs.layout import CHECKPOINTS, CONFIG, LAST, config_path, last_checkpoint
 
 
 def flatten(tree, prefix: str = "") -> dict:
@@ -27,9 +27,9 @@ def resumable(run_dir: Path) -> tuple[RunConfig, Path, dict]:
     schema drops (see config.run.as_stored) stay as written in config.yaml and a later resume still matches."""
     config_file, ckpt = config_path(run_dir), last_checkpoint(run_dir)
     if not config_file.is_file():
-        raise ConfigError(f"--resume {run_dir}: no config.yaml there; is it a run directory?")
+        raise ConfigError(f"--resume {run_dir}: no {CONFIG} there; is it a run directory?")
     if not ckpt.is_file():
-        raise ConfigError(f"--resume {run_dir}: no checkpoints/last.ckpt (the run stopped before its first epoch "
+        raise ConfigError(f"--resume {run_dir}: no {CHECKPOINTS}/{LAST} (the run stopped before its first epoch "
                           "ended); start it afresh.")
     cfg = load_config(config_file, stored=True)
     blob = read_checkpoint(ckpt, action="be resumed from")
