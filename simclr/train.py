@@ -1,10 +1,10 @@
 """`run(cfg)`: the one function that pretrains. The CLI and the ablation runner both call it.
 
-What a run directory holds and how it is found again lives in simclr.runs (directory: the layout and
-run.json; ranks: one directory for every process of a multi-process run). Loggers write into it
-(`trainer.loggers`; by default csv/part-N/metrics.csv, one per training segment, and tb/ for TensorBoard;
-mlflow logs to `<output_dir>/mlruns` unless `trainer.logger_args.mlflow.tracking_uri` or
-MLFLOW_TRACKING_URI say otherwise).
+What a run directory holds and how it is found again lives in simclr.runs (layout: the names in it; directory:
+run.json; checkpoints, resume: its checkpoint files and the checks a resume makes; ranks: one directory for
+every process of a multi-process run). Loggers (simclr.runs.loggers) write into it (`trainer.loggers`; by
+default csv/part-N/metrics.csv, one per training segment, and tb/ for TensorBoard; mlflow logs to
+`<output_dir>/mlruns` unless `trainer.logger_args.mlflow.tracking_uri` or MLFLOW_TRACKING_URI say otherwise).
 """
 from __future__ import annotations
 
@@ -32,11 +32,13 @@ from simclr.data import SimCLRDataModule, class_warnings, flat_tree, test_split_
 from simclr.evaluate.monitor import KNNMonitor
 from simclr.models import check_fits
 from simclr.module import EpochRate, SimCLRModule, Throughput, cpu_state, load_avg
-from simclr.module.checkpoints import AtomicCheckpoint, LastEveryEpoch, flatten, resumable
-from simclr.module.loggers import build_loggers, check_loggers
+from simclr.runs.checkpoints import LastEveryEpoch, checkpoint_callbacks
 from simclr.runs.directory import (check_not_running, finished_metrics, new_run_dir, own_run, read_record,
                                    scheduler_job, write_status)
+from simclr.runs.layout import best_checkpoint, config_path, last_checkpoint, policy_path
+from simclr.runs.loggers import build_loggers, check_loggers
 from simclr.runs.ranks import RankRecord, announce, join, launcher_rank, withdraw
+from simclr.runs.resume import flatten, resumable
 from simclr.utils import cpu_has_bf16, error_summary, git_commit, this_process, tune_cpu_allocator
 
 log = logging.getLogger("simclr")
@@ -132,12 +134,8 @@ def build_trainer(cfg: RunConfig, run_dir: Path, callbacks: Sequence[pl.Callback
     t = cfg.trainer
     knn = bool(t.knn_monitor_every and cfg.data.val_per_class)
     monitor, mode, every = ("monitor/knn_top1", "max", t.knn_monitor_every) if knn else ("train/loss_epoch", "min", 1)
-    ckpt_dir = run_dir / "checkpoints"
-    last = LastEveryEpoch(ckpt_dir, every_n_steps=t.checkpoint_every_n_steps)
-    best = AtomicCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode=mode, save_top_k=1,
-                           every_n_epochs=every, save_on_train_epoch_end=True, enable_version_counter=False)
-    # last after best: last.ckpt carries best's updated state
-    cbs = [*callbacks, best, last, LearningRateMonitor(logging_interval="step"), Throughput()]
+    checkpoints = checkpoint_callbacks(run_dir, monitor, mode, every, t.checkpoint_every_n_steps)  # best, then last
+    cbs = [*callbacks, *checkpoints, LearningRateMonitor(logging_interval="step"), Throughput()]
     if t.progress_bar:
         cbs.append(TQDMProgressBar(refresh_rate=max(1, t.log_every_n_steps // 2)))
     accelerator = _accelerator(cfg)
@@ -158,10 +156,10 @@ def _auto_target(cfg: RunConfig) -> tuple[Path | None, bool]:
     found = own_run(cfg.output_dir, cfg.name)
     if found is None:
         return None, False
-    if not (found / "config.yaml").is_file():
+    if not config_path(found).is_file():
         raise ConfigError(f"--resume auto: {found} exists but is not a run directory (no config.yaml); choose "
                           "another name= or move it aside.")
-    stored, (wanted, _) = load_config(found / "config.yaml", stored=True), resolve_precision(cfg)
+    stored, (wanted, _) = load_config(config_path(found), stored=True), resolve_precision(cfg)
     then, now = flatten(to_dict(stored)), flatten(to_dict(wanted))
     changed = [f"{k}: {then.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(then) | set(now))
                if then.get(k) != now.get(k)]
@@ -169,7 +167,7 @@ def _auto_target(cfg: RunConfig) -> tuple[Path | None, bool]:
         raise ConfigError(f"--resume auto: {found} holds a run started with other settings ({'; '.join(changed[:4])}); "
                           "give another name=, or continue that run as it was with --resume "
                           f"{found}.")
-    return found, (found / "checkpoints" / "last.ckpt").is_file()
+    return found, last_checkpoint(found).is_file()
 
 
 def _watch_sigint() -> tuple[list, object]:
@@ -211,14 +209,14 @@ def run(cfg: RunConfig | None = None, resume: str | Path | None = None, callback
     if resume is not None:
         done = finished_metrics(run_dir, cfg.trainer.max_epochs)
         if done is not None:  # resuming would retrain nothing and reset the record's metrics and times
-            best = run_dir / "checkpoints" / "best.ckpt"
+            best = best_checkpoint(run_dir)
             return RunResult(run_dir, ckpt, best if best.exists() else None, done)
     # before anything is created: config.yaml and the checkpoints hold the resolved values, so a resume on
     # another machine runs at the precision the run started with
     cfg, precision = resolve_precision(cfg)
     check_loggers(cfg)
     # the policy as resolved when the run started (a resumed run ignores later edits to the file)
-    resolved = load_policy(cfg.policy if resume is None else run_dir / "policy.yaml")
+    resolved = load_policy(cfg.policy if resume is None else policy_path(run_dir))
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     dm = SimCLRDataModule(cfg.data, seed=cfg.seed, splits=splits)
     dm.setup()  # bad data fails here, before a run directory exists
@@ -232,14 +230,14 @@ def run(cfg: RunConfig | None = None, resume: str | Path | None = None, callback
     writes = rank == 0  # the other ranks read what rank 0 wrote
     try:
         if fresh and writes:
-            save_config(cfg, run_dir / "config.yaml")
-            (run_dir / "policy.yaml").write_text(resolved.to_yaml())
+            save_config(cfg, config_path(run_dir))
+            policy_path(run_dir).write_text(resolved.to_yaml())
             write_status(run_dir, package_version=simclr.__version__, git_commit=git_commit(),
                          torch=torch.__version__, warnings=class_warnings(dm.splits), precision=precision,
                          slurm_job=scheduler_job(), test_split=test_split_record(cfg.data, dm.splits["test"]))
         elif writes and "precision" not in (read_record(run_dir) or {}):
             write_status(run_dir, precision=precision)  # a run recorded before `auto`: what it resumes with
-        policy = yaml.safe_load((run_dir / "policy.yaml").read_text())
+        policy = yaml.safe_load(policy_path(run_dir).read_text())
         module = SimCLRModule(to_dict(cfg) if fresh else recorded, dm.channels, dm.num_classes, policy,
                               image_size=int(dm.splits["train"].images.shape[-1]))  # fit() restores ckpt state
         monitor = KNNMonitor(dm.splits["train"], dm.splits["val"], cfg.trainer.knn_monitor_every,
@@ -289,5 +287,5 @@ def run(cfg: RunConfig | None = None, resume: str | Path | None = None, callback
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     status(run_dir, status="finished" if done else "stopped", epoch=trainer.current_epoch,
            finished=time.strftime("%Y-%m-%dT%H:%M:%S"), metrics=metrics, **measured())
-    best = run_dir / "checkpoints" / "best.ckpt"
-    return RunResult(run_dir, run_dir / "checkpoints" / "last.ckpt", best if best.exists() else None, metrics)
+    best = best_checkpoint(run_dir)
+    return RunResult(run_dir, last_checkpoint(run_dir), best if best.exists() else None, metrics)

@@ -32,6 +32,7 @@ from simclr.ablate.status import finished_entries
 from simclr.config.files import read_yaml
 from simclr.config.run import load_config
 from simclr.config.schema import ConfigError, suggest, to_dict
+from simclr.runs.layout import config_path, record_path
 from simclr.utils import format_duration, write_json_atomic
 
 PILOT_SEEDS = 3
@@ -89,7 +90,7 @@ def run_seconds(entry: dict) -> tuple[float, str] | None:
     if isinstance(job, dict) and all(isinstance(job.get(k), (int, float)) and math.isfinite(job[k])
                                      for k in ("started", "ended")) and job["ended"] >= job["started"]:
         return job["ended"] - job["started"], "arm.json job started -> ended (training + evaluation)"
-    run = read_optional(Path(entry["run_dir"]) / "run.json", RERUN) or {} if entry.get("run_dir") else {}
+    run = read_optional(record_path(entry["run_dir"]), RERUN) or {} if entry.get("run_dir") else {}
     started = _when(run.get("started"))
     evaluated = _when((read_optional(Path(entry["results"]), RERUN) or {}).get("time"))
     if started is not None and evaluated is not None and evaluated >= started:
@@ -210,7 +211,7 @@ def _threads(entries: list[dict]) -> list[int]:
     """The torch threads the pilot's runs trained with (run.json's cpu record), for the compute line."""
     found = set()
     for entry in entries:
-        run = (read_optional(Path(entry["run_dir"]) / "run.json", RERUN) or {}) if entry.get("run_dir") else {}
+        run = (read_optional(record_path(entry["run_dir"]), RERUN) or {}) if entry.get("run_dir") else {}
         threads = (run.get("cpu") or {}).get("torch_threads") if isinstance(run.get("cpu"), dict) else None
         if isinstance(threads, int):
             found.add(threads)
@@ -220,7 +221,7 @@ def _threads(entries: list[dict]) -> list[int]:
 def settings_differ(spec: AblationSpec, entries: list[dict]) -> list[str]:
     """'key: pilot -> spec' for training settings of an earlier study's first run that the spec sets otherwise
     (its spread and time per run were measured at another scale)."""
-    first = next((Path(e["run_dir"]) / "config.yaml" for e in entries if e.get("run_dir")), None)
+    first = next((config_path(e["run_dir"]) for e in entries if e.get("run_dir")), None)
     if first is None or not first.is_file():
         return []
     try:

@@ -9,7 +9,6 @@ running at the same time never write the same file.
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass
@@ -22,6 +21,8 @@ from simclr.ablate.spec import AblationSpec, method_overrides
 from simclr.ablate.status import RECORD
 from simclr.config.run import load_config
 from simclr.evaluate import evaluate_run
+from simclr.runs.directory import read_record
+from simclr.runs.layout import last_checkpoint
 from simclr.utils import first_free, write_json_atomic
 
 
@@ -62,8 +63,8 @@ def make_tasks(spec: AblationSpec, arms: list[Arm], root: Path) -> list[ArmTask]
 def _train(task: ArmTask) -> Path:
     run_dir = task.run_dir
     if run_dir.exists():
-        if (run_dir / "checkpoints" / "last.ckpt").exists():
-            status = json.loads((run_dir / "run.json").read_text()).get("status")
+        if last_checkpoint(run_dir).exists():
+            status = (read_record(run_dir) or {}).get("status")
             if status != "finished":
                 print(f"    resuming interrupted run {run_dir}", flush=True)
                 return train.run(resume=run_dir).run_dir

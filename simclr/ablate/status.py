@@ -25,6 +25,7 @@ from pathlib import Path
 from simclr.ablate.records import ATTEMPT_FIELDS, JOBS, RERUN, check_fields, check_job_id, read_arm_record, \
     read_manifest, read_optional, read_plan
 from simclr.config.schema import ConfigError
+from simclr.runs.layout import record_path
 from simclr.utils import pid_start_ticks, process_running, write_json_atomic
 
 RECORD = "arm.json"   # runs/<key>/arm.json: one arm x seed's result, written by its job alone
@@ -166,7 +167,7 @@ def arm_state(root: Path, key: str, queue: dict[str, str], finished: dict[str, d
         return ArmState(key, "finished", finished[key]["results"])
     attempt = last_attempt(root, key)
     run_dir = Path(root) / "runs" / key
-    record = (read_optional(run_dir / "run.json", RERUN) or {}) if run_dir.exists() else {}
+    record = (read_optional(record_path(run_dir), RERUN) or {}) if run_dir.exists() else {}
     if record.get("status") == "running" and process_running(record.get("process")):
         who = record["process"]  # e.g. inline in another terminal, or resumed after a failed attempt
         return ArmState(key, "running", f"process {who['pid']} on {who['host']}")

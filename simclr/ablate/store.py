@@ -15,6 +15,7 @@ from simclr.ablate.spec import AblationSpec
 from simclr.config.files import parse_yaml, read_yaml, same_file
 from simclr.config.run import RunConfig, as_stored, load_config
 from simclr.config.schema import ConfigError, build, to_dict
+from simclr.runs.layout import CONFIG
 
 RECORD = "spec.resolved.yaml"
 AUTO_KEYS = ("precision", "channels_last")  # trainer keys whose `auto` train.run resolves on the machine it runs on
@@ -71,7 +72,7 @@ def pinned_precision(root: Path, trainer: dict) -> tuple[str, ...]:
     recorded = _recorded(root) if root.exists() else None
     old = (yaml.safe_load(recorded) or {}).get("base_config") if recorded else None
     pins = precision_pins(old.get("trainer") if isinstance(old, dict) else None, trainer)
-    first = min(root.glob("runs/*/config.yaml"), default=None) if root.exists() else None
+    first = min(root.glob(f"runs/*/{CONFIG}"), default=None) if root.exists() else None
     if pins or first is None:
         return pins
     ran = read_yaml(first, "config file")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import logging
 from pathlib import Path
 from typing import Sequence
@@ -28,6 +27,8 @@ from simclr.evaluate.features import extract_features
 from simclr.evaluate.knn import knn_classify
 from simclr.evaluate.linear import ProbeSettings, linear_probe
 from simclr.evaluate.records import binomial_se, check_csv, format_table, new_eval_dir, per_image_record, write_records
+from simclr.runs import layout
+from simclr.runs.directory import read_record
 from simclr.utils import git_commit, torch_save_atomic
 
 log = logging.getLogger("simclr")
@@ -139,7 +140,7 @@ def evaluate_run(target: str | Path, protocols: Sequence[str] = ("knn", "linear"
     if unknown:
         raise ConfigError(f"--protocol: unknown '{unknown[0]}'; valid: {', '.join(PROTOCOLS)}.")
     run = load_run(target)
-    root = (run.run_dir / "eval") if run.run_dir else run.checkpoint.parent / f"eval-{run.checkpoint.stem}"
+    root = layout.eval_dir(run.run_dir) if run.run_dir else run.checkpoint.parent / f"eval-{run.checkpoint.stem}"
     check_csv((run.run_dir or root) / "results.csv")  # before any work: results go nowhere unchecked
     cfg = _with_overrides(run.cfg, data_path, dataset, overrides)
     _check_same_holdout(run, cfg)
@@ -148,7 +149,7 @@ def evaluate_run(target: str | Path, protocols: Sequence[str] = ("knn", "linear"
     _check_compatible(run, cfg, splits, protocols)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     pre = eval_preprocess(run.policy)
-    cache = (run.run_dir / "features") if run.run_dir else None
+    cache = layout.features_dir(run.run_dir) if run.run_dir else None
     data_key = (cfg.data.name, cfg.data.path, cfg.data.train_split, cfg.data.train_per_class, cfg.data.val_per_class,
                 cfg.data.test_per_class, cfg.data.image_size, cfg.seed)
     if flat_tree(cfg.data):  # the held-out draw decides which images are train and test: features cached before
@@ -230,8 +231,7 @@ def evaluate_run(target: str | Path, protocols: Sequence[str] = ("knn", "linear"
 
 def _unfinished_run_warning(run: LoadedRun) -> list[str]:
     """A run stopped early (Ctrl-C, kill, a failed job) is evaluated as asked, but its numbers say so."""
-    record = (run.run_dir / "run.json") if run.run_dir else None
-    status = json.loads(record.read_text()) if record and record.is_file() else {}
+    status = (read_record(run.run_dir) if run.run_dir else None) or {}
     if status.get("status", "finished") == "finished":
         return []
     return [f"the run is '{status['status']}' after {status.get('epoch', '?')} of {run.cfg.trainer.max_epochs} "
@@ -251,8 +251,7 @@ def _check_same_holdout(run: LoadedRun, cfg: RunConfig) -> None:
 def _unrecorded_holdout_warning(run: LoadedRun, cfg: RunConfig) -> list[str]:
     """A run on a flat tree whose run.json records no test_split began before such trees had a held-out test
     split: its pretraining saw the images it is now tested on (its probes did not)."""
-    record = (run.run_dir / "run.json") if run.run_dir else None
-    status = json.loads(record.read_text()) if record and record.is_file() else None
+    status = read_record(run.run_dir) if run.run_dir else None
     same_data = (cfg.data.name, cfg.data.path) == (run.cfg.data.name, run.cfg.data.path)
     if not isinstance(status, dict) or "test_split" in status or not same_data or not flat_tree(cfg.data):
         return []

@@ -12,7 +12,8 @@ from simclr.augment.policy import Policy, input_size
 from simclr.config.run import RunConfig, config_from_dict, load_config
 from simclr.config.schema import ConfigError
 from simclr.models import Encoder
-from simclr.module.checkpoints import read_checkpoint
+from simclr.runs.checkpoints import read_checkpoint
+from simclr.runs.layout import BEST, CHECKPOINTS, LAST, best_checkpoint, config_path, last_checkpoint, run_dir_of
 
 
 class CheckpointError(ConfigError):
@@ -43,20 +44,19 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 def resolve_checkpoint(target: str | Path) -> tuple[Path, Path | None]:
     target = Path(target)
     if target.is_dir():
-        for name in ("best.ckpt", "last.ckpt"):
-            if (target / "checkpoints" / name).is_file():
-                return target / "checkpoints" / name, target
-        raise CheckpointError(f"{target}: no checkpoints/best.ckpt or checkpoints/last.ckpt in this run directory.")
+        for ckpt in (best_checkpoint(target), last_checkpoint(target)):
+            if ckpt.is_file():
+                return ckpt, target
+        raise CheckpointError(f"{target}: no {CHECKPOINTS}/{BEST} or {CHECKPOINTS}/{LAST} in this run directory.")
     if not target.is_file():
         raise CheckpointError(f"{target}: no such run directory or checkpoint file.")
-    run_dir = target.parent.parent if target.parent.name == "checkpoints" else None
-    return target, run_dir
+    return target, run_dir_of(target)
 
 
 def _check_belongs(ckpt: Path, run_dir: Path | None, cfg) -> None:
     """A checkpoint inside a run folder must be that run's: its model is the one the run's config.yaml records
     (a checkpoint copied in from another run would be evaluated and filed as this run's)."""
-    recorded = run_dir / "config.yaml" if run_dir is not None else None
+    recorded = config_path(run_dir) if run_dir is not None else None
     if recorded is None or not recorded.is_file():
         return
     try:

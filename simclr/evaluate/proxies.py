@@ -24,6 +24,7 @@ from simclr.evaluate.diagnostics import rankme
 from simclr.evaluate.features import extract_features
 from simclr.evaluate.knn import knn_classify
 from simclr.evaluate.linear import fit_logistic
+from simclr.runs.layout import last_checkpoint
 
 OBJECTIVES = ("knn_val_top1", "rankme", "rotation_acc")
 LABEL_FREE = ("rankme", "rotation_acc")
@@ -65,7 +66,7 @@ def selection_metrics(run_dir: str | Path, max_images: int = 1000, splits: dict[
     """Every selection objective of the run's final encoder (checkpoints/last.ckpt: best.ckpt is chosen with
     labels, which a label-free objective must not see). `knn_val_top1` is None when there is no labelled
     validation split. Also returns the settings used, for the record."""
-    run = load_run(Path(run_dir) / "checkpoints" / "last.ckpt")
+    run = load_run(last_checkpoint(run_dir))
     cfg = run.cfg
     if splits is None:
         splits = make_splits(dataclasses.replace(cfg.data, batch_size=2), cfg.seed)

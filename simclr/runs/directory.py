@@ -1,8 +1,7 @@
 """A run directory on disk: creating it, its run.json record, and finding the run a job should continue.
 
-Layout: config.yaml (resolved, frozen), policy.yaml (resolved), run.json (status, versions, timings, the
-processes training it), checkpoints/{last,best}.ckpt, and what the loggers write. An existing directory is
-never overwritten: a new run gets the next free name (`name-2`, ...).
+What the directory holds is spelled in simclr.runs.layout. An existing directory is never overwritten: a new
+run gets the next free name (`name-2`, ...).
 """
 from __future__ import annotations
 
@@ -13,6 +12,7 @@ from pathlib import Path
 
 from simclr.config.files import inside, writable_dir
 from simclr.config.schema import ConfigError
+from simclr.runs.layout import record_path
 from simclr.utils import first_free, process_running, write_json_atomic
 
 log = logging.getLogger("simclr")
@@ -37,14 +37,14 @@ def new_run_dir(output_dir: str | Path, name: str) -> Path:
 def read_record(run_dir: Path) -> dict | None:
     """run.json as the dict simclr wrote; None where it is missing, damaged or not an object."""
     try:
-        record = json.loads((Path(run_dir) / "run.json").read_text())
+        record = json.loads(record_path(run_dir).read_text())
     except (OSError, UnicodeDecodeError, ValueError, RecursionError):  # a directory, bytes, broken or deep JSON
         return None
     return record if isinstance(record, dict) else None
 
 
 def write_status(run_dir: Path, **fields) -> None:
-    status_file = run_dir / "run.json"
+    status_file = record_path(run_dir)
     status = json.loads(status_file.read_text()) if status_file.exists() else {}
     status.update(fields)
     if status.get("status") != "failed":
@@ -54,7 +54,7 @@ def write_status(run_dir: Path, **fields) -> None:
 
 def check_not_running(run_dir: Path) -> None:
     """Refuse to resume a run another live process is training: both would write its checkpoints."""
-    status_file = run_dir / "run.json"
+    status_file = record_path(run_dir)
     if not (status_file.exists() or status_file.is_symlink()):  # a dangling or looping link is damage too
         return
     record = read_record(run_dir)

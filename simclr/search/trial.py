@@ -16,6 +16,8 @@ from simclr.config.files import read_yaml
 from simclr.config.run import override_config
 from simclr.config.schema import ConfigError, to_dict
 from simclr.evaluate.proxies import OBJECTIVES, selection_metrics
+from simclr.runs.directory import read_record
+from simclr.runs.layout import CONFIG, last_checkpoint
 
 MAX_RETRIES = 2
 
@@ -62,7 +64,7 @@ def suggest(trial: optuna.Trial, spec: SearchSpec) -> dict:
 def trial_precision(root: Path, trainer: dict) -> tuple[str, ...]:
     """Trials of one search train at one precision: where the spec says auto, the values its first trial ran
     with (its config.yaml holds them resolved; '32' / false for a search begun before auto existed)."""
-    first = min((root / "runs").glob("trial-*/config.yaml"), default=None)
+    first = min((root / "runs").glob(f"trial-*/{CONFIG}"), default=None)
     recorded = read_yaml(first, "config file") if first is not None else None
     return precision_pins(recorded.get("trainer") if isinstance(recorded, dict) else None, trainer)
 
@@ -72,9 +74,9 @@ def _train_trial(spec: SearchSpec, trial: optuna.Trial, root: Path, policy_path:
     retry_of = trial.user_attrs.get("retry_of")
     if retry_of is not None:
         old = trial.study.trials[retry_of].user_attrs.get("run_dir")
-        if old and (Path(old) / "checkpoints" / "last.ckpt").exists():
+        if old and last_checkpoint(old).exists():
             trial.set_user_attr("run_dir", old)
-            status = json.loads((Path(old) / "run.json").read_text()).get("status")
+            status = (read_record(Path(old)) or {}).get("status")
             print(f"    trial {trial.number} retries trial {retry_of}: resuming {old}", flush=True)
             return Path(old) if status == "finished" else train.run(resume=old, callbacks=[reporter]).run_dir
     name = f"trial-{trial.number:04d}"
