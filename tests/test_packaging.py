@@ -1,0 +1,133 @@
+"""What a user of the installed package gets: shipped configs by name, declared dependencies, simclr's own
+version and commit in run.json (not those of the folder it runs in)."""
+import ast
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tomllib
+import venv
+from importlib.metadata import packages_distributions
+from pathlib import Path
+
+import pytest
+
+import simclr
+from simclr.config.run import load_config
+from simclr.config.schema import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _norm(name: str) -> str:
+    return name.lower().replace("_", "-").replace(".", "-")
+
+
+def _declared() -> set[str]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    reqs = [*project["dependencies"], *(r for extra in project["optional-dependencies"].values() for r in extra)]
+    return {_norm(r.split(";")[0].split("[")[0].split("<")[0].split(">")[0].split("=")[0].split("!")[0].strip())
+            for r in reqs}
+
+
+def _imported() -> dict[str, str]:
+    """top-level name -> a file importing it, for every import under simclr/ that is not stdlib or simclr."""
+    found = {}
+    for path in sorted((ROOT / "simclr").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else []
+            for name in names:
+                top = name.split(".")[0]
+                if top not in sys.stdlib_module_names and top != "simclr":
+                    found.setdefault(top, str(path.relative_to(ROOT)))
+    return found
+
+
+def test_every_imported_package_is_declared():
+    dists, declared = packages_distributions(), _declared()
+    imported = _imported()
+    assert {"torch", "scipy", "pytorch_lightning"} <= set(imported)  # the scan sees the package's imports
+    missing = [f"{top} ({', '.join(dists.get(top, ['?']))}, imported in {where})" for top, where in imported.items()
+               if not {_norm(d) for d in dists.get(top, [top])} & declared]
+    assert not missing, f"imported but not declared in pyproject.toml: {missing}"
+
+
+def test_license_and_urls_in_the_metadata():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["license"] == "MIT" and "MIT License" in (ROOT / "LICENSE").read_text()
+    assert {"Homepage", "Repository"} <= set(project["urls"])
+
+
+def test_shipped_configs_resolve_by_bare_name_from_any_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert load_config("digits_cpu").name == load_config("digits_cpu.yaml").name == "digits_cpu"
+    (tmp_path / "digits_cpu.yaml").write_text("name: mine\ndata: {name: digits}\n")  # a file of the user's wins over a shipped name
+    assert load_config("digits_cpu.yaml").name == "mine"
+    with pytest.raises(ConfigError) as err:
+        load_config("digits_cp")
+    assert "digits_cp: config file not found" in str(err.value) and "cifar10_cpu, " in str(err.value)
+    with pytest.raises(ConfigError, match="config file not found"):  # a path is never swapped for a shipped file
+        load_config("elsewhere/digits_cpu.yaml")
+
+
+def test_configs_at_the_root_are_the_shipped_ones():
+    assert (ROOT / "configs").resolve() == (ROOT / "simclr" / "configs").resolve()
+
+
+def _git(cwd, *args):
+    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_git_commit_is_simclrs_not_that_of_the_folder_it_lies_in(tmp_path):
+    """A copy of simclr inside the user's repository (a venv there) has no commit of its own; the checkout's
+    own package has its HEAD."""
+    user = tmp_path / "project"
+    site = user / ".venv" / "site-packages"
+    shutil.copytree(ROOT / "simclr", site / "simclr", ignore=shutil.ignore_patterns("__pycache__"))
+    _git(user, "init", "-q")
+    (user / "x.txt").write_text("x")
+    _git(user, "add", "x.txt")
+    _git(user, "-c", "user.name=u", "-c", "user.email=u@x", "commit", "-q", "-m", "x")
+    probe = "import simclr.utils as u; print(u.__file__, u.git_commit())"
+    out = subprocess.run([sys.executable, "-c", probe], cwd=user, capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(site)}).stdout.split()
+    assert out == [str(site / "simclr" / "utils" / "__init__.py"), "None"]
+    from simclr.utils import git_commit
+    if (ROOT / ".git").exists():
+        assert git_commit() == _git(ROOT, "rev-parse", "HEAD")
+
+
+@pytest.mark.slow
+def test_wheel_in_a_fresh_venv_pretrains_a_shipped_config_from_an_empty_folder(tmp_path):
+    """Non-editable: the wheel is built from a copy of the sources, installed with --no-deps into a venv that
+    sees this interpreter's packages (torch and the rest), and run where there is no configs/ folder."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(ROOT / name, src / name)
+    shutil.copytree(ROOT / "simclr", src / "simclr", ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(tmp_path / "dist"), str(src)], check=True, capture_output=True)
+    wheel = next((tmp_path / "dist").glob("*.whl"))
+    venv.create(tmp_path / "v", system_site_packages=True, with_pip=True)
+    bin_ = tmp_path / "v" / "bin"
+    subprocess.run([bin_ / "python", "-m", "pip", "install", "-q", "--no-deps", str(wheel)], check=True,
+                   capture_output=True)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    where = subprocess.run([bin_ / "python", "-c", "import simclr; print(simclr.__file__)"], cwd=empty, env=env,
+                           capture_output=True, text=True, check=True).stdout.strip()
+    assert where.startswith(str(tmp_path / "v")), where  # the wheel's copy, not this checkout's
+    bad = subprocess.run([bin_ / "simclr", "pretrain", "--config", "digit_cpu"], cwd=empty, env=env,
+                         capture_output=True, text=True)
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr and "digits_cpu" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+    done = subprocess.run([bin_ / "simclr", "pretrain", "--config", "digits_cpu", "trainer.max_epochs=1",
+                           "trainer.progress_bar=false"], cwd=empty, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    record = json.loads((empty / "runs" / "digits_cpu" / "run.json").read_text())
+    assert record["status"] == "finished" and record["package_version"] == simclr.__version__
+    assert record["git_commit"] is None  # a wheel has no commit
