@@ -1,6 +1,7 @@
 """What a user of the installed package gets: shipped configs by name, declared dependencies, simclr's own
 version and commit in run.json (not those of the folder it runs in)."""
 import ast
+import importlib.util
 import json
 import os
 import shutil
@@ -131,3 +132,39 @@ def test_wheel_in_a_fresh_venv_pretrains_a_shipped_config_from_an_empty_folder(t
     record = json.loads((empty / "runs" / "digits_cpu" / "run.json").read_text())
     assert record["status"] == "finished" and record["package_version"] == simclr.__version__
     assert record["git_commit"] is None  # a wheel has no commit
+
+
+def test_the_unified_lightning_package_missing_or_misnamed_is_one_line(monkeypatch):
+    import importlib.util
+
+    from simclr.module import unified
+    unified.classes.cache_clear()
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "lightning" else real(name, *a))
+    try:
+        with pytest.raises(ConfigError, match="'lightning' is not installed; pip install lightning"):
+            unified.classes("lightning")
+        with pytest.raises(ConfigError, match="valid: pytorch_lightning, lightning"):
+            unified.classes("lightning.pytorch")
+    finally:
+        unified.classes.cache_clear()
+    assert unified.classes() == (unified.SimCLRModule, unified.SimCLRDataModule)
+
+
+def test_simclrs_classes_rebuilt_on_the_unified_package_look_like_its_own():
+    """What lightning.Trainer checks: its own LightningModule, and which hooks the model overrides (only
+    simclr's; pytorch_lightning's copies of the defaults would count as overrides). The fit itself runs in
+    docs/python.md (tests/test_docs.py)."""
+    if importlib.util.find_spec("lightning") is None and not os.environ.get("CI"):
+        pytest.skip("the `lightning` package is not installed (a test extra: pip install lightning)")
+    import lightning.pytorch as lp
+    from lightning.pytorch.utilities.model_helpers import is_overridden
+
+    from simclr.module import unified
+    module_cls, data_cls = unified.classes("lightning")
+    assert issubclass(module_cls, lp.LightningModule) and issubclass(data_cls, lp.LightningDataModule)
+    assert issubclass(module_cls, unified.SimCLRModule)
+    assert is_overridden("training_step", module_cls, lp.LightningModule)
+    assert is_overridden("on_after_batch_transfer", module_cls, lp.LightningModule)
+    assert not is_overridden("configure_sharded_model", module_cls, lp.LightningModule)
+    assert not is_overridden("on_before_batch_transfer", data_cls, lp.LightningDataModule)
