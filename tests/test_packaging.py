@@ -1,20 +1,17 @@
 """What a user of the installed package gets: shipped configs by name, declared dependencies, simclr's own
-version and commit in run.json (not those of the folder it runs in)."""
+commit (not that of the folder it lies in), the unified lightning package. The wheel itself: test_install.py."""
 import ast
 import importlib.util
-import json
 import os
 import shutil
 import subprocess
 import sys
 import tomllib
-import venv
 from importlib.metadata import packages_distributions
 from pathlib import Path
 
 import pytest
 
-import simclr
 from simclr.config.run import load_config
 from simclr.config.schema import ConfigError
 
@@ -98,40 +95,6 @@ def test_git_commit_is_simclrs_not_that_of_the_folder_it_lies_in(tmp_path):
     from simclr.utils import git_commit
     if (ROOT / ".git").exists():
         assert git_commit() == _git(ROOT, "rev-parse", "HEAD")
-
-
-@pytest.mark.slow
-def test_wheel_in_a_fresh_venv_pretrains_a_shipped_config_from_an_empty_folder(tmp_path):
-    """Non-editable: the wheel is built from a copy of the sources, installed with --no-deps into a venv that
-    sees this interpreter's packages (torch and the rest), and run where there is no configs/ folder."""
-    src = tmp_path / "src"
-    src.mkdir()
-    for name in ("pyproject.toml", "README.md", "LICENSE"):
-        shutil.copy(ROOT / name, src / name)
-    shutil.copytree(ROOT / "simclr", src / "simclr", ignore=shutil.ignore_patterns("__pycache__"))
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                    str(tmp_path / "dist"), str(src)], check=True, capture_output=True)
-    wheel = next((tmp_path / "dist").glob("*.whl"))
-    venv.create(tmp_path / "v", system_site_packages=True, with_pip=True)
-    bin_ = tmp_path / "v" / "bin"
-    subprocess.run([bin_ / "python", "-m", "pip", "install", "-q", "--no-deps", str(wheel)], check=True,
-                   capture_output=True)
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    where = subprocess.run([bin_ / "python", "-c", "import simclr; print(simclr.__file__)"], cwd=empty, env=env,
-                           capture_output=True, text=True, check=True).stdout.strip()
-    assert where.startswith(str(tmp_path / "v")), where  # the wheel's copy, not this checkout's
-    bad = subprocess.run([bin_ / "simclr", "pretrain", "--config", "digit_cpu"], cwd=empty, env=env,
-                         capture_output=True, text=True)
-    assert bad.returncode != 0 and "Traceback" not in bad.stderr and "digits_cpu" in bad.stderr
-    assert len(bad.stderr.strip().splitlines()) == 1, bad.stderr
-    done = subprocess.run([bin_ / "simclr", "pretrain", "--config", "digits_cpu", "trainer.max_epochs=1",
-                           "trainer.progress_bar=false"], cwd=empty, env=env, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-2000:]
-    record = json.loads((empty / "runs" / "digits_cpu" / "run.json").read_text())
-    assert record["status"] == "finished" and record["package_version"] == simclr.__version__
-    assert record["git_commit"] is None  # a wheel has no commit
 
 
 def test_the_unified_lightning_package_missing_or_misnamed_is_one_line(monkeypatch):
