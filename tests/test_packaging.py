@@ -131,3 +131,14 @@ def test_simclrs_classes_rebuilt_on_the_unified_package_look_like_its_own():
     assert is_overridden("on_after_batch_transfer", module_cls, lp.LightningModule)
     assert not is_overridden("configure_sharded_model", module_cls, lp.LightningModule)
     assert not is_overridden("on_before_batch_transfer", data_cls, lp.LightningDataModule)
+
+
+def test_build_gives_simclrs_own_classes_for_pytorch_lightning(tiny_overrides):
+    import pytorch_lightning as pl
+
+    from simclr.module import SimCLRModule
+    from simclr.module.unified import build
+    module, data = build(load_config(None, tiny_overrides))
+    assert type(module) is SimCLRModule and isinstance(data, pl.LightningDataModule)
+    assert module.cfg.data.name == "digits" and module.hparams["policy"]["name"] == "digits"
+    assert len(data.splits["train"]) > 0
