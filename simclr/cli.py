@@ -161,7 +161,7 @@ def _add_policy(sub) -> None:
 
 def _add_pretrain(sub) -> None:
     p = sub.add_parser("pretrain", help="pretrain a SimCLR encoder")
-    p.add_argument("--config", help="run config YAML (see configs/)")
+    p.add_argument("--config", help="run config YAML, or a shipped config by name (digits_cpu, cifar10_cpu, ...)")
     p.add_argument("--resume", help="run directory to continue from its last checkpoint, or 'auto' (with --config): "
                    "continue the run this job started (SLURM job id; outside SLURM the run at name=) or start it")
     p.add_argument("--evaluate", help="after training, evaluate with these protocols, e.g. knn,linear")

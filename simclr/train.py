@@ -3,8 +3,8 @@
 What a run directory holds and how it is found again lives in simclr.runs (layout: the names in it; directory:
 run.json; checkpoints, resume: its checkpoint files and the checks a resume makes; ranks: one directory for
 every process of a multi-process run). Loggers (simclr.runs.loggers) write into it (`trainer.loggers`; by
-default csv/part-N/metrics.csv, one per training segment, and tb/ for TensorBoard; mlflow logs to
-`<output_dir>/mlruns` unless `trainer.logger_args.mlflow.tracking_uri` or MLFLOW_TRACKING_URI say otherwise).
+default csv/part-N/metrics.csv, one per training segment, and tb/ for TensorBoard; mlflow logs to the
+SQLite store `<output_dir>/mlflow.db` unless `trainer.logger_args.mlflow.tracking_uri` or MLFLOW_TRACKING_URI say otherwise).
 """
 from __future__ import annotations
 

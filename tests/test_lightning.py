@@ -72,6 +72,31 @@ def test_mlflow_logger_writes_to_a_local_file_store(tiny_overrides, tmp_path, mo
     assert not (result.run_dir / "tb").exists()  # tensorboard was not asked for
 
 
+def test_mlflow_default_local_store_works_under_mlflow_3(tiny_overrides, tmp_path, monkeypatch):
+    """No tracking_uri anywhere: MLflow 3 refuses its old ./mlruns file store, so simclr's default is an SQLite
+    store beside the runs (artifacts beside it too), and nothing lands in the working directory."""
+    import importlib.util
+    import os
+    if importlib.util.find_spec("mlflow") is None and not os.environ.get("CI"):
+        pytest.skip("mlflow is not installed (a test extra: pip install mlflow-skinny)")
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_ALLOW_FILE_STORE"):
+        monkeypatch.delenv(name, raising=False)
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out"
+    cfg = load_config(None, [*tiny_overrides, "trainer.max_epochs=1", "trainer.loggers=[mlflow]",
+                             "trainer.log_every_n_steps=1", f"output_dir={out}"])
+    result = train.run(cfg)
+    client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("tiny")
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 1 and runs[0].info.run_name == result.run_dir.name
+    assert runs[0].data.metrics["train/loss_epoch"] == pytest.approx(result.metrics["train/loss_epoch"])
+    assert experiment.artifact_location == (out / "mlartifacts").as_uri()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no mlruns/ or mlflow.db in the working dir
+
+
 @pytest.mark.parametrize("override, message", [
     ("trainer.loggers=[csv,tensorbord]", "trainer.loggers[1]: 'tensorbord' is not a logger"),
     ("trainer.logger_args.mlflow.tracking_uri=x", "trainer.logger_args.mlflow: 'mlflow' is not in trainer.loggers"),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,26 @@ def parse_yaml(text: str, source: str) -> Any:
         raise ConfigError(f"{source}: not valid YAML: {' '.join(str(e).split())}") from None
 
 
+SHIPPED_CONFIGS = files("simclr") / "configs"  # package data, like the policies: found in wheels too
+
+
+def shipped_configs() -> list[str]:
+    return sorted(p.name.removesuffix(".yaml") for p in SHIPPED_CONFIGS.iterdir() if p.name.endswith(".yaml"))
+
+
+def resolve_config(name_or_path: str | Path) -> Path:
+    """A run config path: as given, else (a bare name such as `digits_cpu` or `digits_cpu.yaml`) the shipped
+    config of that name. A path into a folder is never swapped for a shipped config of the same file name."""
+    given = Path(name_or_path)
+    if given.exists() or given.parent != Path("."):
+        return given
+    for candidate in (SHIPPED_CONFIGS / given.name, SHIPPED_CONFIGS / f"{given.name}.yaml"):
+        if candidate.is_file():
+            return Path(str(candidate))
+    raise ConfigError(f"{name_or_path}: config file not found, nor a shipped config of that name; shipped "
+                      f"configs: {', '.join(shipped_configs())}.")
+
+
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.=+,@-]*")
 
 
@@ -91,6 +112,7 @@ def beside_spec(folder: Path, value: str, key: str, what: str = "run config") ->
     from any working directory; nothing falls back to the working directory, which would make one spec mean two
     files). Returned relative to the working directory where it lies under it (as studies recorded it when paths
     were relative to the working directory), else absolute; jobs start in that directory (ArmTask.cwd)."""
+    lexical = Path(os.path.normpath(Path(folder).absolute() / value))  # `configs/x/../y.yaml` as written
     folder = Path(folder).absolute().resolve()  # the folder as it really is: `..` steps out of that one
     path = Path(value) if Path(value).is_absolute() else folder / value
     if not path.is_file():
@@ -100,6 +122,8 @@ def beside_spec(folder: Path, value: str, key: str, what: str = "run config") ->
         raise ConfigError(f"{key}: '{value}' {found}: looked for the {what} at {path} (a relative {key} is "
                           f"relative to the spec's folder, {folder}): {hint}.")
     path = path.parent.resolve() / path.name  # `..` resolved; the file keeps its own name even if it is a link
+    if lexical != path and lexical.is_file() and lexical.samefile(path):
+        path = lexical  # the same file through a linked folder (configs/ -> simclr/configs/): keep the path given
     cwd = Path.cwd()
     return str(path.relative_to(cwd)) if path.is_relative_to(cwd) else str(path)
 

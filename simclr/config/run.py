@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from simclr.config.backbone import check_backbone
-from simclr.config.files import check_name, read_yaml
+from simclr.config.files import check_name, read_yaml, resolve_config
 from simclr.config.methods import MethodConfig
 from simclr.config.schema import ConfigError, FieldError, build, to_dict
 
@@ -233,6 +233,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     """
     base = OmegaConf.create({})
     if path is not None:
+        path = path if stored else resolve_config(path)
         raw = read_yaml(path, "config file")
         if raw is not None and not isinstance(raw, dict):
             raise ConfigError(f"{path}: a run config is a mapping of keys (name, data, model, ...), "

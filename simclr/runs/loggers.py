@@ -56,12 +56,23 @@ def check_loggers(cfg: RunConfig) -> None:
                 raise ConfigError(f"trainer.logger_args.{name}.{key}: not an argument of {name}; valid: {valid}.")
 
 
+def mlflow_store(cfg: RunConfig) -> dict:
+    """Where MLflow logs when the run config and MLFLOW_TRACKING_URI name no store: an SQLite database
+    `<output_dir>/mlflow.db`, artifacts in `<output_dir>/mlartifacts`. (MLflow 3 refuses its old file store,
+    ./mlruns, unless MLFLOW_ALLOW_FILE_STORE=true.) A store the user names is left to MLflow's own defaults."""
+    if "tracking_uri" in cfg.trainer.logger_args.get("mlflow", {}):
+        return {}
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return dict(tracking_uri=os.environ["MLFLOW_TRACKING_URI"])
+    out = Path(cfg.output_dir).resolve()
+    return dict(tracking_uri=f"sqlite:///{out / 'mlflow.db'}", artifact_location=(out / "mlartifacts").as_uri())
+
+
 def build_loggers(cfg: RunConfig, run_dir: Path) -> list[Logger]:
     defaults = {
         "csv": dict(save_dir=run_dir, name="csv", version=_next_part(run_dir / "csv")),
         "tensorboard": dict(save_dir=run_dir, name="tb", version=""),
-        "mlflow": dict(experiment_name=cfg.name, run_name=run_dir.name, tracking_uri=os.environ.get(
-            "MLFLOW_TRACKING_URI", (Path(cfg.output_dir).resolve() / "mlruns").as_uri())),
+        "mlflow": dict(experiment_name=cfg.name, run_name=run_dir.name, **mlflow_store(cfg)),
         "wandb": dict(save_dir=run_dir, name=run_dir.name),
     }
     return [_logger_class(name, i)(**{**defaults.get(name, {}), **cfg.trainer.logger_args.get(name, {})})

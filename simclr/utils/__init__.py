@@ -49,13 +49,20 @@ def cpu_has_bf16() -> bool:
 
 
 def git_commit() -> str | None:
-    """The commit of the checkout simclr runs from (None when not a git checkout)."""
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).parent)
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
+    """The commit of simclr's own source: that of the git checkout whose tracked files this package is. None for
+    an installed wheel, and None for a copy that merely lies inside another repository's folder (a venv in the
+    user's project): there the folder's HEAD is the user's commit, not simclr's."""
+    package = Path(__file__).resolve().parents[1]  # the simclr/ folder this module was imported from
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=5, cwd=package)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    if git("ls-files", "--error-unmatch", "--", "__init__.py") is None:  # not a tracked file of any checkout
         return None
+    return git("rev-parse", "HEAD")
 
 
 def first_free(path_for: Callable[[int], Path], start: int = 1) -> Path:
