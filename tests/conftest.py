@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -20,3 +21,25 @@ TINY = [
 @pytest.fixture
 def tiny_overrides(tmp_path):
     return [*TINY, f"output_dir={tmp_path / 'runs'}"]
+
+
+# the overrides of one arm in the tiny ablation and launcher specs (the spec's runner sets name, seed and policy)
+TINY_ARM = ["trainer.progress_bar=false", "trainer.knn_monitor_every=0", "data.val_per_class=5",
+            "data.test_per_class=10", "model.width=8", "model.head_hidden_dim=32", "model.head_out_dim=16",
+            "optim.name=sgd", "optim.lr=0.5", "optim.warmup_epochs=0"]
+
+
+@pytest.fixture(scope="session")
+def _trained_once(tmp_path_factory):
+    """The one trained run of the suite: TINY for one epoch, trained once per session and never touched."""
+    from simclr.cli import main
+    out = tmp_path_factory.mktemp("trained")
+    assert main(["pretrain", *TINY, f"output_dir={out}", "trainer.max_epochs=1"]) == 0
+    return out / "tiny"
+
+
+@pytest.fixture(scope="module")
+def trained_run(_trained_once, tmp_path_factory):
+    """A finished tiny run of this module's own (a copy: tests may evaluate, edit or resume it)."""
+    import shutil
+    return Path(shutil.copytree(_trained_once, tmp_path_factory.mktemp("run") / "tiny"))

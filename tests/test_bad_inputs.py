@@ -76,10 +76,8 @@ class Evil:
 
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("finished")
-    assert main(["pretrain", *TINY, f"output_dir={out}", "trainer.max_epochs=1"]) == 0
-    return out / "tiny"
+def finished_run(trained_run):
+    return trained_run
 
 
 def copy_run(tmp, run, edit=None, command="resume"):

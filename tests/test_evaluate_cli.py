@@ -5,16 +5,13 @@ import json
 import pytest
 import torch
 
-from simclr import train
 from simclr.cli import main
 from simclr.config.run import load_config
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    from conftest import TINY
-    out = tmp_path_factory.mktemp("runs")
-    return train.run(load_config(None, [*TINY, f"output_dir={out}", "trainer.max_epochs=1"])).run_dir
+def tiny_run(trained_run):
+    return trained_run
 
 
 def test_evaluate_writes_settings_next_to_numbers_and_never_overwrites(tiny_run, capsys):

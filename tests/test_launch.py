@@ -19,17 +19,15 @@ import yaml
 import simclr.ablate.runner as runner
 from simclr.ablate.status import arm_states
 from simclr.cli import main
+from tests.conftest import TINY_ARM
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = ["trainer.progress_bar=false", "trainer.knn_monitor_every=0", "data.val_per_class=5", "data.test_per_class=10",
-        "model.width=8", "model.head_hidden_dim=32", "model.head_out_dim=16", "optim.name=sgd", "optim.lr=0.5",
-        "optim.warmup_epochs=0"]
 
 
 def spec_file(tmp_path, extra, arms=("plain", "rotated")):
     policies = {"plain": "digits.yaml", "rotated": "digits_rotation.yaml"}
     spec = {"name": "t", "base_config": str(REPO / "configs/digits_cpu.yaml"), "output_dir": str(tmp_path),
-            "overrides": [*TINY, *extra], "seeds": [0], "protocols": ["knn"],
+            "overrides": [*TINY_ARM, *extra], "seeds": [0], "protocols": ["knn"],
             "arms": {"named": {a: str(REPO / "augment_policies" / policies[a]) for a in arms}}}
     path = tmp_path / "t.yaml"
     path.write_text(yaml.safe_dump(spec))

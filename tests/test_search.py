@@ -27,7 +27,7 @@ from simclr.config.schema import ConfigError
 from simclr.data.formats import ImageData, read_digits
 from simclr.evaluate.proxies import rotation_prediction
 
-from conftest import TINY
+from tests.conftest import TINY
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_OVERRIDES = [o for o in TINY if not o.startswith(("name=", "seed=", "policy="))]
