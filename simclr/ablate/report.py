@@ -201,7 +201,8 @@ def report(root: Path, metric: str | None = None, reference: str | None = None) 
                         plot_bars(root, values, info, metric, baselines=baselines, suffix=suffix, reference=reference),
                         plot_sweep(root, values, info, metric, baselines=baselines, suffix=suffix),
                         plot_paired(root, values, baselines, metric, reference, suffix, info),
-                        plot_methods(root, interaction_rows(values, info, reference, correct), metric, suffix))
+                        plot_methods(root, values, info, interaction_rows(values, info, reference, correct), metric,
+                                     baselines, suffix, reference))
             if p is not None]
     selection = write_selection_table(root, selection_table)
     print("\n".join(lines) + (f"\nwrote {selection} (search objectives per run)" if selection else ""))

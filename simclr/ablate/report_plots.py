@@ -181,9 +181,11 @@ def plot_paired(root: Path, values: dict, baselines: dict, metric: str, referenc
     return out
 
 
-def plot_methods(root: Path, interaction: list[dict], metric: str, suffix: str = "") -> Path | None:
-    """With a method axis: each policy arm's change vs its method's reference, one bar per method (mean and 95 %
-    t-interval over seeds), so a drop one method suffers and another does not stands side by side."""
+def plot_methods(root: Path, values: dict, info: dict, interaction: list[dict], metric: str,
+                 baselines: dict | None = None, suffix: str = "", reference: str | None = None) -> Path | None:
+    """With a method axis, two panels. Left: each method's accuracy per policy arm (mean ± std) with the floors,
+    so a small drop can be read against how much the method learned at all. Right: each arm's change vs its
+    method's reference (mean and 95 % t-interval over seeds), one bar per method."""
     rows = [r for r in interaction if r["metric"] == metric]
     if not rows:
         return None
@@ -191,23 +193,40 @@ def plot_methods(root: Path, interaction: list[dict], metric: str, suffix: str =
     for r in rows:
         for m in r["methods"]:
             drops.setdefault(r["arm"], {})[m] = r["drop"][m]
-    arms = list(drops)
-    methods = list(dict.fromkeys(m for d in drops.values() for m in d))
+    methods = methods_in(values, info)
+    ref_policy = reference.split("@")[0] if reference else None
+    policy_arms = sorted(dict.fromkeys(info[a]["meta"].get("policy_arm", a) for a in values if a in info),
+                         key=lambda p: p != ref_policy)  # the reference first, the rest in spec order
+    cell = {(info[a]["meta"].get("policy_arm"), info[a]["meta"].get("method")): a for a in values if a in info}
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(arms)), 3.6))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(max(9, 3.2 * len(policy_arms)), 3.8))
     width = 0.8 / len(methods)
+
+    def offsets(k: int, n: int) -> list[float]:
+        return [i + (k - (len(methods) - 1) / 2) * width for i in range(n)]
+
     for k, m in enumerate(methods):
-        xs = [i + (k - (len(methods) - 1) / 2) * width for i in range(len(arms))]
+        stats = [_stats(values[cell[p, m]][metric]) if (p, m) in cell else (np.nan, 0.0, 0) for p in policy_arms]
+        left.bar(offsets(k, len(policy_arms)), [100 * s[0] for s in stats], width,
+                 yerr=[100 * s[1] for s in stats], capsize=3, label=m)
+    left.set_xticks(range(len(policy_arms)), policy_arms, rotation=20, ha="right")
+    left.set_ylabel(f"{metric} (%)")
+    left.set_title("accuracy per method, mean ± std over seeds", fontsize=9)
+    _floors(left, baselines or {}, metric)
+    top = max([b.get_height() for b in left.patches if np.isfinite(b.get_height())] + [1.0])
+    left.set_ylim(0, top * 1.45)  # room above the bars for the legend
+    left.legend(fontsize=7, loc="upper center", ncol=3)
+    arms = list(drops)
+    for k, m in enumerate(methods):
         ds = [drops[a].get(m) for a in arms]
-        means = [100 * d["mean"] if d else np.nan for d in ds]
         err = [[100 * (d["mean"] - d["ci_low"]) if d and d["ci_low"] is not None else 0 for d in ds],
                [100 * (d["ci_high"] - d["mean"]) if d and d["ci_high"] is not None else 0 for d in ds]]
-        ax.bar(xs, means, width, yerr=err, capsize=3, label=m)
-    ax.axhline(0, color="black", lw=0.8)
-    ax.set_xticks(range(len(arms)), arms, rotation=20, ha="right")
-    ax.set_ylabel(f"Δ {metric} (points)")
-    ax.set_title("change vs the same method's reference arm, mean and 95 % t-interval over seeds", fontsize=9)
-    ax.legend(fontsize=7)
+        right.bar(offsets(k, len(arms)), [100 * d["mean"] if d else np.nan for d in ds], width, yerr=err,
+                  capsize=3, label=m)
+    right.axhline(0, color="black", lw=0.8)
+    right.set_xticks(range(len(arms)), arms, rotation=20, ha="right")
+    right.set_ylabel(f"Δ {metric} (points)")
+    right.set_title("change vs the method's own reference arm,\nmean and 95 % t-interval over seeds", fontsize=9)
     fig.tight_layout()
     out = root / f"methods{suffix}.png"
     fig.savefig(out, dpi=130)
