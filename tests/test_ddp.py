@@ -1,6 +1,7 @@
 """Cross-device negatives: 2-process DDP (gloo, CPU) must equal one process on the full batch."""
 import os
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -87,6 +88,7 @@ def test_without_gather_the_negatives_differ(tmp_path):
     assert not torch.allclose(full, local, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_lightning_ddp_spawn_smoke(tiny_overrides):
     """The same config on 2 CPU processes through Lightning's own DDP strategy."""
     from simclr import train

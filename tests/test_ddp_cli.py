@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 
+import pytest
 from tests.test_interrupt import REPO, SLOW, assert_same_weights, finish, metrics, state, wait_for
 
 DDP = [*SLOW, "trainer.devices=2", "trainer.strategy=ddp"]
@@ -21,6 +22,7 @@ def cli(*args, module=True):
                             start_new_session=True)
 
 
+@pytest.mark.slow
 def test_two_process_run_interrupted_and_resumed_equals_an_uninterrupted_one(tmp_path):
     out = tmp_path / "runs"
     proc = cli("pretrain", *DDP, f"output_dir={out}", "name=full")
@@ -53,6 +55,7 @@ def test_two_process_run_interrupted_and_resumed_equals_an_uninterrupted_one(tmp
     assert sorted(p.name for p in out.iterdir()) == ["cut", "full"]  # no name-2 stubs, no rendezvous left
 
 
+@pytest.mark.slow
 def test_ranks_started_together_join_rank_zeros_directory(tmp_path):
     """torchrun (like srun) starts every rank at once: the others wait for rank 0's announcement."""
     out = tmp_path / "runs"

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from simclr.cli import main
@@ -76,6 +77,7 @@ def metrics(run_dir: Path) -> dict:
     return json.loads((run_dir / "run.json").read_text())["metrics"]
 
 
+@pytest.mark.slow
 def test_sigint_and_kill9_then_resume_equal_an_uninterrupted_run(tmp_path):
     out = tmp_path / "runs"
     assert inproc("pretrain", *SLOW, f"output_dir={out}", "name=full") == 0
@@ -110,6 +112,7 @@ def test_sigint_and_kill9_then_resume_equal_an_uninterrupted_run(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["full", "killed", "sigint"]  # no name-2 stubs
 
 
+@pytest.mark.slow
 def test_killed_ablation_arm_resumes_to_the_uninterrupted_result(tmp_path, capsys):
     def spec(folder: Path) -> Path:
         folder.mkdir()

@@ -7,7 +7,6 @@ and starts the cluster first).
 import csv
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -53,23 +52,6 @@ def wait_for(predicate, what, limit_s=300):
     raise AssertionError(f"gave up waiting for {what}")
 
 
-@pytest.fixture
-def slurm(monkeypatch):
-    if shutil.which("sbatch") is None or shutil.which("slurmctld") is None:
-        reason = ("SLURM binaries absent (sbatch, slurmctld); as root, scripts/slurm_local_cluster.sh installs "
-                  "slurm-wlm + munge and starts a one-node cluster")
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"CI=true but {reason}")
-        pytest.skip(reason)
-    ping = subprocess.run(["scontrol", "ping"], capture_output=True, text=True)
-    if "UP" not in ping.stdout:
-        if os.geteuid() != 0:
-            pytest.fail("SLURM is installed but no controller answers; start it with scripts/slurm_local_cluster.sh")
-        subprocess.run([str(REPO / "scripts/slurm_local_cluster.sh")], check=True, capture_output=True)
-    # jobs run on this machine with this Python; they must import this tree's simclr
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
-
-
 def slurm_state(job_id):
     out = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True)
     return out.stdout.strip()
@@ -79,6 +61,7 @@ def last_job(root, key):
     return json.loads((root / "jobs" / f"{key}.json").read_text())["attempts"][-1]["job_id"]
 
 
+@pytest.mark.slow
 def test_slurm_two_arm_ablation_finishes_with_both_results(tmp_path, slurm, capsys):
     spec = spec_file(tmp_path, ["trainer.max_epochs=1", "data.train_per_class=20", "data.batch_size=50"])
     assert main(["ablate", str(spec), "--launcher", "slurm", "--wait", "--cpus-per-arm", "1", "--time", "10"]) == 0
@@ -102,6 +85,7 @@ def test_slurm_two_arm_ablation_finishes_with_both_results(tmp_path, slurm, caps
     assert all(len(json.loads(p.read_text())["attempts"]) == 1 for p in (root / "jobs").glob("*.json"))
 
 
+@pytest.mark.slow
 def test_slurm_preempted_and_cancelled_arm_resumes_from_its_checkpoint(tmp_path, slurm, capsys):
     # 32 px and 8 epochs: after the cancel, the epochs left take longer than the cluster's KillWait (2 s)
     spec = spec_file(tmp_path, ["trainer.max_epochs=8", "data.image_size=32", "data.train_per_class=100",
@@ -138,6 +122,7 @@ def test_slurm_preempted_and_cancelled_arm_resumes_from_its_checkpoint(tmp_path,
     assert json.loads((root / "runs" / key / "run.json").read_text())["status"] == "finished"
 
 
+@pytest.mark.slow
 def test_local_launcher_runs_two_arms_at_once(tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
     spec = spec_file(tmp_path, ["trainer.max_epochs=2", "data.train_per_class=20", "data.batch_size=50"])
@@ -157,6 +142,7 @@ def test_local_launcher_runs_two_arms_at_once(tmp_path, monkeypatch):
                               "OMP_WAIT_POLICY": "PASSIVE"}
 
 
+@pytest.mark.slow
 def test_a_second_launch_of_a_running_study_refuses_and_a_killed_launchs_lock_does_not_block(tmp_path, monkeypatch,
                                                                                              capsys):
     """Two `simclr ablate SPEC --launcher local` of one spec at once: the second refuses in one line naming the

@@ -9,13 +9,12 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.test_interrupt import assert_same_weights, inproc, state
-from tests.test_launch import epochs_by_part, slurm, slurm_state, wait_for  # noqa: F401 (slurm: a fixture)
+from tests.test_launch import epochs_by_part, slurm_state, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 EPOCHS = 6

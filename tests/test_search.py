@@ -247,6 +247,7 @@ def test_interrupted_trial_is_retried_and_resumes_its_run(tmp_path, monkeypatch)
     assert sorted((root / "runs/trial-0001/csv").iterdir())[-1].name == "part-2"  # a second training segment
 
 
+@pytest.mark.slow
 def test_ctrl_c_is_one_line_with_the_resume_command_and_the_rerun_resumes_the_trial(tmp_path):
     """A real `simclr search` process gets SIGINT while its trial trains (after the trial's first checkpoint): it
     exits 130 with one line saying how to resume, no traceback; the command it names retries the trial, resuming
@@ -279,6 +280,7 @@ def test_ctrl_c_is_one_line_with_the_resume_command_and_the_rerun_resumes_the_tr
     assert json.loads((run_dir / "run.json").read_text())["status"] == "finished"
 
 
+@pytest.mark.slow
 def test_two_concurrent_workers_share_one_sqlite_study(tmp_path):
     path = spec_file(tmp_path, SPACE, trials=3, epochs=1, extra="final: {enabled: false}\n")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

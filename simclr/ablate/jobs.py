@@ -19,7 +19,7 @@ from simclr.ablate import status
 from simclr.ablate.runner import ArmTask, run_arm
 from simclr.config.run import load_config
 from simclr.config.schema import ConfigError
-from simclr.utils import pid_start_ticks, usable_cores
+from simclr.utils import pid_start_ticks, process_started_at, usable_cores
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ class ArmJob(submitit.helpers.Checkpointable):
         if self.threads:
             import torch
             torch.set_num_threads(self.threads)
-        return run_arm(self.task)
+        return run_arm(self.task, started=process_started_at())  # a process of its own: its start is the job's
 
 
 def threads_per_job(jobs: int, cores: int | None = None) -> int:

@@ -80,10 +80,11 @@ def _train(task: ArmTask) -> Path:
     return run_dir
 
 
-def run_arm(task: ArmTask) -> dict:
-    """Train (or resume) and evaluate one arm x seed; write and return its record."""
+def run_arm(task: ArmTask, started: float | None = None) -> dict:
+    """Train (or resume) and evaluate one arm x seed; write and return its record. `started`: when the arm's work
+    began (a job process's own start, imports included); now by default."""
     os.chdir(task.cwd)  # a job starts wherever its scheduler puts it; the spec's paths are relative to here
-    started = time.time()
+    started = time.time() if started is None else started
     run_dir = _train(task)
     result = evaluate_run(run_dir, [p for p in task.protocols if p != SELECTION], baselines=task.baselines,
                           quiet=True)

@@ -20,7 +20,7 @@ import pytorch_lightning as pl
 
 from simclr.config.schema import ConfigError
 from simclr.runs.directory import write_status
-from simclr.utils import this_process, write_json_atomic
+from simclr.utils import process_started_at, this_process, write_json_atomic
 
 RUN_DIR_ENV, RESUMED_ENV = "SIMCLR_RUN_DIR", "SIMCLR_RUN_RESUMED"
 JOIN_TIMEOUT_S = float(os.environ.get("SIMCLR_JOIN_TIMEOUT", 600))
@@ -86,7 +86,7 @@ def join(output_dir: Path) -> tuple[Path, bool]:
     for the announcement up to SIMCLR_JOIN_TIMEOUT s."""
     if os.environ.get(RUN_DIR_ENV):
         return Path(os.environ[RUN_DIR_ENV]), os.environ.get(RESUMED_ENV) == "1"
-    path, started, t0 = rendezvous_file(output_dir), _process_start_time(), time.time()
+    path, started, t0 = rendezvous_file(output_dir), process_started_at(), time.time()
     while time.time() - t0 < JOIN_TIMEOUT_S:
         try:
             note = json.loads(path.read_text())
@@ -98,16 +98,6 @@ def join(output_dir: Path) -> tuple[Path, bool]:
         time.sleep(0.2)
     raise ConfigError(f"rank {launcher_rank()}: rank 0 did not announce a run directory in {path} within "
                       f"{JOIN_TIMEOUT_S:.0f} s; is output_dir on a file system every node shares?")
-
-
-def _process_start_time() -> float:
-    try:
-        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
-        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
-                    if line.startswith("btime"))
-        return boot + ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, StopIteration):
-        return time.time()
 
 
 def all_processes() -> list[dict]:

@@ -147,6 +147,19 @@ def pid_start_ticks(pid) -> int | None:
     return None if fields[0] in ("Z", "X") else int(fields[19])
 
 
+def process_started_at() -> float:
+    """When this process started (epoch seconds, from /proc: before Python imported anything); now where /proc
+    cannot tell."""
+    import time
+    ticks = pid_start_ticks(os.getpid())
+    try:
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime"))
+    except (OSError, ValueError, IndexError, StopIteration):
+        return time.time()
+    return time.time() if ticks is None else boot + ticks / os.sysconf("SC_CLK_TCK")
+
+
 def write_json_atomic(path: Path, obj) -> None:
     """`path` holds the old JSON or the new, never a half-written file (a reader or a kill mid-write)."""
     import json
