@@ -13,7 +13,7 @@ import shutil
 import signal
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -32,6 +32,7 @@ from simclr.data import SimCLRDataModule, class_warnings, flat_tree, test_split_
 from simclr.evaluate.monitor import KNNMonitor
 from simclr.models import check_fits
 from simclr.module import EpochRate, SimCLRModule, Throughput, cpu_state, load_avg
+from simclr.module.devices import accelerator, check_device_options, resolve_precision
 from simclr.runs.checkpoints import LastEveryEpoch, checkpoint_callbacks
 from simclr.runs.directory import (check_not_running, finished_metrics, new_run_dir, own_run, read_record,
                                    scheduler_job, write_status)
@@ -39,7 +40,7 @@ from simclr.runs.layout import best_checkpoint, config_path, last_checkpoint, po
 from simclr.runs.loggers import build_loggers, check_loggers
 from simclr.runs.ranks import RankRecord, announce, join, launcher_rank, withdraw
 from simclr.runs.resume import flatten, resumable
-from simclr.utils import cpu_has_bf16, error_summary, git_commit, this_process, tune_cpu_allocator
+from simclr.utils import error_summary, git_commit, this_process, tune_cpu_allocator
 
 log = logging.getLogger("simclr")
 
@@ -88,48 +89,6 @@ def _check_test_split_recorded(run_dir: Path, cfg: RunConfig) -> None:
                           f"data.holdout_fraction={cfg.data.holdout_fraction} of each class out from its first step.")
 
 
-def _accelerator(cfg: RunConfig) -> str:
-    if cfg.trainer.accelerator == "auto":
-        return "gpu" if torch.cuda.is_available() else "cpu"
-    return cfg.trainer.accelerator
-
-
-def check_device_options(cfg: RunConfig) -> None:
-    """Options the hardware cannot honour are errors before a run directory exists, not deep tracebacks."""
-    t, acc = cfg.trainer, _accelerator(cfg)
-    if acc == "cpu" and t.precision == "16-mixed":
-        raise ConfigError("trainer.precision: 16-mixed (fp16 autocast) needs a GPU; on CPU use bf16-mixed or 32.")
-    if acc in ("gpu", "cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"trainer.accelerator: '{t.accelerator}' but no CUDA device is visible; use cpu or auto.")
-    if cfg.data.decode_device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("data.decode_device: 'cuda' but no CUDA device is visible; use data.decode_device=cpu "
-                          "(decoding in the DataLoader workers).")
-    if cfg.data.decode_device == "cuda" and acc not in ("gpu", "cuda"):
-        raise ConfigError(f"data.decode_device: 'cuda' decodes on the model's GPU, but trainer.accelerator is "
-                          f"'{t.accelerator}'; use data.decode_device=cpu or trainer.accelerator=gpu.")
-    if acc in ("gpu", "cuda") and t.devices > torch.cuda.device_count():
-        raise ConfigError(f"trainer.devices: {t.devices} requested, {torch.cuda.device_count()} CUDA devices visible.")
-
-
-def resolve_precision(cfg: RunConfig) -> tuple[RunConfig, dict]:
-    """`auto` precision and channels_last -> the values this machine runs fast (a new frozen config; explicit
-    values are kept), and the record run.json keeps of what was asked and what is used."""
-    t, acc = cfg.trainer, _accelerator(cfg)
-    gpu = acc in ("gpu", "cuda")
-    cpu_bf16 = cpu_has_bf16()
-    if t.precision != "auto":
-        precision = t.precision
-    elif gpu:
-        # native bf16 only (Ampere and later): emulated bf16 on older GPUs is slower than fp32
-        precision = "bf16-mixed" if torch.cuda.is_bf16_supported(including_emulation=False) else "32"
-    else:
-        precision = "bf16-mixed" if acc == "cpu" and cpu_bf16 else "32"
-    channels_last = t.channels_last if t.channels_last != "auto" else gpu or precision == "bf16-mixed"
-    used = replace(cfg, trainer=replace(t, precision=precision, channels_last=channels_last))
-    return used, {"requested": t.precision, "used": precision, "channels_last": channels_last,
-                  "channels_last_requested": t.channels_last, "cpu_bf16": cpu_bf16}
-
-
 def build_trainer(cfg: RunConfig, run_dir: Path, callbacks: Sequence[pl.Callback] = ()) -> pl.Trainer:
     t = cfg.trainer
     knn = bool(t.knn_monitor_every and cfg.data.val_per_class)
@@ -138,13 +97,13 @@ def build_trainer(cfg: RunConfig, run_dir: Path, callbacks: Sequence[pl.Callback
     cbs = [*callbacks, *checkpoints, LearningRateMonitor(logging_interval="step"), Throughput()]
     if t.progress_bar:
         cbs.append(TQDMProgressBar(refresh_rate=max(1, t.log_every_n_steps // 2)))
-    accelerator = _accelerator(cfg)
+    device = accelerator(cfg)
     return pl.Trainer(
-        default_root_dir=run_dir, max_epochs=t.max_epochs, accelerator=accelerator, devices=t.devices,
+        default_root_dir=run_dir, max_epochs=t.max_epochs, accelerator=device, devices=t.devices,
         num_nodes=t.num_nodes, strategy=t.strategy, precision=t.precision, sync_batchnorm=t.sync_batchnorm,
         log_every_n_steps=t.log_every_n_steps, enable_progress_bar=t.progress_bar,
         limit_train_batches=t.limit_train_batches, limit_val_batches=0, num_sanity_val_steps=0,
-        use_distributed_sampler=False, callbacks=cbs, deterministic=accelerator == "cpu",
+        use_distributed_sampler=False, callbacks=cbs, deterministic=device == "cpu",
         logger=build_loggers(cfg, run_dir),
         enable_model_summary=t.progress_bar,
     )
@@ -185,71 +144,94 @@ def _watch_sigint() -> tuple[list, object]:
     return seen, previous
 
 
-def run(cfg: RunConfig | None = None, resume: str | Path | None = None, callbacks: Sequence[pl.Callback] = (),
-        splits=None) -> RunResult:
-    """Pretrain per `cfg`, or continue the run in directory `resume` from its last checkpoint; `resume="auto"`
-    (with `cfg`) continues the run this job started if there is one. Under a launcher that starts one process
-    per device every rank calls this: rank 0 owns the directory, the others join it (simclr.runs.ranks)."""
-    tune_cpu_allocator()
-    rank, into = launcher_rank(), None
+@dataclass(frozen=True)
+class _Start:
+    """Where a call to run() starts: `run_dir` None for a new run (or the directory rank 0 chose, `into`, that
+    this rank joins fresh), else the run to continue from `ckpt` with its recorded config."""
+    cfg: RunConfig
+    run_dir: Path | None = None
+    ckpt: Path | None = None
+    recorded: dict | None = None
+    into: Path | None = None
+
+    @property
+    def fresh(self) -> bool:
+        return self.run_dir is None
+
+
+def _where_to_start(cfg: RunConfig | None, resume: str | Path | None, rank: int) -> _Start:
     if cfg is None and resume in (None, "auto"):
         raise ValueError("run() needs a config, or a run directory to resume")
+    into = None
     if rank > 0 and resume in (None, "auto"):
         into, resumed = join(Path(cfg.output_dir))
         resume = into if resumed else None
     elif resume == "auto":
         into, resumed = _auto_target(cfg)
         resume = into if resumed else None
-    if resume is not None:
-        run_dir = Path(resume)
-        cfg, ckpt, recorded = resumable(run_dir)
-        if rank == 0:
-            check_not_running(run_dir)
-    check_device_options(cfg)  # new runs and resumed ones alike: a run may move to another machine
-    if resume is not None:
-        done = finished_metrics(run_dir, cfg.trainer.max_epochs)
-        if done is not None:  # resuming would retrain nothing and reset the record's metrics and times
-            best = best_checkpoint(run_dir)
-            return RunResult(run_dir, ckpt, best if best.exists() else None, done)
-    # before anything is created: config.yaml and the checkpoints hold the resolved values, so a resume on
-    # another machine runs at the precision the run started with
-    cfg, precision = resolve_precision(cfg)
-    check_loggers(cfg)
-    # the policy as resolved when the run started (a resumed run ignores later edits to the file)
-    resolved = load_policy(cfg.policy if resume is None else policy_path(run_dir))
+    if resume is None:
+        return _Start(cfg, into=into)
+    run_dir = Path(resume)
+    cfg, ckpt, recorded = resumable(run_dir)
+    if rank == 0:
+        check_not_running(run_dir)
+    return _Start(cfg, run_dir, ckpt, recorded, into)
+
+
+def _checked_data(cfg: RunConfig, policy, start: _Start, splits) -> SimCLRDataModule:
+    """The data, set up and checked against the policy and the model, before a run directory exists."""
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     dm = SimCLRDataModule(cfg.data, seed=cfg.seed, splits=splits)
-    dm.setup()  # bad data fails here, before a run directory exists
-    check_policy_fits(resolved, dm.channels)
-    check_fits(cfg.model, dm.channels, input_size(resolved, int(dm.splits["train"].images.shape[-1])))
-    if resume is not None:
-        _check_test_split_recorded(run_dir, cfg)
-    fresh = resume is None
-    if fresh:
-        run_dir, ckpt = into or new_run_dir(cfg.output_dir, cfg.name), None
-    writes = rank == 0  # the other ranks read what rank 0 wrote
+    dm.setup()  # bad data fails here
+    check_policy_fits(policy, dm.channels)
+    check_fits(cfg.model, dm.channels, input_size(policy, int(dm.splits["train"].images.shape[-1])))
+    if not start.fresh:
+        _check_test_split_recorded(start.run_dir, cfg)
+    return dm
+
+
+@dataclass
+class _Parts:
+    run_dir: Path
+    module: SimCLRModule
+    trainer: pl.Trainer
+    rate: EpochRate
+
+
+def _set_up(cfg: RunConfig, start: _Start, dm: SimCLRDataModule, policy, precision: dict, writes: bool,
+            callbacks: Sequence[pl.Callback]) -> _Parts:
+    """The run directory (a new one written with its config, policy and record; rank 0 only), the module and
+    the Trainer. A new run that fails here leaves no stub (it would push the next one to name-2)."""
+    run_dir = start.run_dir or start.into or new_run_dir(cfg.output_dir, cfg.name)
     try:
-        if fresh and writes:
+        if start.fresh and writes:
             save_config(cfg, config_path(run_dir))
-            policy_path(run_dir).write_text(resolved.to_yaml())
+            policy_path(run_dir).write_text(policy.to_yaml())
             write_status(run_dir, package_version=simclr.__version__, git_commit=git_commit(),
                          torch=torch.__version__, warnings=class_warnings(dm.splits), precision=precision,
                          slurm_job=scheduler_job(), test_split=test_split_record(cfg.data, dm.splits["test"]))
         elif writes and "precision" not in (read_record(run_dir) or {}):
             write_status(run_dir, precision=precision)  # a run recorded before `auto`: what it resumes with
-        policy = yaml.safe_load(policy_path(run_dir).read_text())
-        module = SimCLRModule(to_dict(cfg) if fresh else recorded, dm.channels, dm.num_classes, policy,
-                              image_size=int(dm.splits["train"].images.shape[-1]))  # fit() restores ckpt state
+        stored_policy = yaml.safe_load(policy_path(run_dir).read_text())
+        module = SimCLRModule(to_dict(cfg) if start.fresh else start.recorded, dm.channels, dm.num_classes,
+                              stored_policy, image_size=int(dm.splits["train"].images.shape[-1]))  # fit() restores ckpt state
         monitor = KNNMonitor(dm.splits["train"], dm.splits["val"], cfg.trainer.knn_monitor_every,
                              cfg.eval.monitor_k, cfg.eval.knn_temperature)
         rate = EpochRate()
         trainer = build_trainer(cfg, run_dir, [monitor, rate, RankRecord(run_dir), *callbacks])
     except BaseException:
-        if fresh and writes and into is None:  # a run that never started leaves no stub (it would push the next to name-2)
+        if start.fresh and writes and start.into is None:
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
+    return _Parts(run_dir, module, trainer, rate)
+
+
+def _fit(cfg: RunConfig, start: _Start, dm: SimCLRDataModule, parts: _Parts, writes: bool) -> RunResult:
+    """Train, keeping run.json's status true whatever ends the fit: finished or stopped, interrupted (Ctrl-C,
+    SIGTERM, a peer rank's Ctrl-C) or failed (with its error line, so --resume can continue once fixed)."""
+    run_dir, trainer, rate = parts.run_dir, parts.trainer, parts.rate
     cpu = {**cpu_state(), "load_avg_start": load_avg()}  # this training segment's (a resume records its own)
-    status = write_status if writes else (lambda run_dir, **fields: None)
+    status = write_status if writes else (lambda run_dir, **fields: None)  # the other ranks read what rank 0 wrote
     status(run_dir, status="running", started=time.strftime("%Y-%m-%dT%H:%M:%S"), process=this_process(),
            processes=[this_process()], cpu=cpu, throughput=rate.summary())
 
@@ -257,10 +239,10 @@ def run(cfg: RunConfig | None = None, resume: str | Path | None = None, callback
         return {"cpu": {**cpu, "load_avg_end": load_avg()}, "throughput": rate.summary()}
     if writes:
         log.info("run directory: %s", run_dir)
-    rendezvous = announce(run_dir, Path(cfg.output_dir), resumed=not fresh) if writes else None
+    rendezvous = announce(run_dir, Path(cfg.output_dir), resumed=not start.fresh) if writes else None
     seen, previous = _watch_sigint()
     try:
-        trainer.fit(module, datamodule=dm, ckpt_path=ckpt)
+        trainer.fit(parts.module, datamodule=dm, ckpt_path=start.ckpt)
     except (SystemExit, SIGTERMException) as e:  # Lightning ends a Ctrl-C with sys.exit(1) after shutting down
         epochs = LastEveryEpoch.completed_epochs(trainer)
         status(run_dir, status="interrupted", epoch=epochs, **measured())
@@ -289,3 +271,29 @@ def run(cfg: RunConfig | None = None, resume: str | Path | None = None, callback
            finished=time.strftime("%Y-%m-%dT%H:%M:%S"), metrics=metrics, **measured())
     best = best_checkpoint(run_dir)
     return RunResult(run_dir, last_checkpoint(run_dir), best if best.exists() else None, metrics)
+
+
+def run(cfg: RunConfig | None = None, resume: str | Path | None = None, callbacks: Sequence[pl.Callback] = (),
+        splits=None) -> RunResult:
+    """Pretrain per `cfg`, or continue the run in directory `resume` from its last checkpoint; `resume="auto"`
+    (with `cfg`) continues the run this job started if there is one. Under a launcher that starts one process
+    per device every rank calls this: rank 0 owns the directory, the others join it (simclr.runs.ranks).
+    Everything a run needs is checked before its directory is created."""
+    tune_cpu_allocator()
+    rank = launcher_rank()
+    start = _where_to_start(cfg, resume, rank)
+    check_device_options(start.cfg)  # new runs and resumed ones alike: a run may move to another machine
+    if not start.fresh:
+        done = finished_metrics(start.run_dir, start.cfg.trainer.max_epochs)
+        if done is not None:  # resuming would retrain nothing and reset the record's metrics and times
+            best = best_checkpoint(start.run_dir)
+            return RunResult(start.run_dir, start.ckpt, best if best.exists() else None, done)
+    # config.yaml and the checkpoints hold the resolved values, so a resume on another machine runs at the
+    # precision the run started with
+    cfg, precision = resolve_precision(start.cfg)
+    check_loggers(cfg)
+    # the policy as resolved when the run started (a resumed run ignores later edits to the file)
+    policy = load_policy(cfg.policy if start.fresh else policy_path(start.run_dir))
+    dm = _checked_data(cfg, policy, start, splits)
+    parts = _set_up(cfg, start, dm, policy, precision, rank == 0, callbacks)
+    return _fit(cfg, start, dm, parts, rank == 0)

@@ -9,6 +9,7 @@ import torch
 import yaml
 
 from simclr import train
+from simclr.module import devices
 from simclr.config.run import load_config
 from simclr.config.schema import ConfigError
 
@@ -19,7 +20,7 @@ def _cfg(tiny_overrides, *extra):
 
 @pytest.mark.parametrize("native,used,channels_last", [(True, "bf16-mixed", True), (False, "32", False)])
 def test_auto_follows_the_cpu_bf16_detector(tiny_overrides, monkeypatch, native, used, channels_last):
-    monkeypatch.setattr(train, "cpu_has_bf16", lambda: native)
+    monkeypatch.setattr(devices, "cpu_has_bf16", lambda: native)
     cfg = _cfg(tiny_overrides)
     assert (cfg.trainer.precision, cfg.trainer.channels_last) == ("auto", "auto")
     resolved, record = train.resolve_precision(cfg)
@@ -31,13 +32,13 @@ def test_auto_follows_the_cpu_bf16_detector(tiny_overrides, monkeypatch, native,
 
 
 def test_explicit_values_are_kept(tiny_overrides, monkeypatch):
-    monkeypatch.setattr(train, "cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(devices, "cpu_has_bf16", lambda: True)
     resolved, record = train.resolve_precision(_cfg(tiny_overrides, "trainer.precision=32"))
     assert resolved.trainer.precision == "32" and resolved.trainer.channels_last is False  # fp32 on request
     assert record["requested"] == record["used"] == "32"
     resolved, _ = train.resolve_precision(_cfg(tiny_overrides, "trainer.channels_last=false"))
     assert resolved.trainer.precision == "bf16-mixed" and resolved.trainer.channels_last is False
-    monkeypatch.setattr(train, "cpu_has_bf16", lambda: False)
+    monkeypatch.setattr(devices, "cpu_has_bf16", lambda: False)
     resolved, _ = train.resolve_precision(_cfg(tiny_overrides, "trainer.precision=bf16-mixed",
                                                "trainer.channels_last=true"))
     assert resolved.trainer.precision == "bf16-mixed" and resolved.trainer.channels_last is True
@@ -45,7 +46,7 @@ def test_explicit_values_are_kept(tiny_overrides, monkeypatch):
 
 @pytest.mark.parametrize("supported,used", [(True, "bf16-mixed"), (False, "32")])
 def test_auto_on_a_gpu(tiny_overrides, monkeypatch, supported, used):
-    monkeypatch.setattr(train, "_accelerator", lambda cfg: "gpu")
+    monkeypatch.setattr(devices, "accelerator", lambda cfg: "gpu")
     # native bf16 only: a GPU that merely emulates it (V100, T4) trains faster in fp32
     monkeypatch.setattr(torch.cuda, "is_bf16_supported",
                         lambda including_emulation=True: supported and not including_emulation)
@@ -83,7 +84,7 @@ class StopAfterFirstEpoch(pl.Callback):
 
 
 def test_auto_trains_bf16_with_an_fp32_loss_records_it_and_resumes(tiny_overrides, monkeypatch):
-    monkeypatch.setattr(train, "cpu_has_bf16", lambda: True)  # the bf16 path, whatever this CPU has
+    monkeypatch.setattr(devices, "cpu_has_bf16", lambda: True)  # the bf16 path, whatever this CPU has
     dtypes = Dtypes()
     result = train.run(_cfg(tiny_overrides, "trainer.max_epochs=2", "trainer.knn_monitor_every=1"),
                        callbacks=[dtypes, StopAfterFirstEpoch()])
@@ -96,7 +97,7 @@ def test_auto_trains_bf16_with_an_fp32_loss_records_it_and_resumes(tiny_override
                                    "channels_last_requested": "auto", "cpu_bf16": True}
     written = yaml.safe_load((result.run_dir / "config.yaml").read_text())["trainer"]
     assert written["precision"] == "bf16-mixed" and written["channels_last"] is True
-    monkeypatch.setattr(train, "cpu_has_bf16", lambda: False)  # resumed on a machine without native bf16
+    monkeypatch.setattr(devices, "cpu_has_bf16", lambda: False)  # resumed on a machine without native bf16
     resumed = train.run(resume=result.run_dir)
     status = json.loads((resumed.run_dir / "run.json").read_text())
     assert status["status"] == "finished" and status["precision"]["used"] == "bf16-mixed"  # as it started
@@ -105,7 +106,7 @@ def test_auto_trains_bf16_with_an_fp32_loss_records_it_and_resumes(tiny_override
 
 def test_a_run_recorded_before_auto_resumes_in_fp32(tiny_overrides, monkeypatch):
     """Older runs wrote precision '32' and channels_last false (then the defaults) and no precision record."""
-    monkeypatch.setattr(train, "cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(devices, "cpu_has_bf16", lambda: True)
     cfg = _cfg(tiny_overrides, "trainer.max_epochs=2", "trainer.knn_monitor_every=0", "trainer.precision=32",
                "trainer.channels_last=false")
     result = train.run(cfg, callbacks=[StopAfterFirstEpoch()])

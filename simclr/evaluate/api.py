@@ -141,7 +141,8 @@ def evaluate_run(target: str | Path, protocols: Sequence[str] = ("knn", "linear"
         raise ConfigError(f"--protocol: unknown '{unknown[0]}'; valid: {', '.join(PROTOCOLS)}.")
     run = load_run(target)
     root = layout.eval_dir(run.run_dir) if run.run_dir else run.checkpoint.parent / f"eval-{run.checkpoint.stem}"
-    check_csv((run.run_dir or root) / "results.csv")  # before any work: results go nowhere unchecked
+    csv_path = (run.run_dir or root) / "results.csv"
+    check_csv(csv_path)  # before any work: results go nowhere unchecked
     cfg = _with_overrides(run.cfg, data_path, dataset, overrides)
     _check_same_holdout(run, cfg)
     splits = make_splits(dataclasses.replace(cfg.data, batch_size=2), cfg.seed)
@@ -149,14 +150,40 @@ def evaluate_run(target: str | Path, protocols: Sequence[str] = ("knn", "linear"
     _check_compatible(run, cfg, splits, protocols)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     pre = eval_preprocess(run.policy)
-    cache = layout.features_dir(run.run_dir) if run.run_dir else None
-    data_key = (cfg.data.name, cfg.data.path, cfg.data.train_split, cfg.data.train_per_class, cfg.data.val_per_class,
-                cfg.data.test_per_class, cfg.data.image_size, cfg.seed)
-    if flat_tree(cfg.data):  # the held-out draw decides which images are train and test: features cached before
-        data_key += ("holdout", test_split["fraction"], test_split["seed"])  # it (train = test) are not reused
-    if cfg.data.loader == "stream":  # another train split (a per-class subset): never the in-memory path's features
-        data_key += ("stream", cfg.data.stream_eval_per_class)
+    encoders = _encoders(run, cfg, splits, pre, device, _data_key(cfg, test_split), baselines)
+    metrics, correct = _measure(run, cfg, splits, pre, device, encoders, protocols, probe, baselines)
+    eval_dir = new_eval_dir(root)
+    settings = _settings(run, cfg, splits, protocols, probe, baselines, list(encoders), test_split)
+    for warning in settings["warnings"]:
+        log.warning("warning: %s (%s)", warning, cfg.data.path or cfg.data.name)
+    out = write_records(eval_dir, csv_path, metrics, settings,
+                        per_image_record(correct, splits["test"].labels.numpy()) if correct else None)
+    if plot and "diagnostics" in metrics["simclr"]:
+        from simclr.evaluate.plots import plot_invariance
+        plot_invariance({k: {op: r["cosine"] for op, r in v["diagnostics"]["invariance"].items()}
+                         for k, v in metrics.items() if "diagnostics" in v},
+                        eval_dir / "invariance.png", title=f"{run.policy.name} — {cfg.data.name}")
+    elif plot:
+        log.warning("--plot needs the diagnostics protocol; add it to --protocol")
+    if not quiet:
+        print(format_table(metrics, trained=run.cfg.method.name))
+        print(f"wrote {out}")
+    return {"metrics": metrics, "settings": settings, "eval_dir": eval_dir}
 
+
+def _data_key(cfg: RunConfig, test_split: dict) -> tuple:
+    """What the features of an encoder depend on besides its weights: the feature cache's key."""
+    key = (cfg.data.name, cfg.data.path, cfg.data.train_split, cfg.data.train_per_class, cfg.data.val_per_class,
+           cfg.data.test_per_class, cfg.data.image_size, cfg.seed)
+    if flat_tree(cfg.data):  # the held-out draw decides which images are train and test: features cached before
+        key += ("holdout", test_split["fraction"], test_split["seed"])  # it (train = test) are not reused
+    if cfg.data.loader == "stream":  # another train split (a per-class subset): never the in-memory path's features
+        key += ("stream", cfg.data.stream_eval_per_class)
+    return key
+
+
+def _encoders(run: LoadedRun, cfg: RunConfig, splits, pre, device: str, data_key: tuple, baselines: bool) -> dict:
+    """name -> (encoder, feature cache key): the trained one and, with baselines, the random-init floors."""
     encoders = {"simclr": (build_encoder(run).to(device), _cache_key(run.checkpoint_sha256, *data_key))}
     if baselines:
         encoders["random_init"] = (build_encoder(run, random_init=True, seed=cfg.seed).to(device),
@@ -167,8 +194,16 @@ def evaluate_run(target: str | Path, protocols: Sequence[str] = ("knn", "linear"
                                              splits["train"], pre)
         encoders["random_init_bn"] = (bn_encoder, _cache_key("random-bn", run.cfg.model, run.in_channels,
                                                              cfg.seed, *data_key))
+    return encoders
+
+
+def _measure(run: LoadedRun, cfg: RunConfig, splits, pre, device: str, encoders: dict, protocols: Sequence[str],
+             probe: ProbeSettings, baselines: bool) -> tuple[dict, dict]:
+    """(metrics[encoder][protocol], correct[encoder][protocol] = each test image's top-1 hit) for every encoder,
+    and raw pixels with baselines."""
+    cache = layout.features_dir(run.run_dir) if run.run_dir else None
     metrics: dict[str, dict] = {}
-    correct: dict[str, dict] = {}   # encoder -> protocol -> (n_test,) bool top-1 correct
+    correct: dict[str, dict] = {}
     for name, (encoder, key) in encoders.items():
         feats = _cached_features(encoder, splits, pre, cache, key)
         metrics[name] = _protocols(feats, splits, cfg, protocols, probe, device, correct.setdefault(name, {}))
@@ -178,9 +213,13 @@ def evaluate_run(target: str | Path, protocols: Sequence[str] = ("knn", "linear"
         pixels = {s: pre(d.images).flatten(1) for s, d in splits.items()}
         metrics["raw_pixels"] = _protocols(pixels, splits, cfg, [p for p in protocols if p != "diagnostics"], probe,
                                            device, correct.setdefault("raw_pixels", {}))
+    return metrics, {enc: c for enc, c in correct.items() if c}
 
-    eval_dir = new_eval_dir(root)
-    settings: dict = {"protocols": list(protocols)}  # only the settings of protocols that ran
+
+def _settings(run: LoadedRun, cfg: RunConfig, splits, protocols: Sequence[str], probe: ProbeSettings,
+              baselines: bool, encoders: list[str], test_split: dict) -> dict:
+    """Every setting the numbers depend on, stored beside them in results.json (only those of protocols that ran)."""
+    settings: dict = {"protocols": list(protocols)}
     if "knn" in protocols:
         settings["knn"] = {"k": list(cfg.eval.knn_k), "temperature": cfg.eval.knn_temperature, "metric": "cosine",
                            "weighting": "exp(sim/T)", "bank": "train split",
@@ -197,7 +236,7 @@ def evaluate_run(target: str | Path, protocols: Sequence[str] = ("knn", "linear"
                                              "seed", "invariance_seeds": DIAGNOSTIC_SEEDS,
                                    "invariance_params": "the policy's own op parameters (p=1); registry defaults "
                                                         "for ops the policy lacks",
-                                   "encoders": [e for e in encoders]}
+                                   "encoders": encoders}
     if baselines:
         settings["baselines"] = {"random_init": "same architecture, seeded init, BN statistics as initialised",
                                  "random_init_bn": "same init, BN running statistics recomputed on the train split",
@@ -210,23 +249,7 @@ def evaluate_run(target: str | Path, protocols: Sequence[str] = ("knn", "linear"
         "package_version": simclr.__version__, "git_commit": git_commit(), "torch": torch.__version__,
         "warnings": class_warnings(splits) + _unfinished_run_warning(run) + _unrecorded_holdout_warning(run, cfg),
     })
-    for warning in settings["warnings"]:
-        log.warning("warning: %s (%s)", warning, cfg.data.path or cfg.data.name)
-    csv_path = (run.run_dir or root) / "results.csv"
-    correct = {enc: c for enc, c in correct.items() if c}
-    out = write_records(eval_dir, csv_path, metrics, settings,
-                        per_image_record(correct, splits["test"].labels.numpy()) if correct else None)
-    if plot and "diagnostics" in metrics["simclr"]:
-        from simclr.evaluate.plots import plot_invariance
-        plot_invariance({k: {op: r["cosine"] for op, r in v["diagnostics"]["invariance"].items()}
-                         for k, v in metrics.items() if "diagnostics" in v},
-                        eval_dir / "invariance.png", title=f"{run.policy.name} — {cfg.data.name}")
-    elif plot:
-        log.warning("--plot needs the diagnostics protocol; add it to --protocol")
-    if not quiet:
-        print(format_table(metrics, trained=run.cfg.method.name))
-        print(f"wrote {out}")
-    return {"metrics": metrics, "settings": settings, "eval_dir": eval_dir}
+    return settings
 
 
 def _unfinished_run_warning(run: LoadedRun) -> list[str]:

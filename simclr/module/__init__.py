@@ -1,4 +1,4 @@
-"""The LightningModule, its optimisers and the throughput callback."""
+"""The LightningModule, its optimisers, the throughput callback and what the machine can run (devices)."""
 from simclr.module.simclr_module import SimCLRModule, SSLModule
 from simclr.module.throughput import EpochRate, Throughput, cpu_state, load_avg
 
