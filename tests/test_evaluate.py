@@ -120,6 +120,17 @@ def test_frozen_detects_a_change():
             net.bn.running_mean.add_(1.0)
 
 
+def test_frozen_takes_nan_for_unchanged_and_still_sees_a_nan_appear():
+    net = BNNet()
+    with torch.no_grad():
+        net.bn.running_mean[0] = float("nan")  # NaN != NaN: an untouched NaN is not a change
+    with frozen(net):
+        pass
+    with pytest.raises(RuntimeError, match="encoder changed during frozen evaluation"):
+        with frozen(net):
+            net.bn.running_mean[1] = float("nan")
+
+
 def test_diagnostics_against_closed_forms():
     z = torch.eye(4)
     assert alignment(z, z) == pytest.approx(0.0)

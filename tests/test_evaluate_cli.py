@@ -100,6 +100,18 @@ def test_checkpoint_from_another_architecture(tiny_run, tmp_path, capsys):
     assert "do not fit backbone 'small_cnn'" in capsys.readouterr().err
 
 
+def test_checkpoint_with_nan_weights_is_refused_in_one_line(tiny_run, tmp_path, capsys):
+    blob = torch.load(tiny_run / "checkpoints" / "last.ckpt", weights_only=True)
+    name = next(k for k, v in blob["state_dict"].items() if k.startswith("encoder.") and v.ndim == 4)
+    blob["state_dict"][name].view(-1)[0] = float("nan")
+    damaged = tmp_path / "nan.ckpt"
+    torch.save(blob, damaged)
+    assert main(["evaluate", str(damaged)]) == 2
+    err = capsys.readouterr().err
+    assert f"{name.removeprefix('encoder.')} holds NaN or infinite values" in err and "Traceback" not in err
+    assert not (tmp_path / "eval-nan").exists()
+
+
 def test_dataset_with_other_channels_is_refused(tiny_run, tmp_path, capsys):
     root = tmp_path / "tree"
     from PIL import Image

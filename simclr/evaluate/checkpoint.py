@@ -83,6 +83,12 @@ def load_run(target: str | Path) -> LoadedRun:
         raise CheckpointError(f"{ckpt}: hyper_parameters are not a simclr run config: {e}") from None
     _check_belongs(ckpt, run_dir, cfg)
     state = {k.removeprefix("encoder."): v for k, v in blob["state_dict"].items() if k.startswith("encoder.")}
+    broken = [k for k, v in state.items() if isinstance(v, torch.Tensor) and v.is_floating_point()
+              and not bool(torch.isfinite(v).all())]
+    if broken:  # NaN weights give NaN features, or none at all where a kernel skips them: never a number
+        raise CheckpointError(f"{ckpt}: encoder weight {broken[0]} holds NaN or infinite values"
+                              f"{f' (and {len(broken) - 1} more)' if len(broken) > 1 else ''}; the run diverged or "
+                              "the file is damaged - evaluate an earlier checkpoint, or retrain.")
     return LoadedRun(ckpt, sha256_file(ckpt), run_dir, cfg, policy, int(hp["in_channels"]), int(hp["num_classes"]),
                      hp.get("image_size"), state)
 

@@ -16,7 +16,9 @@ def snapshot(module: nn.Module) -> dict[str, torch.Tensor]:
 
 def assert_unchanged(before: dict[str, torch.Tensor], module: nn.Module) -> None:
     after = module.state_dict()
-    changed = [k for k, v in before.items() if not torch.equal(v, after[k])]
+    changed = [k for k, v in before.items()
+               if not (v.shape == after[k].shape and torch.equal(v.isnan(), after[k].isnan())  # NaN != NaN
+                       and torch.equal(torch.nan_to_num(v, nan=0.0), torch.nan_to_num(after[k], nan=0.0)))]
     if changed:
         raise RuntimeError(f"encoder changed during frozen evaluation: {changed[:5]} — a bug, please report it")
 

@@ -11,6 +11,7 @@ from torchvision.models import resnet18, resnet34, resnet50
 from simclr.config.backbone import TIMM_PREFIX
 from simclr.config.run import ModelConfig
 from simclr.config.schema import ConfigError
+from simclr.models.conv_guard import guard_strided_convs
 from simclr.models.timm_backbone import timm_backbone
 
 BACKBONES: dict[str, Callable[..., tuple[nn.Module, int]]] = {}
@@ -77,10 +78,11 @@ class Encoder(nn.Module):
         self.name = name
         if name.startswith(TIMM_PREFIX):
             self.net, self.feature_dim = timm_backbone(name.removeprefix(TIMM_PREFIX), in_channels, image_size)
-            return
-        if name not in BACKBONES:
+        elif name in BACKBONES:
+            self.net, self.feature_dim = BACKBONES[name](in_channels=in_channels, cifar_stem=cifar_stem, width=width)
+        else:
             raise ValueError(f"unknown backbone '{name}'; valid: {', '.join(sorted(BACKBONES))} or timm:<name>")
-        self.net, self.feature_dim = BACKBONES[name](in_channels=in_channels, cifar_stem=cifar_stem, width=width)
+        guard_strided_convs(self.net)  # small maps under CPU bf16: see models/conv_guard.py
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)  # (B, feature_dim)
