@@ -59,6 +59,9 @@ def test_every_arm_runs_with_every_method_and_its_own_overrides(tmp_path):
      "method_overrides.byol: method.byol.momentm: unknown key. Did you mean 'momentum_base'?"),
     ("methods: [simclr, byol]\nmethod_overrides: {byol: [method.vicreg.sim_coeff=3]}",
      "would be ignored: method.name is 'byol'"),
+    ("methods: [simclr, byol]\nmethod_overrides: {byol: [model.backbone=timm:vit_small_patch32_224]}",
+     "arm digits@byol: model.backbone: timm:vit_small_patch32_224 cannot take 1-channel 16x16 images"),
+    ("methods: []", "methods: an empty list; give one or more of simclr, byol, vicreg, mocov3, or drop the key"),
 ])
 def test_a_bad_method_axis_is_one_line_naming_the_key(tmp_path, body, message):
     with pytest.raises(ConfigError) as e:
@@ -115,6 +118,26 @@ def test_interaction_is_the_paired_difference_of_differences(tmp_path, capsys):
     assert (root / "methods.png").is_file()
 
 
+@pytest.mark.parametrize("edit, message", [
+    (lambda meta: meta.clear(), "no meta.method, while other arms of this study run on a method axis"),
+    (lambda meta: meta.update(method="vicreg"), "arm 'no_colour@byol' does not match its meta"),
+    (lambda meta: meta.update(method="byl"), "meta.method 'byl' is not a method"),
+])
+def test_an_arm_record_whose_method_disagrees_with_its_name_is_refused(tmp_path, capsys, edit, message):
+    """The report picks each arm's reference and interaction from arm.json's meta: a hand-edited meta would compare
+    the wrong runs, so it is refused in one line and nothing is written."""
+    root = tmp_path / "study"
+    _study(root, {(p, m): {s: 0.4 + 0.01 * s for s in range(3)} for p in ("base", "no_colour") for m in ("simclr", "byol")})
+    record_file = root / "runs" / "no_colour@byol-seed1" / "arm.json"
+    record = json.loads(record_file.read_text())
+    edit(record["meta"])
+    record_file.write_text(json.dumps(record))
+    assert main(["ablate", "report", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err, err
+    assert not (root / "results.md").exists()
+
+
 def test_interaction_test_sampling_is_the_per_image_contrast(tmp_path):
     rng = np.random.default_rng(3)
     hits = {(p, m): {s: rng.random(1000) < 0.4 for s in range(3)} for p in ("base", "crop") for m in ("simclr", "byol")}
@@ -126,3 +149,12 @@ def test_interaction_test_sampling_is_the_per_image_contrast(tmp_path):
     c = {k: np.stack([v[s].astype(float) for s in range(3)]) for k, v in hits.items()}        # (S, n)
     contrast = (c["crop", "simclr"] - c["base", "simclr"]) - (c["crop", "byol"] - c["base", "byol"])
     assert row["interaction_test"]["se"] == pytest.approx(contrast.mean(0).std(ddof=1) / np.sqrt(1000), rel=1e-9)
+
+
+def test_plan_names_the_methods_its_pilot_did_not_train(tmp_path):
+    from simclr.ablate.pilot import methods_not_piloted
+    spec = load_spec(spec_file(tmp_path, "methods: [simclr, byol, vicreg]\n" + ARMS))
+    plain = {"digits": {"meta": {}}, "digits_rotation": {"meta": {}}}   # a pilot without a method axis: simclr
+    assert methods_not_piloted(spec, plain) == ["byol", "vicreg"]
+    axis = {f"digits@{m}": {"meta": {"method": m, "policy_arm": "digits"}} for m in ("simclr", "byol")}
+    assert methods_not_piloted(spec, axis) == ["vicreg"]

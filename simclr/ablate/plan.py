@@ -12,7 +12,6 @@ noise and its time per run are the study's).
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import statistics
 from collections import Counter
@@ -20,19 +19,16 @@ from datetime import datetime
 from pathlib import Path
 
 from simclr.ablate.interaction import reference_for
-from simclr.ablate.launch import launch_tasks
 from simclr.ablate.power import ALPHA, POWER, mde, pooled_sd, seeds_needed
 from simclr.ablate.records import RERUN, read_optional
 from simclr.ablate.report import collect, reference_of
-from simclr.ablate.runner import ablation_dir, make_tasks
-from simclr.ablate.arms import Arm, generate_arms, reference_arm
-from simclr.ablate.spec import AblationSpec, load_spec
+from simclr.ablate.arms import generate_arms
+from simclr.ablate.pilot import methods_not_piloted, pilot_arms, run_pilot, settings_differ
+from simclr.ablate.spec import load_spec
 from simclr.ablate.stats import paired, test_sampling
 from simclr.ablate.status import finished_entries
-from simclr.config.files import read_yaml
-from simclr.config.run import load_config
-from simclr.config.schema import ConfigError, suggest, to_dict
-from simclr.runs.layout import config_path, record_path
+from simclr.config.schema import ConfigError
+from simclr.runs.layout import record_path
 from simclr.utils import format_duration, write_json_atomic
 
 PILOT_SEEDS = 3
@@ -46,35 +42,6 @@ def _check_options(mde_points: float | None, seeds: int | None, pilot_seeds: int
         if value is not None and value < 2:
             raise ConfigError(f"{name}: {value} is out of range; give an integer >= 2 (a paired t-test needs the "
                               "spread of at least two per-seed differences).")
-
-
-def pilot_arms(spec: AblationSpec, arms: list[Arm], other: str | None = None) -> list[Arm]:
-    """The reference arm and `other` (default: the first other arm in the spec's order; its first arm
-    evaluates the floors)."""
-    ref = reference_arm(spec, arms)
-    method = next(arm.meta.get("method") for arm in arms if arm.name == ref)
-    # with a method axis: the reference method's arms (a policy effect, not a method difference)
-    others = [arm.name for arm in arms if arm.name != ref and arm.meta.get("method") == method]
-    if not others:
-        raise ConfigError(f"arms: the spec has one arm ('{ref}'); paired comparisons, and so a plan, need two.")
-    if other is not None and other not in others:
-        raise ConfigError(f"--pilot-arm: '{other}' is not an arm of {spec.name} other than its reference "
-                          f"'{ref}'.{suggest(other, others)}")
-    return [arm for arm in arms if arm.name in (ref, other or others[0])]
-
-
-def run_pilot(spec: AblationSpec, arms: list[Arm], spec_path: Path, n_seeds: int, other: str | None = None) -> Path:
-    """Train and evaluate the pilot arms on n_seeds seeds (the spec's first, then the smallest unused ones)
-    into <output_dir>/<name>-pilot; finished runs there are kept, so a rerun only adds what is missing."""
-    chosen = pilot_arms(spec, arms, other)
-    seeds = [*spec.seeds, *(s for s in range(len(spec.seeds) + n_seeds) if s not in spec.seeds)][:n_seeds]
-    pilot = dataclasses.replace(spec, name=f"{spec.name}-pilot", seeds=tuple(seeds),
-                                reference=reference_arm(spec, arms))
-    root = ablation_dir(pilot)
-    print(f"pilot: arms {', '.join(a.name for a in chosen)} x seeds {seeds} -> {root}", flush=True)
-    launch_tasks(pilot, chosen, root, make_tasks(pilot, chosen, root), spec_path,
-                 f"simclr ablate plan {spec_path} --pilot-seeds {n_seeds}" + (f" --pilot-arm {other}" if other else ""))
-    return root
 
 
 def _when(text) -> float | None:
@@ -192,7 +159,8 @@ def plan(spec_path: str | Path, pilot: str | Path | None = None, mde_points: flo
     result = {"spec": str(spec_path), "pilot": str(root), "reference": reference, "alpha": ALPHA, "power": POWER,
               "planned_seeds": n_planned, "mde_target_points": mde_points, "rows": rows,
               "compute": _compute(len(arms), n_planned, timed, _threads(entries)),
-              "settings_differ": settings_differ(spec, entries) if pilot is not None else []}
+              "settings_differ": settings_differ(spec, entries) if pilot is not None else [],
+              "methods_not_piloted": methods_not_piloted(spec, info)}
     print("\n".join(_lines(result)))
     if pilot is None:  # the pilot folder is this command's own
         write_json_atomic(root / "plan_power.json", result)
@@ -216,35 +184,6 @@ def _threads(entries: list[dict]) -> list[int]:
         if isinstance(threads, int):
             found.add(threads)
     return sorted(found)
-
-
-def settings_differ(spec: AblationSpec, entries: list[dict]) -> list[str]:
-    """'key: pilot -> spec' for training settings of an earlier study's first run that the spec sets otherwise
-    (its spread and time per run were measured at another scale)."""
-    first = next((config_path(e["run_dir"]) for e in entries if e.get("run_dir")), None)
-    if first is None or not first.is_file():
-        return []
-    try:
-        ran = read_yaml(first, "config file")
-    except ConfigError:  # a damaged record says nothing about the scale; the spread is still the pilot's
-        return []
-    cfg = load_config(spec.base_config, spec.overrides)
-    out = []
-    for section in ("method", "data", "model", "loss", "optim", "trainer", "eval"):
-        old, new = (ran or {}).get(section) or {}, to_dict(getattr(cfg, section))
-        for k in sorted(set(old) | set(new)):
-            if k not in old and new.get(k) == _default(type(getattr(cfg, section)), k):
-                continue  # a key newer than the pilot, at its default: the pilot ran as that default does
-            if old.get(k) != new.get(k) and not (section == "trainer" and k in ("precision", "channels_last")):
-                out.append(f"{section}.{k}: {old.get(k)!r} -> {new.get(k)!r}")
-    return out
-
-
-def _default(section: type, key: str):
-    f = next((f for f in dataclasses.fields(section) if f.name == key), None)
-    if f is None or f.default is dataclasses.MISSING:
-        return to_dict(f.default_factory()) if f is not None and f.default_factory is not dataclasses.MISSING else None
-    return to_dict(f.default)
 
 
 def _compute(n_arms: int, n_seeds: int, timed: list[tuple[float, str, bool]], threads: list[int]) -> dict:
@@ -276,6 +215,10 @@ def _lines(r: dict) -> list[str]:
         lines += [f"note: the pilot trained with other settings than the spec ({'; '.join(r['settings_differ'][:6])}"
                   + ("; ..." if len(r["settings_differ"]) > 6 else "") + "): its spread and time per run are of "
                   "that scale", ""]
+    if r.get("methods_not_piloted"):
+        lines += [f"note: no pilot run of {', '.join(r['methods_not_piloted'])}: their spreads and time per run are "
+                  "assumed to be the piloted method's, and a method x policy interaction (a difference of two drops) "
+                  "spreads more than either drop; pilot with --pilot <a finished study with every method>", ""]
     cols = [("comparison", max(len(row["comparison"]) for row in r["rows"])),
             ("metric", max(len(row["metric"]) for row in r["rows"])), ("seeds", 5), ("sd (pts)", 8),
             (f"MDE @ {n} seeds", 0), (f"MDE @ {n} (sd+)", 0), ("test floor", 0)]

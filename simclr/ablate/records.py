@@ -9,6 +9,7 @@ import os
 import re
 from pathlib import Path
 
+from simclr.config.methods import METHODS
 from simclr.config.schema import ConfigError
 
 RELAUNCH = "`simclr ablate SPEC` writes it afresh when it relaunches the study, leaving finished runs as they are."
@@ -90,6 +91,7 @@ def read_arm_record(path: Path) -> dict:
     names relative to the run folder. Returns the record with `results` as a path."""
     record = read_recorded(path, RERUN, tuple(RECORD_FIELDS))
     check_fields(path, record, RECORD_FIELDS, RERUN)
+    _check_method_meta(path, record)
     folder = Path(path).parent
     results = folder / record["results"]
     # compared as written, not resolved: an eval/ folder symlinked to another disk is still the run's own
@@ -98,6 +100,20 @@ def read_arm_record(path: Path) -> dict:
     if not results.is_file():
         raise ConfigError(f"{path}: its results file {results} is missing (or not a file); {RERUN}")
     return {**record, "results": results}
+
+
+def _check_method_meta(path: Path, record: dict) -> None:
+    """An arm of a method axis is named <policy arm>@<method> and its meta says both: the report picks each arm's
+    reference and interaction from the meta, so a meta that disagrees with the name would compare wrong runs."""
+    arm, meta = record["arm"], record["meta"]
+    if "method" not in meta:
+        return  # whether the study has a method axis at all is checked over all its records (report.collect)
+    method, policy = meta["method"], meta.get("policy_arm")
+    if method not in METHODS:
+        raise ConfigError(f"{path}: meta.method {method!r} is not a method (valid: {', '.join(METHODS)}); {RERUN}")
+    if arm != f"{policy}@{method}":
+        raise ConfigError(f"{path}: arm '{arm}' does not match its meta (policy_arm {policy!r}, method "
+                          f"{method!r}: the arm would be '{policy}@{method}'); {RERUN}")
 
 
 def check_job_id(path: Path, i: int, attempt: dict) -> None:

@@ -20,6 +20,12 @@ def collect(root: Path) -> tuple[dict, dict, dict, dict]:
     """-> (values[arm][metric][seed] = value, arm info, baselines[encoder][metric][seed] = value,
     correct[arm][metric][seed] = (test labels' sha256, per-image top-1 correct) where runs recorded it)."""
     entries = finished_entries(root)
+    lacking = [e for e in entries if "method" not in e["meta"]]
+    if lacking and len(lacking) < len(entries):  # a method axis covers every arm; a run without one was edited
+        e = lacking[0]
+        raise ConfigError(f"{root / 'runs' / (e['arm'] + '-seed' + str(e['seed'])) / 'arm.json'}: no meta.method, "
+                          "while other arms of this study run on a method axis; restore it, or move that run's "
+                          "folder out of the study's runs/ folder and relaunch the study to run it again.")
     values: dict = defaultdict(lambda: defaultdict(dict))
     baselines: dict = defaultdict(lambda: defaultdict(dict))
     correct: dict = defaultdict(lambda: defaultdict(dict))

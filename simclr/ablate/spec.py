@@ -83,6 +83,10 @@ def spec_from_dict(raw: dict, folder: Path) -> AblationSpec:
     """A spec given as data (`simclr search` builds its final comparison's), checked as a spec file is; a relative
     base_config lies in `folder`."""
     spec = build(AblationSpec, raw)
+    if isinstance(raw, dict) and "methods" in raw and not spec.methods:  # `methods: []` is not "no method axis"
+        from simclr.config.methods import METHODS
+        raise ConfigError(f"methods: an empty list; give one or more of {', '.join(METHODS)}, or drop the key "
+                          "(every arm then runs the base config's method).")
     spec = dataclasses.replace(spec, base_config=beside_spec(folder, spec.base_config, "base_config"))
     _validate(spec)
     return spec
@@ -144,6 +148,7 @@ def _validate(spec: AblationSpec) -> None:
             raise ConfigError(f"arms.sweep.param: '{a.sweep.param}' is not a parameter of {a.sweep.op}."
                               f"{suggest(a.sweep.param, fields)}")
     arms = generate_arms(spec)  # builds every policy: out-of-range sweep values fail here, with the arm named
+    _check_backbones_fit(spec, arms)
     names = list(dict.fromkeys(arm.meta.get("policy_arm", arm.name) for arm in arms))
     if spec.reference is not None and spec.reference not in names:
         raise ConfigError(f"reference: '{spec.reference}' is not an arm.{suggest(spec.reference, names)}")
@@ -177,6 +182,27 @@ def _validate_methods(spec: AblationSpec) -> None:
             load_config(spec.base_config, method_overrides(spec, m))
         except ConfigError as e:
             raise ConfigError(f"method_overrides.{m}: " + str(e).split("override ", 1)[-1]) from None
+
+
+def _check_backbones_fit(spec: AblationSpec, arms) -> None:
+    """A timm backbone that cannot take an arm's images (a ViT patch larger than its crop) is refused now, naming
+    the arm, not after other arms have trained: each arm's model (its method's overrides included) is built on the
+    meta device at the size the arm's policy crops to (else data.image_size; arms of neither are left to train.run)."""
+    from simclr.augment.policy import input_size
+    from simclr.models import check_fits
+    seen: set = set()
+    for arm in arms:
+        cfg = load_config(spec.base_config, method_overrides(spec, arm.meta.get("method")))
+        size = input_size(arm.policy, cfg.data.image_size)
+        channels = 1 if cfg.data.name in ("digits", "fashion_mnist") else 3  # the readers give grayscale or RGB
+        key = (cfg.model, channels, size)
+        if size is None or key in seen:
+            continue
+        seen.add(key)
+        try:
+            check_fits(cfg.model, channels, size)
+        except ConfigError as e:
+            raise ConfigError(f"arm {arm.name}: {e}") from None
 
 
 def check_data(spec: AblationSpec, where: str) -> None:
