@@ -53,7 +53,11 @@ def wait_for(predicate, what, limit_s=300):
 
 
 def slurm_state(job_id):
+    """The job's state in the queue; '' once it has left it. A squeue that fails for another reason (a controller
+    slow to answer) is 'UNKNOWN', never '': a wait for the job to end must not take it for gone."""
     out = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True)
+    if out.returncode != 0 and "Invalid job id" not in out.stderr:
+        return "UNKNOWN"
     return out.stdout.strip()
 
 

@@ -56,6 +56,9 @@ def test_requeued_direct_job_resumes_its_run_from_last_ckpt(tmp_path, slurm):
         record = json.loads((out / "job" / "run.json").read_text())
         assert record["status"] == "interrupted" and record["epoch"] < EPOCHS, record  # requeued mid-run
         subprocess.run(["scontrol", "update", f"jobid={job}", "StartTime=now"], check=True, capture_output=True)
+        # its second start first: a squeue that answers nothing for a moment must not end the wait (and the
+        # finally's scancel then cancel the job before it restarts)
+        wait_for(lambda: "start 1" in log.read_text(), "the requeued job to start again", limit_s=600)
         wait_for(lambda: not slurm_state(job), "the requeued job to end", limit_s=600)
     finally:
         subprocess.run(["scancel", job], capture_output=True)

@@ -191,8 +191,9 @@ def _check_backbones_fit(spec: AblationSpec, arms) -> None:
     from simclr.augment.policy import input_size
     from simclr.models import check_fits
     seen: set = set()
+    configs = {m: load_config(spec.base_config, method_overrides(spec, m)) for m in (spec.methods or (None,))}
     for arm in arms:
-        cfg = load_config(spec.base_config, method_overrides(spec, arm.meta.get("method")))
+        cfg = configs[arm.meta.get("method")]
         size = input_size(arm.policy, cfg.data.image_size)
         channels = 1 if cfg.data.name in ("digits", "fashion_mnist") else 3  # the readers give grayscale or RGB
         key = (cfg.model, channels, size)
