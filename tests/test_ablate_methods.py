@@ -154,7 +154,11 @@ def test_interaction_test_sampling_is_the_per_image_contrast(tmp_path):
 def test_plan_names_the_methods_its_pilot_did_not_train(tmp_path):
     from simclr.ablate.pilot import methods_not_piloted
     spec = load_spec(spec_file(tmp_path, "methods: [simclr, byol, vicreg]\n" + ARMS))
-    plain = {"digits": {"meta": {}}, "digits_rotation": {"meta": {}}}   # a pilot without a method axis: simclr
-    assert methods_not_piloted(spec, plain) == ["byol", "vicreg"]
+    plain = {"digits": {"meta": {}}, "digits_rotation": {"meta": {}}}   # a pilot without a method axis
+    assert methods_not_piloted(spec, plain, []) == ["byol", "vicreg"]   # no run records one: the spec's base method
+    run = tmp_path / "pilot" / "runs" / "digits-seed0"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text("method:\n  name: byol\n")      # ...but this pilot trained BYOL
+    assert methods_not_piloted(spec, plain, [{"run_dir": run}]) == ["simclr", "vicreg"]
     axis = {f"digits@{m}": {"meta": {"method": m, "policy_arm": "digits"}} for m in ("simclr", "byol")}
-    assert methods_not_piloted(spec, axis) == ["vicreg"]
+    assert methods_not_piloted(spec, axis, []) == ["vicreg"]

@@ -44,9 +44,19 @@ def run_pilot(spec: AblationSpec, arms: list[Arm], spec_path: Path, n_seeds: int
     return root
 
 
-def methods_not_piloted(spec: AblationSpec, info: dict) -> list[str]:
-    """The spec's methods no pilot run trained (a pilot without a method axis ran its base config's method)."""
+def methods_not_piloted(spec: AblationSpec, info: dict, entries: list[dict]) -> list[str]:
+    """The spec's methods no pilot run trained. A pilot without a method axis ran one method: the one its runs'
+    config.yaml records (the spec's base method where no run records one)."""
     piloted = {(i.get("meta") or {}).get("method") for i in info.values()} - {None}
+    for entry in entries if not piloted else ():
+        path = config_path(entry["run_dir"]) if entry.get("run_dir") else None
+        try:
+            ran = read_yaml(path, "config file") if path is not None and path.is_file() else None
+        except ConfigError:
+            ran = None
+        name = ((ran or {}).get("method") or {}).get("name", "simclr") if isinstance(ran, dict) else None
+        if isinstance(name, str):
+            piloted.add(name)  # a config.yaml from before methods existed has none: SimCLR, all there was
     if not piloted:
         piloted = {load_config(spec.base_config, spec.overrides).method.name}
     return [m for m in spec.methods if m not in piloted]

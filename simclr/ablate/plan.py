@@ -160,7 +160,7 @@ def plan(spec_path: str | Path, pilot: str | Path | None = None, mde_points: flo
               "planned_seeds": n_planned, "mde_target_points": mde_points, "rows": rows,
               "compute": _compute(len(arms), n_planned, timed, _threads(entries)),
               "settings_differ": settings_differ(spec, entries) if pilot is not None else [],
-              "methods_not_piloted": methods_not_piloted(spec, info)}
+              "methods_not_piloted": methods_not_piloted(spec, info, entries)}
     print("\n".join(_lines(result)))
     if pilot is None:  # the pilot folder is this command's own
         write_json_atomic(root / "plan_power.json", result)

@@ -12,24 +12,42 @@ import torch
 from torch import nn
 
 
-class SmallInputSafeConv2d(nn.Conv2d):
-    """nn.Conv2d (same parameters, same state_dict) that leaves CPU bf16 autocast for inputs smaller than its
-    stride; every other call is nn.Conv2d's own."""
+class _SmallInputSafe:
+    """Mixed in ahead of an nn.Conv2d class (timm's StdConv2d and other subclasses included: they override
+    forward, so the check wraps forward): an input smaller than the stride leaves CPU bf16 autocast."""
 
-    def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         if (x.device.type == "cpu" and torch.is_autocast_enabled("cpu")
                 and (x.shape[-2] < self.stride[0] or x.shape[-1] < self.stride[1])):
             with torch.autocast("cpu", enabled=False):
-                return super()._conv_forward(x.float(), weight.float(), None if bias is None else bias.float())
-        return super()._conv_forward(x, weight, bias)
+                return super().forward(x.float())
+        return super().forward(x)
+
+
+class SmallInputSafeConv2d(_SmallInputSafe, nn.Conv2d):
+    """nn.Conv2d with the guard (same parameters, same state_dict)."""
+
+
+_GUARDED: dict[type, type] = {nn.Conv2d: SmallInputSafeConv2d}
+
+
+def _guarded(cls: type) -> type:
+    """The guarded class for a Conv2d class, made once and named in this module so modules holding it pickle."""
+    if cls not in _GUARDED:
+        name = f"SmallInputSafe{cls.__name__}_{len(_GUARDED)}"
+        guarded = type(name, (_SmallInputSafe, cls), {"__module__": __name__, "__qualname__": name})
+        globals()[name] = guarded
+        _GUARDED[cls] = guarded
+    return _GUARDED[cls]
 
 
 def guard_strided_convs(model: nn.Module) -> int:
-    """Make every plain nn.Conv2d of `model` with a stride above 1 and a kernel above 1x1 a SmallInputSafeConv2d
-    (in place; parameters, names and initial values untouched). Returns how many were guarded."""
+    """Give every Conv2d of `model` (subclasses included) with a stride above 1 and a kernel above 1x1 the guard
+    (in place: parameters, names and initial values untouched). Returns how many were guarded."""
     guarded = 0
     for module in model.modules():
-        if type(module) is nn.Conv2d and max(module.stride) > 1 and max(module.kernel_size) > 1:
-            module.__class__ = SmallInputSafeConv2d
+        if (isinstance(module, nn.Conv2d) and not isinstance(module, _SmallInputSafe)
+                and max(module.stride) > 1 and max(module.kernel_size) > 1):
+            module.__class__ = _guarded(type(module))
             guarded += 1
     return guarded
