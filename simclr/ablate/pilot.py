@@ -44,40 +44,42 @@ def run_pilot(spec: AblationSpec, arms: list[Arm], spec_path: Path, n_seeds: int
     return root
 
 
+def _first_run_config(entries: list[dict]) -> tuple[dict | None, dict | None]:
+    """(an earlier study's first finished run, its config.yaml as written); a missing or damaged file gives None:
+    it says nothing about the scale, and the spread is still the pilot's."""
+    entry = next((e for e in entries if e.get("run_dir")), None)
+    path = config_path(entry["run_dir"]) if entry else None
+    if path is None or not path.is_file():
+        return entry, None
+    try:
+        ran = read_yaml(path, "config file")
+    except ConfigError:
+        return entry, None
+    return entry, ran if isinstance(ran, dict) else None
+
+
 def methods_not_piloted(spec: AblationSpec, info: dict, entries: list[dict]) -> list[str]:
-    """The spec's methods no pilot run trained. A pilot without a method axis ran one method: the one its runs'
-    config.yaml records (the spec's base method where no run records one)."""
+    """The spec's methods no pilot run trained. A pilot without a method axis ran one method: the one its first
+    run's config.yaml records (SimCLR in one from before methods existed; the spec's base method with no record)."""
     piloted = {(i.get("meta") or {}).get("method") for i in info.values()} - {None}
-    for entry in entries if not piloted else ():
-        path = config_path(entry["run_dir"]) if entry.get("run_dir") else None
-        try:
-            ran = read_yaml(path, "config file") if path is not None and path.is_file() else None
-        except ConfigError:
-            ran = None
-        name = ((ran or {}).get("method") or {}).get("name", "simclr") if isinstance(ran, dict) else None
-        if isinstance(name, str):
-            piloted.add(name)  # a config.yaml from before methods existed has none: SimCLR, all there was
     if not piloted:
-        piloted = {load_config(spec.base_config, spec.overrides).method.name}
+        _, ran = _first_run_config(entries)
+        name = (ran.get("method") or {}).get("name", "simclr") if ran is not None else None
+        piloted = {name if isinstance(name, str) else load_config(spec.base_config, spec.overrides).method.name}
     return [m for m in spec.methods if m not in piloted]
 
 
 def settings_differ(spec: AblationSpec, entries: list[dict]) -> list[str]:
     """'key: pilot -> spec' for training settings of an earlier study's first run that the spec sets otherwise
     (its spread and time per run were measured at another scale)."""
-    entry = next((e for e in entries if e.get("run_dir")), None)
-    first = config_path(entry["run_dir"]) if entry else None
-    if first is None or not first.is_file():
+    entry, ran = _first_run_config(entries)
+    if ran is None:
         return []
     method = (entry.get("meta") or {}).get("method")  # compared with the spec's settings for that run's method
-    try:
-        ran = read_yaml(first, "config file")
-    except ConfigError:  # a damaged record says nothing about the scale; the spread is still the pilot's
-        return []
     cfg = load_config(spec.base_config, method_overrides(spec, method if method in spec.methods else None))
     out = []
     for section in ("method", "data", "model", "loss", "optim", "trainer", "eval"):
-        old, new = (ran or {}).get(section) or {}, to_dict(getattr(cfg, section))
+        old, new = ran.get(section) or {}, to_dict(getattr(cfg, section))
         for k in sorted(set(old) | set(new)):
             if k not in old and new.get(k) == _default(type(getattr(cfg, section)), k):
                 continue  # a key newer than the pilot, at its default: the pilot ran as that default does

@@ -12,7 +12,7 @@ from simclr.ablate.selection import selection_rows, write_selection_table
 from simclr.ablate.power import MDE_NOTE, verdict
 from simclr.ablate.stats import describe, describe_test, paired, summary, test_sampling
 from simclr.ablate.records import ACCURACIES, read_manifest, read_plan, read_results
-from simclr.ablate.status import finished_entries, finished_records, planned_runs
+from simclr.ablate.status import RECORD, finished_entries, finished_records, planned_runs
 from simclr.config.schema import ConfigError, suggest
 
 
@@ -23,7 +23,7 @@ def collect(root: Path) -> tuple[dict, dict, dict, dict]:
     lacking = [e for e in entries if "method" not in e["meta"]]
     if lacking and len(lacking) < len(entries):  # a method axis covers every arm; a run without one was edited
         e = lacking[0]
-        raise ConfigError(f"{root / 'runs' / (e['arm'] + '-seed' + str(e['seed'])) / 'arm.json'}: no meta.method, "
+        raise ConfigError(f"{Path(e['run_dir']) / RECORD}: no meta.method, "
                           "while other arms of this study run on a method axis; restore it, or move that run's "
                           "folder out of the study's runs/ folder and relaunch the study to run it again.")
     values: dict = defaultdict(lambda: defaultdict(dict))

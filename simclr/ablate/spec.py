@@ -110,7 +110,7 @@ def _validate(spec: AblationSpec) -> None:
             raise ConfigError(f"overrides[{i}]: '{item}' would be ignored: " + (
                 "`base_policy:` is what generated arms start from" if spec.base_policy is not None else
                 "each named arm runs its own policy file") + "; drop it (set `base_policy:` for generated arms).")
-    _validate_methods(spec)
+    method_configs = _validate_methods(spec)
     try:
         cfg = load_config(spec.base_config, spec.overrides)  # the base run config must be valid as is
     except ConfigError as e:  # load_config blames "command-line" overrides; these are the spec's own
@@ -148,13 +148,14 @@ def _validate(spec: AblationSpec) -> None:
             raise ConfigError(f"arms.sweep.param: '{a.sweep.param}' is not a parameter of {a.sweep.op}."
                               f"{suggest(a.sweep.param, fields)}")
     arms = generate_arms(spec)  # builds every policy: out-of-range sweep values fail here, with the arm named
-    _check_backbones_fit(spec, arms)
+    _check_backbones_fit(arms, method_configs or {None: cfg})
     names = list(dict.fromkeys(arm.meta.get("policy_arm", arm.name) for arm in arms))
     if spec.reference is not None and spec.reference not in names:
         raise ConfigError(f"reference: '{spec.reference}' is not an arm.{suggest(spec.reference, names)}")
 
 
-def _validate_methods(spec: AblationSpec) -> None:
+def _validate_methods(spec: AblationSpec) -> dict:
+    """The method axis checked; returns each method's run config (base config, overrides, method overrides)."""
     from simclr.config.methods import METHODS
     for i, m in enumerate(spec.methods):
         if m not in METHODS:
@@ -172,26 +173,28 @@ def _validate_methods(spec: AblationSpec) -> None:
                 raise ConfigError(f"method_overrides.{m}[{i}]: '{item}' would be replaced in every run by "
                                   f"{RUNNER_KEYS.get(key) or by[key]}.")
     if not spec.methods:
-        return
+        return {}
     for i, item in enumerate(spec.overrides):  # every arm's method is the axis's: a method key here would be replaced
         if item.split("=", 1)[0].strip().startswith("method."):
             raise ConfigError(f"overrides[{i}]: '{item}' would be replaced by the spec's `methods` axis; set a "
                               "method's own parameters under method_overrides.<method>.")
+    configs = {}
     for m in spec.methods:
         try:
-            load_config(spec.base_config, method_overrides(spec, m))
+            configs[m] = load_config(spec.base_config, method_overrides(spec, m))
         except ConfigError as e:
             raise ConfigError(f"method_overrides.{m}: " + str(e).split("override ", 1)[-1]) from None
+    return configs
 
 
-def _check_backbones_fit(spec: AblationSpec, arms) -> None:
+def _check_backbones_fit(arms, configs: dict) -> None:
     """A timm backbone that cannot take an arm's images (a ViT patch larger than its crop) is refused now, naming
     the arm, not after other arms have trained: each arm's model (its method's overrides included) is built on the
-    meta device at the size the arm's policy crops to (else data.image_size; arms of neither are left to train.run)."""
+    meta device at the size the arm's policy crops to (else data.image_size; arms of neither are left to train.run).
+    `configs`: each method's run config (None: the spec without a method axis)."""
     from simclr.augment.policy import input_size
     from simclr.models import check_fits
     seen: set = set()
-    configs = {m: load_config(spec.base_config, method_overrides(spec, m)) for m in (spec.methods or (None,))}
     for arm in arms:
         cfg = configs[arm.meta.get("method")]
         size = input_size(arm.policy, cfg.data.image_size)
