@@ -62,7 +62,6 @@ def _trained_once(tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained_run(_trained_once, tmp_path_factory):
     """A finished tiny run of this module's own (a copy: tests may evaluate, edit or resume it)."""
-    import shutil
     return Path(shutil.copytree(_trained_once, tmp_path_factory.mktemp("run") / "tiny"))
 
 
